@@ -1,0 +1,124 @@
+"""Shareable model files: ``model.safetensors`` = weights + JSON metadata, loaded without pickle.
+
+The metadata (under the header key ``dens_lightning``) holds the backbone name and hyperparameters,
+cutoff, elements seen, energy references and scale, units, stage, package version and data
+provenance; loading rebuilds the registered backbone from it, so no code travels in the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .errors import InputError
+from .models.potential import Potential
+
+METADATA_KEY = "dens_lightning"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+
+
+def model_metadata(potential: Potential, stage: str, provenance: dict | None = None, **extra: Any) -> dict:
+    head = potential.energy_head
+    shift = {int(z): float(v) for z, v in enumerate(head.shift.tolist()) if v != 0.0}
+    elements = sorted(set(shift) | set(extra.pop("elements", [])))
+    return {
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "stage": stage,
+        "backbone": {
+            "name": potential.backbone.name,
+            "hyperparameters": potential.backbone.hyperparameters(),
+        },
+        "cutoff": potential.cutoff,
+        "elements": elements,
+        "energy_references_eV": {str(z): v for z, v in shift.items()},
+        "energy_scale_eV": float(head.scale.detach()[elements].mean())
+        if elements
+        else float(head.scale.detach().mean()),
+        "units": {"energy": "eV", "length": "Å", "forces": "eV/Å"},
+        "dtype": str(next(potential.parameters()).dtype).replace("torch.", ""),
+        "data": provenance or {},
+        **extra,
+    }
+
+
+def save_model(potential: Potential, path: str | Path, metadata: dict) -> Path:
+    """Write weights and metadata atomically (a temporary file, then a rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.detach().contiguous().cpu() for name, t in potential.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The metadata of a model file, without loading its weights."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: model file not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise InputError(f"{path}: not a safetensors model file ({err})") from err
+    if METADATA_KEY not in header:
+        raise InputError(f"{path}: has no dens_lightning metadata; was it written by dens_lightning?")
+    metadata = json.loads(header[METADATA_KEY])
+    if metadata.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(
+            f"{path}: written by dens_lightning {metadata.get('package_version')} (format "
+            f"{metadata['format_version']}); this is {__version__}: upgrade the package"
+        )
+    for key in ("backbone", "cutoff"):
+        if key not in metadata:
+            raise InputError(f"{path}: metadata lacks {key!r}; the file is incomplete")
+    return metadata
+
+
+def load_potential(path: str | Path, device: str | torch.device = "cpu") -> Potential:
+    """Rebuild the model of a ``model.safetensors`` file (no pickle involved)."""
+    from safetensors.torch import load_file
+
+    from .models import BACKBONES
+
+    metadata = read_metadata(path)
+    name = metadata["backbone"]["name"]
+    if name not in BACKBONES:
+        raise InputError(
+            f"{path}: backbone {name!r} is not available here (have: {', '.join(sorted(BACKBONES))})"
+        )
+    potential = Potential.build(name, metadata["backbone"]["hyperparameters"], metadata=metadata)
+    state = load_file(str(path), device="cpu")
+    dtype = next(iter(state.values())).dtype if state else torch.float32
+    potential.to(dtype)
+    missing, unexpected = potential.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(
+            f"{path}: weights do not match backbone {name!r} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return potential.to(device).eval()
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A run directory → its ``model.safetensors``; a file stays as it is."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / MODEL_FILE
+        if not candidate.exists():
+            raise InputError(f"{path}: run directory without {MODEL_FILE}")
+        return candidate
+    if not path.exists():
+        raise InputError(f"{path}: model file not found")
+    return path

@@ -1,0 +1,199 @@
+"""Structured config schemas and loading: packaged default ← user YAML ← dotted overrides.
+
+Every key is declared here (the backbone's own keys by its ``Config`` dataclass, the trainer's by
+``lightning.Trainer``), so a misspelt key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import InputError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+STAGES = ("finetune",)
+
+
+@dataclass
+class EmbeddedDataConfig:
+    """The labelled default data set the package makes and caches when no file is given."""
+
+    smiles: list[str] = field(
+        default_factory=lambda: ["CCO", "CC(=O)O", "O=CC=CO", "c1ccccc1O", "CC(=O)Nc1ccccc1", "NCC(=O)O"]
+    )
+    conformers: int = 4  # RDKit ETKDG conformers per molecule
+    samples: int = 20  # perturbed structures per conformer
+    displacement: float = 0.03  # Å, std of the thermal-like Cartesian perturbation
+    labeller: str = "auto"  # auto (xtb when tblite is installed, else mmff), xtb, mmff
+    seed: int = 7
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # one file, split by `split`
+    train: str | None = None  # or explicit files; val is carved from train when absent
+    val: str | None = None
+    test: str | None = None
+    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # fractions, or counts
+    batch_size: int = 32
+    eval_batch_size: int | None = None  # defaults to batch_size
+    num_workers: int = 0
+    units: str = "auto"  # energy unit (and length unit) of the files: "kcal/mol", "Hartree, Bohr", ...
+    energy_key: str | None = None
+    forces_key: str | None = None
+    keys: dict[str, str] = field(default_factory=dict)  # npz/h5 array names: numbers, positions
+    neighbor_backend: str = "auto"  # auto, cdist, vesin, torch_cluster
+    embedded: EmbeddedDataConfig = field(default_factory=EmbeddedDataConfig)
+
+
+@dataclass
+class TaskConfig:
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    energy_weight: float = 1.0  # on per-atom energy, in units of the energy scale
+    forces_weight: float = 10.0  # on force components, in units of the energy scale per Å
+    scheduler: str = "cosine"  # cosine, plateau, none
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.01  # cosine floor, as a fraction of lr
+    plateau_patience: int = 10  # epochs
+    plateau_factor: float = 0.5
+    ema_decay: float | None = 0.99  # exponential moving average of the weights; null disables
+
+
+@dataclass
+class FinetuneConfig:
+    freeze_backbone: bool = False
+    backbone_lr_scale: float = 1.0  # lr of the pretrained backbone relative to task.lr
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    stage: str = "finetune"
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "schnet"})
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+
+
+def _error(err: OmegaConfBaseException, where: str) -> InputError:
+    message = str(err).splitlines()[0]
+    key = getattr(err, "full_key", None)
+    return InputError(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+def load_config(stage: str, config_file: str | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Resolve the config of ``stage``: packaged default, then ``config_file``, then ``key=value``
+    overrides; validate it; return it."""
+    schema = OmegaConf.structured(RunConfig)
+    layers: list[tuple[str, DictConfig]] = [
+        (str(CONFIG_DIR / f"{stage}.yaml"), _load_yaml(CONFIG_DIR / f"{stage}.yaml"))
+    ]
+    if config_file is not None:
+        layers.append((config_file, _load_yaml(Path(config_file))))
+    if overrides:
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise InputError(f"override {bad[0]!r}: expected dotted.key=value")
+        try:
+            layers.append(("overrides", OmegaConf.from_dotlist(overrides)))
+        except OmegaConfBaseException as err:
+            raise _error(err, "overrides") from err
+    cfg = schema
+    for where, layer in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except OmegaConfBaseException as err:
+            raise _error(err, where) from err
+    cfg.stage = stage
+    validate(cfg)
+    return cfg
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    if not path.exists():
+        raise InputError(f"{path}: config file not found")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as err:
+        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    if not isinstance(loaded, DictConfig):
+        raise InputError(f"{path}: expected a mapping of config keys at the top level")
+    return loaded
+
+
+def model_hyperparameters(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """The backbone name and its full hyperparameters (defaults filled in), checked by its Config."""
+    from .models import BACKBONES
+
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    name = model.pop("name", None)
+    if name not in BACKBONES:
+        raise InputError(
+            f"model.name: {name!r} is not a backbone; expected one of {', '.join(sorted(BACKBONES))}"
+        )
+    try:
+        checked = OmegaConf.merge(OmegaConf.structured(BACKBONES[name].Config), model)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        raise InputError(f"config: model.{key}: {str(err).splitlines()[0]}") from err
+    return name, OmegaConf.to_container(checked)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks beyond types: ranges, choices, trainer keys, backbone keys."""
+    import lightning
+
+    model_hyperparameters(cfg)
+    accepted = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self", "callbacks", "logger"}
+    for key in cfg.trainer:
+        if key not in accepted:
+            raise InputError(f"config: trainer.{key}: not an argument of lightning.Trainer")
+    checks = [
+        ("data.batch_size", cfg.data.batch_size >= 1, "an integer >= 1"),
+        ("data.num_workers", cfg.data.num_workers >= 0, "an integer >= 0"),
+        (
+            "data.split",
+            len(cfg.data.split) in (2, 3) and all(x >= 0 for x in cfg.data.split),
+            "2 or 3 non-negative fractions or counts (train, val[, test])",
+        ),
+        (
+            "data.neighbor_backend",
+            cfg.data.neighbor_backend in ("auto", "cdist", "vesin", "torch_cluster"),
+            "one of auto, cdist, vesin, torch_cluster",
+        ),
+        (
+            "data.embedded.labeller",
+            cfg.data.embedded.labeller in ("auto", "xtb", "mmff"),
+            "one of auto, xtb, mmff",
+        ),
+        ("task.lr", cfg.task.lr > 0, "a positive number"),
+        ("task.energy_weight", cfg.task.energy_weight >= 0, "a non-negative number"),
+        ("task.forces_weight", cfg.task.forces_weight >= 0, "a non-negative number"),
+        (
+            "task.scheduler",
+            cfg.task.scheduler in ("cosine", "plateau", "none"),
+            "one of cosine, plateau, none",
+        ),
+        ("task.warmup_steps", cfg.task.warmup_steps >= 0, "an integer >= 0"),
+        ("task.ema_decay", cfg.task.ema_decay is None or 0 <= cfg.task.ema_decay < 1, "null or in [0, 1)"),
+        ("finetune.backbone_lr_scale", cfg.finetune.backbone_lr_scale >= 0, "a non-negative number"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            raise InputError(
+                f"config: {key}: {OmegaConf.select(cfg, key)!r} is out of range; expected {expected}"
+            )
+    if cfg.task.energy_weight == 0 and cfg.task.forces_weight == 0:
+        raise InputError("config: task.energy_weight and task.forces_weight are both 0; nothing to train")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

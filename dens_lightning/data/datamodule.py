@@ -1,0 +1,240 @@
+"""Files → seeded splits (saved in the run directory) → statistics → loaders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import InputError
+from .graph import Graph, collate
+from .neighbors import neighbor_list
+from .readers import ReadOptions, read_structures
+from .statistics import energy_scale, reference_energies
+from .structures import Structures
+
+
+class StructureDataset(Dataset):
+    def __init__(self, structures: Structures, dtype: torch.dtype = torch.float32):
+        self.structures = structures
+        self.dtype = dtype
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+    def __getitem__(self, i: int) -> Graph:
+        return self.structures.graph(i, self.dtype)
+
+
+@dataclass
+class Collater:
+    """Concatenate structures and build their radius graph (in the loader workers)."""
+
+    cutoff: float
+    backend: str = "auto"
+
+    def __call__(self, graphs: list[Graph]) -> Graph:
+        graph = collate(graphs)
+        edge_index, edge_shift = neighbor_list(
+            graph.pos, graph.ptr, self.cutoff, graph.cell, graph.pbc, self.backend
+        )
+        return graph.replace(edge_index=edge_index, edge_shift=edge_shift)
+
+
+def split_sizes(total: int, split: list[float], where: str) -> list[int]:
+    """Fractions (summing to at most 1) or whole counts → counts for (train, val, test).
+
+    Fractions that sum to 1 give train the rounding rest, so no structure is left out.
+    """
+    values = list(split)
+    if sum(values) <= 1.0 + 1e-9:
+        sizes = [int(round(f * total)) for f in values]
+        if sum(values) > 1.0 - 1e-9:
+            sizes[0] = total - sum(sizes[1:])
+    else:
+        if any(v != int(v) for v in values):
+            raise InputError(f"data.split: {values} is neither fractions summing to <= 1 nor whole counts")
+        sizes = [int(v) for v in values]
+    if sum(sizes) > total:
+        raise InputError(f"data.split: {values} asks for {sum(sizes)} structures but {where} has {total}")
+    if sizes[0] < 1:
+        raise InputError(f"data.split: {values} leaves no training structures out of {total} in {where}")
+    return sizes
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class AtomsDataModule(lightning.LightningDataModule):
+    """Reads the configured files, splits them with a seed (``splits.json`` in the run directory,
+    reused on resume), fits the statistics on the training split and serves loaders."""
+
+    def __init__(
+        self,
+        data_cfg,
+        cutoff: float,
+        seed: int = 0,
+        run_dir: str | Path | None = None,
+        require_energy: bool = True,
+        require_forces: bool = True,
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        self.cfg = data_cfg
+        self.cutoff = cutoff
+        self.seed = seed
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.require_energy = require_energy
+        self.require_forces = require_forces
+        self.dtype = dtype
+        self.splits: dict[str, Structures] = {}
+        self.provenance: dict = {}
+        self.references: dict[int, float] = {}
+        self.scale: float = 1.0
+
+    # -------------------------------------------------------------- reading and splitting
+
+    def read_options(self) -> ReadOptions:
+        return ReadOptions(
+            units=self.cfg.units,
+            energy_key=self.cfg.energy_key,
+            forces_key=self.cfg.forces_key,
+            keys=dict(self.cfg["keys"]),
+        )
+
+    def _read(self, path: str | Path) -> Structures:
+        structures = read_structures(path, self.read_options())
+        self._check_labels(structures)
+        return structures
+
+    def _check_labels(self, structures: Structures) -> None:
+        if self.require_energy and structures.energy is None:
+            raise InputError(
+                f"{structures.source}: no energies found; name them with data.energy_key or set task.energy_weight=0"
+            )
+        if self.require_forces and structures.forces is None:
+            raise InputError(
+                f"{structures.source}: no forces found; name them with data.forces_key or set task.forces_weight=0"
+            )
+
+    def prepare_data(self) -> None:
+        if not (self.cfg.path or self.cfg.train):
+            from .embedded import embedded_dataset
+
+            embedded_dataset(self.cfg.embedded)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        cfg = self.cfg
+        if cfg.path and cfg.train:
+            raise InputError(
+                "config: data.path and data.train are both set; give one file to split, or explicit files"
+            )
+        labeller = None
+        if not (cfg.path or cfg.train):
+            from .embedded import embedded_dataset
+            from .sampling import resolve_labeller
+
+            source = embedded_dataset(cfg.embedded)
+            labeller = resolve_labeller(cfg.embedded.labeller)
+        else:
+            source = cfg.path or cfg.train
+        full = self._read(source)
+        indices = self._split_indices(full, explicit_val=bool(cfg.val), explicit_test=bool(cfg.test))
+        self.splits = {name: full.subset(idx) for name, idx in indices.items()}
+        if cfg.val:
+            self.splits["val"] = self._read(cfg.val)
+        if cfg.test:
+            self.splits["test"] = self._read(cfg.test)
+        if len(self.splits.get("val", [])) == 0:
+            raise InputError(
+                f"data.split: {list(cfg.split)} leaves no validation structures; set data.val or data.split"
+            )
+        self.references = reference_energies(self.splits["train"])
+        self.scale = energy_scale(self.splits["train"], self.references)
+        files = {
+            name: path for name, path in (("train", source), ("val", cfg.val), ("test", cfg.test)) if path
+        }
+        self.provenance = {
+            "files": {name: {"path": str(path), "sha256": file_sha256(path)} for name, path in files.items()},
+            "sizes": {name: len(s) for name, s in self.splits.items()},
+            "units_in_file": full.units,
+            "labeller": labeller,
+            "embedded": labeller is not None,
+        }
+
+    def _split_indices(
+        self, full: Structures, explicit_val: bool, explicit_test: bool
+    ) -> dict[str, np.ndarray]:
+        saved = self.run_dir / "splits.json" if self.run_dir is not None else None
+        if saved is not None and saved.exists():
+            data = json.loads(saved.read_text())
+            if data.get("total") != len(full):
+                raise InputError(
+                    f"{saved}: made for {data.get('total')} structures, but the data has {len(full)}"
+                )
+            return {name: np.asarray(idx, dtype=np.int64) for name, idx in data["indices"].items()}
+        fractions = (list(self.cfg.split) + [0.0])[:3]
+        fractional = sum(fractions) <= 1.0 + 1e-9
+        for k, explicit in ((1, explicit_val), (2, explicit_test)):
+            if explicit:  # that split comes from its own file; a fraction goes back to train
+                fractions[0] += fractions[k] if fractional else 0.0
+                fractions[k] = 0.0
+        sizes = split_sizes(len(full), fractions, full.source)
+        order = np.random.default_rng(self.seed).permutation(len(full))
+        names = ("train", "val", "test")
+        indices, start = {}, 0
+        for name, size in zip(names, sizes):
+            if size:
+                indices[name] = np.sort(order[start : start + size])
+            start += size
+        if saved is not None and self._is_rank_zero():
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            payload = {
+                "seed": self.seed,
+                "total": len(full),
+                "source": full.source,
+                "indices": {k: v.tolist() for k, v in indices.items()},
+            }
+            saved.write_text(json.dumps(payload))
+        return indices
+
+    def _is_rank_zero(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return trainer is None or trainer.is_global_zero
+
+    # -------------------------------------------------------------- loaders
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        batch_size = self.cfg.batch_size if shuffle else (self.cfg.eval_batch_size or self.cfg.batch_size)
+        return DataLoader(
+            StructureDataset(self.splits[name], self.dtype),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.cfg.num_workers,
+            collate_fn=Collater(self.cutoff, self.cfg.neighbor_backend),
+            persistent_workers=self.cfg.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if "test" not in self.splits:
+            raise InputError("no test split: set data.test or a third data.split entry")
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,43 @@
+"""Dataset statistics stored with the model: per-element reference energies and an energy scale."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .structures import Structures
+
+
+def element_counts(structures: Structures, elements: list[int]) -> np.ndarray:
+    """[B, len(elements)] number of atoms of each element in each structure."""
+    column = {z: k for k, z in enumerate(elements)}
+    counts = np.zeros((len(structures), len(elements)))
+    frame = np.repeat(np.arange(len(structures)), structures.num_atoms)
+    np.add.at(counts, (frame, np.array([column[int(z)] for z in structures.z], dtype=np.int64)), 1.0)
+    return counts
+
+
+def reference_energies(structures: Structures) -> dict[int, float]:
+    """Per-element energies (eV) minimising ``Σ (E - Σ_i e_{z_i})²`` over the structures.
+
+    With fewer distinct compositions than elements the problem is underdetermined; ``lstsq`` then
+    returns the minimum-norm solution, which still removes the composition-dependent offset.
+    """
+    elements = structures.elements
+    if structures.energy is None:
+        return dict.fromkeys(elements, 0.0)
+    counts = element_counts(structures, elements)
+    solution, *_ = np.linalg.lstsq(counts, structures.energy, rcond=None)
+    return {z: float(e) for z, e in zip(elements, solution)}
+
+
+def energy_scale(structures: Structures, references: dict[int, float]) -> float:
+    """The RMS of the force components (eV/Å, read as eV per unit length of the network); without
+    forces, the RMS per-atom energy residual after the references. Falls back to 1."""
+    if structures.forces is not None and structures.forces.size:
+        scale = float(np.sqrt(np.mean(structures.forces**2)))
+    elif structures.energy is not None:
+        fitted = element_counts(structures, list(references)) @ np.array(list(references.values()))
+        scale = float(np.sqrt(np.mean(((structures.energy - fitted) / structures.num_atoms) ** 2)))
+    else:
+        scale = 1.0
+    return scale if np.isfinite(scale) and scale > 1e-8 else 1.0

@@ -1,0 +1,102 @@
+"""The Backbone interface and the registry of backbones.
+
+A backbone maps a batch to per-atom features and declares what it produces; heads turn features
+into energies or noise vectors; tasks own the losses. A backbone never knows which stage it is in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..data.graph import Graph
+
+
+@dataclass
+class Features:
+    """Per-atom features: invariant ``scalars`` [N, F]; equivariant ``vectors`` [N, 3, F] where the
+    backbone has them."""
+
+    scalars: Tensor
+    vectors: Tensor | None = None
+
+
+@dataclass
+class BackboneConfig:
+    """Hyperparameters every backbone has; a backbone's own config subclasses this."""
+
+    cutoff: float = 5.0  # Å
+    max_z: int = 100  # embeddings are indexed by atomic number up to this
+
+
+class Backbone(nn.Module):
+    """Subclass, set ``name`` and ``Config``, implement ``forward``, and decorate with
+    :func:`register_backbone`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[BackboneConfig]] = BackboneConfig
+    supports_force_encoding: ClassVar[bool] = False
+    has_vectors: ClassVar[bool] = False  # whether Features.vectors is filled
+
+    def __init__(self, config: BackboneConfig):
+        super().__init__()
+        self.config = config
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.config.cutoff)
+
+    @property
+    def num_features(self) -> int:
+        """Width of ``Features.scalars``."""
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
+        raise NotImplementedError
+
+
+BACKBONES: dict[str, type[Backbone]] = {}
+
+
+def register_backbone(cls: type[Backbone]) -> type[Backbone]:
+    """Class decorator: make ``cls`` selectable as ``model.name=<cls.name>``."""
+    if cls.name in BACKBONES and BACKBONES[cls.name] is not cls:
+        raise ValueError(f"backbone name {cls.name!r} is registered twice")
+    BACKBONES[cls.name] = cls
+    return cls
+
+
+def build_backbone(name: str, hyperparameters: dict[str, Any]) -> Backbone:
+    """Instantiate the registered backbone ``name``; hyperparameters are checked by its Config."""
+    cls = BACKBONES[name]
+    return cls(cls.Config(**hyperparameters))
+
+
+def edge_vectors(graph: Graph) -> tuple[Tensor, Tensor]:
+    """Vectors from each target atom i to its source neighbour j (Å) and their lengths; differentiable
+    in ``graph.pos``."""
+    j, i = graph.edge_index
+    vec = graph.pos[j] - graph.pos[i] + graph.edge_shift
+    return vec, torch.linalg.vector_norm(vec, dim=-1)
+
+
+def cosine_cutoff(distance: Tensor, cutoff: float) -> Tensor:
+    """0.5 (cos(π d / r_c) + 1) inside the cutoff, 0 outside: smooth to first order at r_c."""
+    return 0.5 * (torch.cos(distance * (torch.pi / cutoff)) + 1.0) * (distance < cutoff)
+
+
+def shifted_softplus(x: Tensor) -> Tensor:
+    """ln(0.5 e^x + 0.5): softplus shifted so that ssp(0) = 0 (SchNet)."""
+    return nn.functional.softplus(x) - 0.6931471805599453
+
+
+class ShiftedSoftplus(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return shifted_softplus(x)

@@ -1,0 +1,97 @@
+"""SchNet (Schütt et al., J. Chem. Phys. 148, 241722, 2018).
+
+Continuous-filter convolutions: a filter generated from the interatomic distance, expanded in
+Gaussians and damped by a cosine cutoff, multiplies the neighbour features; shifted-softplus MLPs;
+residual interaction blocks. Invariant: produces scalar features only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..data.graph import Graph
+from .base import (
+    Backbone,
+    BackboneConfig,
+    Features,
+    ShiftedSoftplus,
+    cosine_cutoff,
+    edge_vectors,
+    register_backbone,
+)
+
+
+@dataclass
+class SchNetConfig(BackboneConfig):
+    hidden_channels: int = 128  # width of atom features
+    num_filters: int = 128  # width of the continuous filters
+    num_interactions: int = 3
+    num_rbf: int = 20  # Gaussians between 0 and the cutoff
+
+
+class GaussianRBF(nn.Module):
+    """exp(-(d - μ_k)² / 2w²) with centres evenly spaced on [0, cutoff] and w their spacing."""
+
+    def __init__(self, num_rbf: int, cutoff: float):
+        super().__init__()
+        centers = torch.linspace(0.0, cutoff, num_rbf)
+        self.register_buffer("centers", centers)
+        self.register_buffer("width", (centers[1] - centers[0]).reshape(()))
+
+    def forward(self, distance: Tensor) -> Tensor:
+        return torch.exp(-0.5 * ((distance[:, None] - self.centers) / self.width) ** 2)
+
+
+class Interaction(nn.Module):
+    """One continuous-filter convolution block; returns the residual update."""
+
+    def __init__(self, hidden: int, filters: int, num_rbf: int):
+        super().__init__()
+        self.filter_net = nn.Sequential(
+            nn.Linear(num_rbf, filters), ShiftedSoftplus(), nn.Linear(filters, filters)
+        )
+        self.in_to_filter = nn.Linear(hidden, filters, bias=False)
+        self.filter_to_out = nn.Sequential(
+            nn.Linear(filters, hidden), ShiftedSoftplus(), nn.Linear(hidden, hidden)
+        )
+
+    def forward(self, x: Tensor, rbf: Tensor, envelope: Tensor, edge_index: Tensor) -> Tensor:
+        j, i = edge_index
+        weights = self.filter_net(rbf) * envelope[:, None]
+        messages = self.in_to_filter(x)[j] * weights
+        aggregated = torch.zeros(x.shape[0], messages.shape[1], dtype=x.dtype, device=x.device)
+        aggregated.index_add_(0, i, messages)
+        return self.filter_to_out(aggregated)
+
+
+@register_backbone
+class SchNet(Backbone):
+    name = "schnet"
+    Config = SchNetConfig
+
+    def __init__(self, config: SchNetConfig):
+        super().__init__(config)
+        self.embedding = nn.Embedding(config.max_z + 1, config.hidden_channels, padding_idx=0)
+        self.rbf = GaussianRBF(config.num_rbf, config.cutoff)
+        self.interactions = nn.ModuleList(
+            Interaction(config.hidden_channels, config.num_filters, config.num_rbf)
+            for _ in range(config.num_interactions)
+        )
+
+    @property
+    def num_features(self) -> int:
+        return self.config.hidden_channels
+
+    def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
+        if node_inputs:
+            raise ValueError("schnet takes no per-atom inputs (supports_force_encoding = False)")
+        _, distance = edge_vectors(graph)
+        rbf = self.rbf(distance)
+        envelope = cosine_cutoff(distance, self.cutoff)
+        x = self.embedding(graph.z)
+        for interaction in self.interactions:
+            x = x + interaction(x, rbf, envelope, graph.edge_index)
+        return Features(scalars=x)

@@ -1,0 +1,267 @@
+"""Run one stage from a validated config → a run directory. The CLI, the experiments and the
+notebooks call this, never the CLI.
+
+Run directory (DESIGN section 3): ``config.yaml`` (resolved), ``splits.json``, ``metrics.csv``,
+``checkpoints/last.ckpt`` and ``checkpoints/best.ckpt``, ``model.safetensors``, ``test_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.util
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .artifacts import (
+    MODEL_FILE,
+    load_potential,
+    model_metadata,
+    read_metadata,
+    resolve_model_path,
+    save_model,
+)
+from .config import model_hyperparameters, to_yaml
+from .data.datamodule import AtomsDataModule
+from .errors import InputError
+from .evaluation import evaluate
+from .tasks.finetune import EnergyForceTask
+
+log = logging.getLogger("dens_lightning")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    model_path: Path
+    test_metrics: dict | None
+
+
+def default_run_dir(stage: str) -> Path:
+    return Path("runs") / stage / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def precision_dtype(precision) -> torch.dtype:
+    return torch.float64 if str(precision).startswith("64") else torch.float32
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint read with ``weights_only=True``: no code in it can run."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InputError(
+            f"{path}: not a loadable checkpoint with weights_only=True ({type(err).__name__})"
+        ) from err
+
+
+def pretrained_backbone(path: str | Path) -> tuple[str, dict, dict[str, torch.Tensor], dict]:
+    """Backbone name, hyperparameters and weights from a run directory, a model file or a ``.ckpt``."""
+    path = Path(path)
+    if path.suffix == ".ckpt":
+        checkpoint = load_checkpoint(path)
+        hparams = checkpoint.get("hyper_parameters", {})
+        if "model_name" not in hparams:
+            raise InputError(
+                f"{path}: checkpoint lacks model_name/model_hparams; not a dens_lightning checkpoint"
+            )
+        prefix = "potential.backbone."
+        state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+        return hparams["model_name"], hparams["model_hparams"], state, {"source": str(path)}
+    model_path = resolve_model_path(path)
+    potential = load_potential(model_path)
+    return (
+        potential.backbone.name,
+        potential.backbone.hyperparameters(),
+        potential.backbone.state_dict(),
+        read_metadata(model_path),
+    )
+
+
+def _loggers(run_dir: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers = [CSVLogger(run_dir, name="", version="")]
+    if importlib.util.find_spec("tensorboard") is not None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
+    return loggers
+
+
+def _callbacks(cfg: DictConfig, run_dir: Path, progress: bool) -> list:
+    from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
+
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor="val/loss",
+            mode="min",
+            save_top_k=1,
+            save_last=True,
+            auto_insert_metric_name=False,
+        ),
+        LearningRateMonitor(logging_interval="epoch"),
+    ]
+    if cfg.task.ema_decay:
+        callbacks.append(EMAWeightAveraging(decay=cfg.task.ema_decay))
+    if progress:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=True))
+    return callbacks
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Silence Lightning's advice that does not apply here (worker counts, litlogger tips, ...)."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for message in (
+            ".*does not have many workers.*",
+            ".*WeightAveraging.*",
+            ".*transfer_batch_to_device.*",
+            ".*LeafSpec.*",
+            ".*exists and is not empty.*",
+            ".*The number of training batches.*",
+        ):
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, progress: bool = True) -> lightning.Trainer:
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs.setdefault("max_epochs", 100)
+    kwargs.setdefault("log_every_n_steps", 10)
+    kwargs.setdefault("gradient_clip_val", 10.0)
+    kwargs.setdefault("enable_progress_bar", progress)
+    kwargs["inference_mode"] = False  # validation needs autograd for forces
+    kwargs["default_root_dir"] = str(run_dir)
+    try:
+        with quiet_lightning():
+            return lightning.Trainer(
+                logger=_loggers(run_dir), callbacks=_callbacks(cfg, run_dir, progress), **kwargs
+            )
+    except (ValueError, TypeError, lightning.fabric.utilities.exceptions.MisconfigurationException) as err:
+        raise InputError(f"config: trainer: {str(err).splitlines()[0]}") from err
+
+
+def run_finetune(
+    cfg: DictConfig,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    from_path: str | Path | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Train energies and forces (from scratch, or from the backbone at ``from_path``)."""
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir("finetune")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume and not last.exists():
+        raise InputError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+    if not resume and last.exists():
+        raise InputError(
+            f"{run_dir}: already holds a run; pass --resume to continue it or choose another --run-dir"
+        )
+    lightning.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    name, hparams = model_hyperparameters(cfg)
+    pretrained = None
+    if from_path is not None and not resume:
+        pre_name, pre_hparams, pre_state, pre_meta = pretrained_backbone(from_path)
+        if cfg.model.get("name", pre_name) != pre_name:
+            raise InputError(f"model.name={cfg.model.name!r} but {from_path} holds a {pre_name!r} backbone")
+        name, hparams, pretrained = pre_name, pre_hparams, (pre_state, pre_meta)
+        cfg.model = {"name": name, **hparams}
+
+    dtype = precision_dtype(cfg.trainer.get("precision", "32-true"))
+    datamodule = AtomsDataModule(
+        cfg.data,
+        cutoff=hparams["cutoff"],
+        seed=cfg.seed,
+        run_dir=run_dir,
+        require_energy=cfg.task.energy_weight > 0,
+        require_forces=cfg.task.forces_weight > 0,
+        dtype=dtype,
+    )
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    _check_elements(datamodule, hparams)
+
+    task = EnergyForceTask(
+        model_name=name,
+        model_hparams=hparams,
+        task=OmegaConf.to_container(cfg.task, resolve=True),
+        finetune=OmegaConf.to_container(cfg.finetune, resolve=True),
+        neighbor_backend=cfg.data.neighbor_backend,
+    )
+    task.set_statistics(datamodule.references, datamodule.scale)
+    if pretrained is not None:
+        task.potential.backbone.load_state_dict(pretrained[0])
+
+    trainer = make_trainer(cfg, run_dir, progress)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    with quiet_lightning():
+        trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
+
+    best = run_dir / "checkpoints" / "best.ckpt"
+    if best.exists():
+        task.load_state_dict(load_checkpoint(best)["state_dict"])
+    potential = task.potential.cpu().eval()
+    test_metrics = None
+    if "test" in datamodule.splits and trainer.is_global_zero:
+        test_metrics = evaluate(
+            potential, datamodule.splits["test"], cfg.data.eval_batch_size or cfg.data.batch_size
+        )
+    model_path = run_dir / MODEL_FILE
+    if trainer.is_global_zero:
+        provenance = dict(datamodule.provenance)
+        if pretrained is not None:
+            provenance["pretrained_from"] = {
+                "path": str(from_path),
+                "stage": pretrained[1].get("stage"),
+                "data": pretrained[1].get("data"),
+            }
+        metadata = model_metadata(
+            potential,
+            stage="finetune",
+            provenance=provenance,
+            elements=sorted(datamodule.references),
+            test_metrics=test_metrics,
+        )
+        save_model(potential, model_path, metadata)
+        if test_metrics is not None:
+            (run_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n")
+    return RunResult(run_dir=run_dir, model_path=model_path, test_metrics=test_metrics)
+
+
+def _check_elements(datamodule: AtomsDataModule, hparams: dict) -> None:
+    for name, structures in datamodule.splits.items():
+        if structures.z.max() > hparams["max_z"]:
+            raise InputError(
+                f"{structures.source}: atomic number {int(structures.z.max())} in the {name} split exceeds "
+                f"model.max_z={hparams['max_z']}"
+            )
+
+
+def test_model(
+    model_path: str | Path, data_path: str | Path, batch_size: int = 64, read_options=None
+) -> dict:
+    """The ``test`` command: errors of a model file on a data file."""
+    from .data.readers import read_structures
+
+    potential = load_potential(resolve_model_path(model_path))
+    structures = read_structures(data_path, read_options)
+    if structures.energy is None and structures.forces is None:
+        raise InputError(f"{data_path}: no energies or forces to test against")
+    return evaluate(potential, structures, batch_size)

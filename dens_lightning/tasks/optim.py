@@ -1,0 +1,56 @@
+"""AdamW with linear warm-up, then a cosine decay or a plateau schedule (shared by every task)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def param_groups(module: nn.Module, backbone: nn.Module, lr: float, backbone_lr_scale: float) -> list[dict]:
+    """The backbone at ``lr * backbone_lr_scale``, everything else at ``lr``; frozen parameters left out."""
+    backbone_ids = {id(p) for p in backbone.parameters()}
+    groups = [
+        {
+            "params": [p for p in backbone.parameters() if p.requires_grad],
+            "lr": lr * backbone_lr_scale,
+            "name": "backbone",
+        },
+        {
+            "params": [p for p in module.parameters() if p.requires_grad and id(p) not in backbone_ids],
+            "lr": lr,
+            "name": "heads",
+        },
+    ]
+    return [g for g in groups if g["params"] and g["lr"] > 0]
+
+
+def configure(module, groups: list[dict], task_cfg, total_steps: int) -> dict:
+    """The dict Lightning's ``configure_optimizers`` returns."""
+    optimizer = torch.optim.AdamW(groups, weight_decay=task_cfg.weight_decay)
+    warmup = max(int(task_cfg.warmup_steps), 0)
+    if task_cfg.scheduler == "cosine":
+        floor = task_cfg.min_lr_ratio
+        decay_steps = max(total_steps - warmup, 1)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / decay_steps, 1.0)
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    schedulers = []
+    if warmup:
+        linear = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup)
+        schedulers.append({"scheduler": linear, "interval": "step"})
+    if task_cfg.scheduler == "plateau":
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=task_cfg.plateau_factor, patience=task_cfg.plateau_patience
+        )
+        schedulers.append({"scheduler": plateau, "interval": "epoch", "monitor": "val/loss"})
+    if not schedulers:
+        return {"optimizer": optimizer}
+    return [optimizer], schedulers
