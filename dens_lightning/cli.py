@@ -14,10 +14,10 @@ from pathlib import Path
 from .errors import InputError
 
 
+TRAINING_COMMANDS = ("finetune",)
+
+
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="dotted config overrides (OmegaConf)"
-    )
     parser.add_argument("--config", help="YAML file merged over the packaged default")
     parser.add_argument("--run-dir", type=Path, help="run directory (default runs/<stage>/<timestamp>)")
     parser.add_argument(
@@ -103,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    not_overrides = [a for a in extra if a.startswith("-") or "=" not in a]
+    if not_overrides or (extra and args.command not in TRAINING_COMMANDS):
+        parser.error(f"unrecognized arguments: {' '.join(not_overrides or extra)}")
+    args.overrides = extra
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     try:
         return run(args)

@@ -97,7 +97,9 @@ def _loggers(run_dir: Path) -> list:
 
 
 def _callbacks(cfg: DictConfig, run_dir: Path, progress: bool) -> list:
-    from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from .tasks.ema import EMA
 
     callbacks = [
         ModelCheckpoint(
@@ -112,7 +114,7 @@ def _callbacks(cfg: DictConfig, run_dir: Path, progress: bool) -> list:
         LearningRateMonitor(logging_interval="epoch"),
     ]
     if cfg.task.ema_decay:
-        callbacks.append(EMAWeightAveraging(decay=cfg.task.ema_decay))
+        callbacks.append(EMA(cfg.task.ema_decay))
     if progress:
         from lightning.pytorch.callbacks import RichProgressBar
 

@@ -216,6 +216,8 @@ def _read_npz(path: Path, options: ReadOptions) -> tuple[Structures, tuple[str, 
         )
     n_frames, n_atoms = positions.shape[:2]
     if numbers.ndim == 2:  # one row per frame: must all be equal
+        if not (numbers == numbers[:1]).all():
+            raise InputError(f"{path}: atomic numbers differ between frames; expected one row for all")
         numbers = numbers[0]
     if numbers.shape != (n_atoms,):
         raise InputError(f"{path}: atomic numbers have shape {numbers.shape}, expected ({n_atoms},)")

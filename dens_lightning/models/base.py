@@ -100,3 +100,13 @@ def shifted_softplus(x: Tensor) -> Tensor:
 class ShiftedSoftplus(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return shifted_softplus(x)
+
+
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases for every Linear layer (schnetpack's choice; PyTorch's
+    default shrinks activations layer by layer and slows early training)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Features, ShiftedSoftplus
+from .base import Features, ShiftedSoftplus, xavier_init
 
 
 class EnergyHead(nn.Module):
@@ -20,6 +20,7 @@ class EnergyHead(nn.Module):
         super().__init__()
         hidden = hidden or max(num_features // 2, 1)
         self.mlp = nn.Sequential(nn.Linear(num_features, hidden), ShiftedSoftplus(), nn.Linear(hidden, 1))
+        xavier_init(self.mlp)
         self.scale = nn.Parameter(torch.ones(max_z + 1))
         self.register_buffer("shift", torch.zeros(max_z + 1))
 

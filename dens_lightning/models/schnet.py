@@ -21,6 +21,7 @@ from .base import (
     cosine_cutoff,
     edge_vectors,
     register_backbone,
+    xavier_init,
 )
 
 
@@ -80,6 +81,7 @@ class SchNet(Backbone):
             Interaction(config.hidden_channels, config.num_filters, config.num_rbf)
             for _ in range(config.num_interactions)
         )
+        xavier_init(self)
 
     @property
     def num_features(self) -> int:

@@ -1,0 +1,179 @@
+"""End-to-end: the CLI trains, resumes, tests, and refuses bad input with one clear line."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from dens_lightning import load_model
+from dens_lightning.cli import main
+from dens_lightning.tasks.metrics import METRIC_NAMES
+
+from .conftest import TINY_EMBEDDED, TINY_MODEL
+
+FAST = ["--no-progress", *TINY_EMBEDDED, *TINY_MODEL, "data.batch_size=8", "task.warmup_steps=2"]
+
+
+def read_metrics(run_dir):
+    with open(run_dir / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def column(rows, name):
+    return [float(r[name]) for r in rows if r.get(name)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run") / "finetune"
+    argv = ["finetune", "--run-dir", str(run_dir), *FAST, "trainer.max_epochs=12", "task.lr=5e-3", "data.batch_size=4", "task.scheduler=none"]
+    assert main(argv) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_finetune_writes_the_run_directory(trained):
+    for name in ("config.yaml", "metrics.csv", "splits.json", "model.safetensors", "test_metrics.json",
+                 "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+        assert (trained / name).exists(), name
+    metrics = json.loads((trained / "test_metrics.json").read_text())
+    assert set(METRIC_NAMES) <= set(metrics)
+    model = load_model(trained)
+    assert model.metadata["stage"] == "finetune"
+    assert model.metadata["data"]["labeller"] in ("xtb", "mmff")
+    assert model.metadata["elements"] == [1, 6, 8]
+
+
+@pytest.mark.slow
+def test_short_training_drives_the_loss_down(trained):
+    val = column(read_metrics(trained), "val/loss")
+    assert len(val) == 12
+    assert min(val[-3:]) < 0.75 * val[0]  # an untrained model stays within a few % of val[0]
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    assert main(["finetune", "--run-dir", str(run_dir), "trainer.max_epochs=2", *FAST]) == 0
+    steps_first = max(int(r["step"]) for r in read_metrics(run_dir))
+    splits = (run_dir / "splits.json").read_text()
+    assert main(["finetune", "--run-dir", str(run_dir), "--resume", "--no-progress", "trainer.max_epochs=4"]) == 0
+    rows = read_metrics(run_dir)
+    epochs = sorted({int(r["epoch"]) for r in rows if r.get("val/loss")})
+    assert epochs == [2, 3]  # the resumed run continued at epoch 2 (the CSV of a resumed run holds its own rows)
+    assert max(int(r["step"]) for r in rows) > steps_first
+    assert (run_dir / "splits.json").read_text() == splits
+
+
+@pytest.mark.slow
+def test_test_and_info_commands(trained, tmp_path, capsys):
+    atoms = []
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        a = Atoms("CHHHOH", positions=rng.normal(0, 1.0, (6, 3)) + np.arange(6)[:, None] * 1.1)
+        a.calc = SinglePointCalculator(a, energy=-100.0, forces=rng.normal(0, 1, (6, 3)))
+        atoms.append(a)
+    data = tmp_path / "frames.extxyz"
+    ase.io.write(data, atoms)
+    capsys.readouterr()
+    assert main(["test", "--model", str(trained / "model.safetensors"), "--data", str(data)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_structures"] == 3
+    assert set(METRIC_NAMES) <= set(result)
+    assert main(["info", str(trained)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["backbone"]["name"] == "schnet"
+    assert info["backbone"]["hyperparameters"]["hidden_channels"] == 16
+
+
+def _error_line(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_unknown_config_key_is_named(capsys, tmp_path):
+    line = _error_line(capsys, ["finetune", "--run-dir", str(tmp_path / "r"), "data.batchsize=3"])
+    assert "data.batchsize" in line
+    line = _error_line(capsys, ["finetune", "--run-dir", str(tmp_path / "r"), "model.hidden=3"])
+    assert "model.hidden" in line
+    line = _error_line(capsys, ["finetune", "--run-dir", str(tmp_path / "r"), "trainer.max_epoch=3"])
+    assert "trainer.max_epoch" in line
+
+
+def test_wrong_type_and_range_are_named(capsys, tmp_path):
+    line = _error_line(capsys, ["finetune", "--run-dir", str(tmp_path / "r"), "data.batch_size=many"])
+    assert "data.batch_size" in line
+    line = _error_line(capsys, ["finetune", "--run-dir", str(tmp_path / "r"), "task.lr=-1"])
+    assert "task.lr" in line
+    line = _error_line(capsys, ["finetune", "--run-dir", str(tmp_path / "r"), "model.name=nosuchnet"])
+    assert "nosuchnet" in line
+
+
+def test_bad_config_file(capsys, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  trian: x.xyz\n")
+    line = _error_line(capsys, ["finetune", "--config", str(path)])
+    assert "data.trian" in line and str(path) in line
+    line = _error_line(capsys, ["finetune", "--config", str(tmp_path / "missing.yaml")])
+    assert "missing.yaml" in line
+
+
+def test_missing_file_and_unknown_extension(capsys, tmp_path):
+    line = _error_line(capsys, ["finetune", "--run-dir", str(tmp_path / "r"), f"data.train={tmp_path}/nope.xyz"])
+    assert "nope.xyz" in line and "not found" in line
+    odd = tmp_path / "frames.pdbx"
+    odd.write_text("x")
+    line = _error_line(capsys, ["finetune", "--run-dir", str(tmp_path / "r"), f"data.train={odd}"])
+    assert "frames.pdbx" in line and "extension" in line
+
+
+def _write_frames(path, forces=True, nan_frame=None):
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in range(10):
+        a = Atoms("OHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]] + rng.normal(0, 0.02, (3, 3)))
+        energy = -14.0 + rng.normal(0, 0.01)
+        if k == nan_frame:
+            energy = float("nan")
+        kwargs = {"forces": rng.normal(0, 0.5, (3, 3))} if forces else {}
+        a.calc = SinglePointCalculator(a, energy=energy, **kwargs)
+        frames.append(a)
+    ase.io.write(path, frames)
+    return path
+
+
+def test_file_without_forces_when_forces_are_weighted(capsys, tmp_path):
+    data = _write_frames(tmp_path / "noforces.extxyz", forces=False)
+    line = _error_line(capsys, ["finetune", "--run-dir", str(tmp_path / "r"), f"data.path={data}"])
+    assert "noforces.extxyz" in line and "forces" in line
+
+
+def test_nan_in_data_names_the_frame(capsys, tmp_path):
+    data = _write_frames(tmp_path / "nan.extxyz", nan_frame=4)
+    line = _error_line(capsys, ["finetune", "--run-dir", str(tmp_path / "r"), f"data.path={data}"])
+    assert "nan.extxyz" in line and "frame 4" in line
+
+
+def test_resume_without_a_run(capsys, tmp_path):
+    line = _error_line(capsys, ["finetune", "--run-dir", str(tmp_path / "empty"), "--resume"])
+    assert "empty" in line
+
+
+def test_real_process_exits_non_zero_with_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dens_lightning", "finetune", "--run-dir", str(tmp_path / "r"), "data.nokey=1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "data.nokey" in result.stderr
