@@ -13,7 +13,6 @@ from pathlib import Path
 
 from .errors import InputError
 
-
 TRAINING_COMMANDS = ("finetune",)
 
 

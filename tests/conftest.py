@@ -17,7 +17,9 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
-def random_molecule(n_atoms: int, rng: np.random.Generator, min_distance: float = 0.9, box: float | None = None):
+def random_molecule(
+    n_atoms: int, rng: np.random.Generator, min_distance: float = 0.9, box: float | None = None
+):
     """Atomic numbers and positions (Å) of a random compact molecule with no pair closer than min_distance."""
     box = box or 1.3 * n_atoms ** (1 / 3) + 1.0
     positions = []
@@ -74,4 +76,9 @@ TINY_EMBEDDED = [
     "data.embedded.conformers=2",
     "data.embedded.samples=12",
 ]
-TINY_MODEL = ["model.hidden_channels=16", "model.num_filters=16", "model.num_interactions=2", "model.num_rbf=8"]
+TINY_MODEL = [
+    "model.hidden_channels=16",
+    "model.num_filters=16",
+    "model.num_interactions=2",
+    "model.num_rbf=8",
+]

@@ -115,7 +115,10 @@ def test_energy_smooth_as_atom_crosses_cutoff(name):
     z = np.array([8, 6])
     distances = np.linspace(cutoff - 0.02, cutoff + 0.02, 41)
     energies = np.array(
-        [energy_forces(potential, molecule_graph(z, np.array([[0, 0, 0], [d, 0, 0]])))[0].item() for d in distances]
+        [
+            energy_forces(potential, molecule_graph(z, np.array([[0, 0, 0], [d, 0, 0]])))[0].item()
+            for d in distances
+        ]
     )
     outside = energies[distances > cutoff]
     assert np.ptp(outside) < 1e-12  # no interaction beyond the cutoff

@@ -32,15 +32,31 @@ def column(rows, name):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run") / "finetune"
-    argv = ["finetune", "--run-dir", str(run_dir), *FAST, "trainer.max_epochs=12", "task.lr=5e-3", "data.batch_size=4", "task.scheduler=none"]
+    argv = [
+        "finetune",
+        "--run-dir",
+        str(run_dir),
+        *FAST,
+        "trainer.max_epochs=12",
+        "task.lr=5e-3",
+        "data.batch_size=4",
+        "task.scheduler=none",
+    ]
     assert main(argv) == 0
     return run_dir
 
 
 @pytest.mark.slow
 def test_finetune_writes_the_run_directory(trained):
-    for name in ("config.yaml", "metrics.csv", "splits.json", "model.safetensors", "test_metrics.json",
-                 "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "splits.json",
+        "model.safetensors",
+        "test_metrics.json",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+    ):
         assert (trained / name).exists(), name
     metrics = json.loads((trained / "test_metrics.json").read_text())
     assert set(METRIC_NAMES) <= set(metrics)
@@ -63,10 +79,16 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert main(["finetune", "--run-dir", str(run_dir), "trainer.max_epochs=2", *FAST]) == 0
     steps_first = max(int(r["step"]) for r in read_metrics(run_dir))
     splits = (run_dir / "splits.json").read_text()
-    assert main(["finetune", "--run-dir", str(run_dir), "--resume", "--no-progress", "trainer.max_epochs=4"]) == 0
+    assert (
+        main(["finetune", "--run-dir", str(run_dir), "--resume", "--no-progress", "trainer.max_epochs=4"])
+        == 0
+    )
     rows = read_metrics(run_dir)
     epochs = sorted({int(r["epoch"]) for r in rows if r.get("val/loss")})
-    assert epochs == [2, 3]  # the resumed run continued at epoch 2 (the CSV of a resumed run holds its own rows)
+    assert epochs == [
+        2,
+        3,
+    ]  # the resumed run continued at epoch 2 (the CSV of a resumed run holds its own rows)
     assert max(int(r["step"]) for r in rows) > steps_first
     assert (run_dir / "splits.json").read_text() == splits
 
@@ -129,7 +151,9 @@ def test_bad_config_file(capsys, tmp_path):
 
 
 def test_missing_file_and_unknown_extension(capsys, tmp_path):
-    line = _error_line(capsys, ["finetune", "--run-dir", str(tmp_path / "r"), f"data.train={tmp_path}/nope.xyz"])
+    line = _error_line(
+        capsys, ["finetune", "--run-dir", str(tmp_path / "r"), f"data.train={tmp_path}/nope.xyz"]
+    )
     assert "nope.xyz" in line and "not found" in line
     odd = tmp_path / "frames.pdbx"
     odd.write_text("x")
@@ -171,9 +195,34 @@ def test_resume_without_a_run(capsys, tmp_path):
 
 def test_real_process_exits_non_zero_with_one_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "dens_lightning", "finetune", "--run-dir", str(tmp_path / "r"), "data.nokey=1"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "dens_lightning",
+            "finetune",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "data.nokey=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "data.nokey" in result.stderr
+
+
+@pytest.mark.slow
+def test_finetune_from_a_model_file_alone(trained, tmp_path):
+    alone = tmp_path / "shared" / "model.safetensors"
+    alone.parent.mkdir()
+    alone.write_bytes((trained / "model.safetensors").read_bytes())
+    run_dir = tmp_path / "ft"
+    assert (
+        main(["finetune", "--from", str(alone), "--run-dir", str(run_dir), *FAST, "trainer.max_epochs=1"])
+        == 0
+    )
+    model = load_model(run_dir)
+    assert model.metadata["data"]["pretrained_from"]["path"] == str(alone)
+    assert model.metadata["backbone"]["hyperparameters"]["hidden_channels"] == 16

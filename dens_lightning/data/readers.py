@@ -86,7 +86,9 @@ def read_structures(path: str | Path, options: ReadOptions | None = None) -> Str
         raise
     except Exception as err:  # a parser failing on a malformed file
         raise InputError(f"{path}: cannot read as {suffix} ({type(err).__name__}: {err})") from err
-    energy_unit, length_unit = default_units if options.units == "auto" else parse_units(options.units)
+    energy_unit, length_unit = (
+        default_units if options.units == "auto" else parse_units(options.units, f"{path}: data.units")
+    )
     return _convert(raw, energy_unit, length_unit).validate()
 
 
@@ -187,7 +189,7 @@ def _read_npz(path: Path, options: ReadOptions) -> tuple[Structures, tuple[str, 
     layout_units = "eV"
     names = None
     for (numbers, positions, energy, forces), unit in NPZ_LAYOUTS.values():
-        if numbers in arrays and positions in arrays:
+        if numbers in arrays:
             names = {"numbers": numbers, "positions": positions, "energy": energy, "forces": forces}
             layout_units = unit
             break

@@ -1,0 +1,66 @@
+"""Config loading: packaged defaults, files, overrides, and errors that name the key."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from dens_lightning.config import CONFIG_DIR, RunConfig, load_config, model_hyperparameters
+from dens_lightning.errors import InputError
+
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def leaf_keys(node, prefix=""):
+    keys = set()
+    for key, value in node.items():
+        if isinstance(value, dict) and value and key not in ("keys", "trainer", "model"):
+            keys |= leaf_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def test_packaged_default_shows_every_key():
+    schema = OmegaConf.to_container(OmegaConf.structured(RunConfig))
+    default = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "finetune.yaml"))
+    missing = leaf_keys(schema) - leaf_keys(default) - {"stage"}
+    assert not missing
+
+
+@pytest.mark.parametrize(
+    "path", sorted(REPO_CONFIGS.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}"
+)
+def test_every_shipped_config_file_loads(path):
+    cfg = load_config("finetune", str(path))
+    assert cfg.stage == "finetune"
+
+
+def test_overrides_win_over_file_over_default(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  batch_size: 7\ntask:\n  lr: 0.01\n")
+    cfg = load_config("finetune", str(path), ["task.lr=0.02", "model.hidden_channels=12"])
+    assert (cfg.data.batch_size, cfg.task.lr) == (7, 0.02)
+    name, hparams = model_hyperparameters(cfg)
+    assert name == "schnet" and hparams["hidden_channels"] == 12 and hparams["num_rbf"] == 20
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("task.lrr=1", "task.lrr"),
+        ("seed=abc", "seed"),
+        ("data.split=[0.5]", "data.split"),
+        ("task.scheduler=linear", "task.scheduler"),
+        ("model.num_interactions=two", "model.num_interactions"),
+        ("trainer.nonsense=1", "trainer.nonsense"),
+        ("task.energy_weight=0", "task.energy_weight"),
+        ("novalue", "novalue"),
+    ],
+)
+def test_errors_name_the_key(override, named):
+    overrides = [override, "task.forces_weight=0"] if "energy_weight" in override else [override]
+    with pytest.raises(InputError) as err:
+        load_config("finetune", None, overrides)
+    assert named in str(err.value)
+    assert "\n" not in str(err.value)

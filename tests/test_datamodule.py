@@ -1,0 +1,142 @@
+"""Splits, statistics and loaders."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dens_lightning.config import DataConfig
+from dens_lightning.data.datamodule import AtomsDataModule, split_sizes
+from dens_lightning.data.statistics import energy_scale, reference_energies
+from dens_lightning.data.structures import Structures
+from dens_lightning.errors import InputError
+
+ATOM_ENERGY = {1: -13.6, 6: -1029.5, 8: -2041.3}
+
+
+def synthetic(n_frames: int, seed: int = 0, noise: float = 0.0) -> Structures:
+    """Molecules of random composition whose energy is exactly the sum of per-element energies."""
+    rng = np.random.default_rng(seed)
+    numbers, positions, energies, forces = [], [], [], []
+    for _ in range(n_frames):
+        z = rng.choice([1, 6, 8], size=rng.integers(3, 9))
+        numbers.append(z)
+        positions.append(rng.normal(0, 1.5, (len(z), 3)))
+        energies.append(sum(ATOM_ENERGY[int(x)] for x in z) + rng.normal(0, noise))
+        forces.append(rng.normal(0, 0.7, (len(z), 3)))
+    return Structures.from_frames(numbers, positions, energies, forces)
+
+
+def data_cfg(path, **changes):
+    cfg = OmegaConf.structured(DataConfig)
+    cfg.path = None if path is None else str(path)
+    for key, value in changes.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+@pytest.fixture
+def npz_file(tmp_path):
+    """40 frames of one 5-atom molecule in the ase-like npz layout (eV)."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "frames.npz"
+    np.savez(
+        path,
+        numbers=np.array([6, 1, 1, 1, 8]),
+        positions=rng.normal(0, 1.2, (40, 5, 3)),
+        energy=rng.normal(-1100, 0.1, 40),
+        forces=rng.normal(0, 1, (40, 5, 3)),
+    )
+    return path
+
+
+def test_reference_energies_recover_per_element_energies():
+    refs = reference_energies(synthetic(60))
+    for z, value in ATOM_ENERGY.items():
+        assert refs[z] == pytest.approx(value, abs=1e-6)
+
+
+def test_energy_scale_is_the_force_rms():
+    structures = synthetic(50)
+    assert energy_scale(structures, reference_energies(structures)) == pytest.approx(
+        float(np.sqrt(np.mean(structures.forces**2)))
+    )
+
+
+@pytest.mark.parametrize(
+    ("split", "expected"),
+    [
+        ([0.8, 0.1, 0.1], [80, 10, 10]),
+        ([0.5, 0.25], [50, 25]),
+        ([60, 20, 0], [60, 20, 0]),
+        ([0.333, 0.333, 0.334], [34, 33, 33]),
+    ],
+)
+def test_split_sizes(split, expected):
+    assert split_sizes(100, split, "x") == expected
+
+
+def test_split_sizes_refuse_too_many():
+    with pytest.raises(InputError, match="asks for 120"):
+        split_sizes(100, [100, 20, 0], "x")
+
+
+def test_splits_are_seeded_disjoint_saved_and_reused(npz_file, tmp_path):
+    run = tmp_path / "run"
+    dm = AtomsDataModule(data_cfg(npz_file), cutoff=4.0, seed=3, run_dir=run)
+    dm.setup()
+    saved = json.loads((run / "splits.json").read_text())
+    sets = [set(saved["indices"][k]) for k in ("train", "val", "test")]
+    assert [len(s) for s in sets] == [32, 4, 4]
+    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+    # same seed, new directory: same split; other seed: another split
+    again = AtomsDataModule(data_cfg(npz_file), cutoff=4.0, seed=3, run_dir=tmp_path / "again")
+    again.setup()
+    other = AtomsDataModule(data_cfg(npz_file), cutoff=4.0, seed=4, run_dir=tmp_path / "other")
+    other.setup()
+    assert json.loads((tmp_path / "again" / "splits.json").read_text())["indices"] == saved["indices"]
+    assert json.loads((tmp_path / "other" / "splits.json").read_text())["indices"] != saved["indices"]
+    # a run directory with a split keeps it, even if the seed changes (resume)
+    resumed = AtomsDataModule(data_cfg(npz_file), cutoff=4.0, seed=99, run_dir=run)
+    resumed.setup()
+    np.testing.assert_array_equal(resumed.splits["val"].pos, dm.splits["val"].pos)
+
+
+def test_explicit_val_and_test_files_give_train_the_whole_file(npz_file, tmp_path):
+    dm = AtomsDataModule(
+        data_cfg(None, train=str(npz_file), val=str(npz_file), test=str(npz_file)), cutoff=4.0
+    )
+    dm.setup()
+    assert [len(dm.splits[k]) for k in ("train", "val", "test")] == [40, 40, 40]
+    assert set(dm.provenance["files"]) == {"train", "val", "test"}
+    assert len(dm.provenance["files"]["train"]["sha256"]) == 64
+
+
+def test_val_carved_from_train_file(npz_file):
+    dm = AtomsDataModule(data_cfg(None, train=str(npz_file), split=[0.9, 0.1]), cutoff=4.0)
+    dm.setup()
+    assert (len(dm.splits["train"]), len(dm.splits["val"])) == (36, 4)
+    assert "test" not in dm.splits
+
+
+def test_loader_batches_carry_neighbours_and_labels(npz_file):
+    dm = AtomsDataModule(data_cfg(npz_file, batch_size=8), cutoff=3.0)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.num_graphs == 8 and batch.pos.dtype == torch.float32
+    assert batch.edge_index is not None and batch.edge_index.shape[1] > 0
+    j, i = batch.edge_index
+    assert torch.all(batch.batch[j] == batch.batch[i])
+    distance = (batch.pos[j] - batch.pos[i] + batch.edge_shift).norm(dim=-1)
+    assert float(distance.max()) < 3.0
+    assert batch.energy.shape == (8,) and batch.forces.shape == (40, 3)
+
+
+def test_missing_labels_are_refused_only_when_weighted(tmp_path):
+    path = tmp_path / "nolabels.npz"
+    np.savez(path, numbers=np.array([6, 8]), positions=np.random.default_rng(0).normal(0, 1, (10, 2, 3)))
+    with pytest.raises(InputError, match="nolabels.npz: no energies"):
+        AtomsDataModule(data_cfg(path), cutoff=4.0).setup()
+    AtomsDataModule(data_cfg(path), cutoff=4.0, require_energy=False, require_forces=False).setup()
