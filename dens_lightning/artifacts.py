@@ -106,7 +106,8 @@ def load_potential(path: str | Path, device: str | torch.device = "cpu") -> Pote
     missing, unexpected = potential.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise InputError(
-            f"{path}: weights do not match backbone {name!r} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"{path}: weights do not match backbone {name!r} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     return potential.to(device).eval()
 

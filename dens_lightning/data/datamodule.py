@@ -121,11 +121,13 @@ class AtomsDataModule(lightning.LightningDataModule):
     def _check_labels(self, structures: Structures) -> None:
         if self.require_energy and structures.energy is None:
             raise InputError(
-                f"{structures.source}: no energies found; name them with data.energy_key or set task.energy_weight=0"
+                f"{structures.source}: no energies found; "
+                "name them with data.energy_key or set task.energy_weight=0"
             )
         if self.require_forces and structures.forces is None:
             raise InputError(
-                f"{structures.source}: no forces found; name them with data.forces_key or set task.forces_weight=0"
+                f"{structures.source}: no forces found; "
+                "name them with data.forces_key or set task.forces_weight=0"
             )
 
     def prepare_data(self) -> None:

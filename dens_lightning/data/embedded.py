@@ -16,7 +16,8 @@ FORMAT = 1  # bump when the generator changes, so old caches are not reused
 
 
 def cache_dir() -> Path:
-    """``$DENS_LIGHTNING_CACHE``, else ``$XDG_CACHE_HOME/dens_lightning``, else ``~/.cache/dens_lightning``."""
+    """The cache: ``$DENS_LIGHTNING_CACHE``, else ``$XDG_CACHE_HOME/dens_lightning``, else
+    ``~/.cache/dens_lightning``."""
     if os.environ.get("DENS_LIGHTNING_CACHE"):
         return Path(os.environ["DENS_LIGHTNING_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

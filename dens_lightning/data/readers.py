@@ -162,7 +162,8 @@ def _ase_forces(atoms, key: str | None, path: Path, frame: int) -> np.ndarray | 
             value = np.asarray(value, dtype=np.float64)
             if value.shape != (len(atoms), 3):
                 raise InputError(
-                    f"{path}: frame {frame}: forces {name!r} have shape {value.shape}, expected ({len(atoms)}, 3)"
+                    f"{path}: frame {frame}: forces {name!r} have shape {value.shape}, "
+                    f"expected ({len(atoms)}, 3)"
                 )
             return value
     if key is not None:
@@ -214,7 +215,8 @@ def _read_npz(path: Path, options: ReadOptions) -> tuple[Structures, tuple[str, 
         positions = positions[None]
     if positions.ndim != 3 or positions.shape[-1] != 3:
         raise InputError(
-            f"{path}: positions {names['positions']!r} have shape {positions.shape}, expected (frames, atoms, 3)"
+            f"{path}: positions {names['positions']!r} have shape {positions.shape}, "
+            "expected (frames, atoms, 3)"
         )
     n_frames, n_atoms = positions.shape[:2]
     if numbers.ndim == 2:  # one row per frame: must all be equal

@@ -1,0 +1,133 @@
+"""`make bench`: measured throughput, written to BENCHMARKS.md.
+
+Measures (median of repeats, with the spread):
+- neighbour lists for a batch of 32 aspirin-sized molecules (21 atoms) per backend;
+- training throughput of each registered backbone at its default size: structures per second for
+  forward + autograd forces + backward + optimizer step, batch 32 of 21-atom molecules, float32.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dens_lightning.data.graph import Graph, collate  # noqa: E402
+from dens_lightning.data.neighbors import has_torch_cluster, neighbor_list  # noqa: E402
+from dens_lightning.models import BACKBONES  # noqa: E402
+from dens_lightning.models.potential import Potential  # noqa: E402
+
+ASPIRIN = np.array([6] * 9 + [8] * 4 + [1] * 8)
+
+
+def aspirin_like_batch(size: int, seed: int = 0) -> Graph:
+    rng = np.random.default_rng(seed)
+    graphs = []
+    for _ in range(size):
+        pos = rng.normal(0, 1.6, (21, 3))
+        n = 21
+        graphs.append(
+            Graph(
+                z=torch.as_tensor(ASPIRIN),
+                pos=torch.as_tensor(pos, dtype=torch.float32),
+                batch=torch.zeros(n, dtype=torch.long),
+                ptr=torch.tensor([0, n]),
+                cell=torch.zeros(1, 3, 3),
+                pbc=torch.zeros(1, 3, dtype=torch.bool),
+                energy=torch.zeros(1),
+                forces=torch.as_tensor(rng.normal(0, 1, (n, 3)), dtype=torch.float32),
+            )
+        )
+    return collate(graphs)
+
+
+def timed(fn, repeats: int, warmup: int = 3) -> tuple[float, float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), (max(samples) - min(samples))
+
+
+def bench_neighbors(batch: Graph) -> list[str]:
+    rows = ["| backend | ms per batch of 32 (median) | spread (ms) |", "|---|---|---|"]
+    backends = ["cdist", "vesin"] + (["torch_cluster"] if has_torch_cluster() else [])
+    for backend in backends:
+        med, spread = timed(
+            lambda b=backend: neighbor_list(batch.pos, batch.ptr, 5.0, batch.cell, batch.pbc, b), 50
+        )
+        rows.append(f"| {backend} | {med * 1e3:.2f} | {spread * 1e3:.2f} |")
+    return rows
+
+
+def time_training_step(name: str, batch: Graph) -> tuple[int, float, float]:
+    """Parameters, median and spread (s) of one training step of backbone ``name``."""
+    torch.manual_seed(0)
+    potential = Potential.build(name, {}).train()
+    optimizer = torch.optim.AdamW(potential.parameters(), lr=1e-4)
+    graph = potential.prepare(batch)
+
+    def step():
+        out = potential(graph, create_graph=True)
+        loss = (out["energy"] - graph.energy).pow(2).mean() + (out["forces"] - graph.forces).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    med, spread = timed(step, 15)
+    return sum(p.numel() for p in potential.parameters()), med, spread
+
+
+def bench_training(batch: Graph) -> list[str]:
+    rows = [
+        "| backbone | parameters | structures/s (median) | ms per step | spread (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in sorted(BACKBONES):
+        params, med, spread = time_training_step(name, batch)
+        rows.append(
+            f"| {name} | {params:,} | {batch.num_graphs / med:.0f} | {med * 1e3:.1f} | {spread * 1e3:.1f} |"
+        )
+    return rows
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    batch = aspirin_like_batch(32)
+    threads = torch.get_num_threads()
+    machine = f"{platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}"
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python bench/run.py`); numbers below are from the last run.",
+        f"Machine: {machine}; Python {platform.python_version()}; float32; CPU.",
+        "",
+        "## Neighbour lists: 32 aspirin-sized molecules (21 atoms), cutoff 5 Å",
+        "",
+        *bench_neighbors(batch),
+        "",
+        "## Training throughput: forward + autograd forces + backward + AdamW step",
+        "",
+        "Batch of 32 aspirin-sized molecules (21 atoms), each backbone at its default size, model step only",
+        "(neighbour list built beforehand).",
+        "",
+        *bench_training(batch),
+        "",
+    ]
+    out = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
