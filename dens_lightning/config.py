@@ -57,7 +57,7 @@ class TaskConfig:
     lr: float = 5e-4
     weight_decay: float = 0.0
     energy_weight: float = 1.0  # on per-atom energy, in units of the energy scale
-    forces_weight: float = 10.0  # on force components, in units of the energy scale per Å
+    forces_weight: float = 1.0  # on force components, in units of the energy scale per Å
     scheduler: str = "cosine"  # cosine, plateau, none
     warmup_steps: int = 50
     min_lr_ratio: float = 0.01  # cosine floor, as a fraction of lr

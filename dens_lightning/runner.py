@@ -86,9 +86,9 @@ def pretrained_backbone(path: str | Path) -> tuple[str, dict, dict[str, torch.Te
 
 
 def _loggers(run_dir: Path) -> list:
-    from lightning.pytorch.loggers import CSVLogger
+    from .tasks.logging import RunCSVLogger
 
-    loggers = [CSVLogger(run_dir, name="", version="")]
+    loggers = [RunCSVLogger(run_dir)]
     if importlib.util.find_spec("tensorboard") is not None:
         from lightning.pytorch.loggers import TensorBoardLogger
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -69,8 +70,7 @@ def collate(graphs: list[Graph]) -> Graph:
     ptr = torch.zeros(num_atoms.numel() + 1, dtype=torch.long)
     torch.cumsum(num_atoms, 0, out=ptr[1:])
     batch = torch.repeat_interleave(torch.arange(num_atoms.numel()), num_atoms)
-    sizes = [g.z.numel() for g in graphs]
-    atom_offsets = _offsets(sizes)
+    atom_offsets = [0, *itertools.accumulate(g.z.numel() for g in graphs[:-1])]
 
     def cat(name: str) -> Tensor | None:
         values = [getattr(g, name) for g in graphs]
@@ -98,10 +98,3 @@ def collate(graphs: list[Graph]) -> Graph:
         edge_shift=edge_shift,
     )
 
-
-def _offsets(sizes: list[int]) -> list[int]:
-    out, total = [], 0
-    for n in sizes:
-        out.append(total)
-        total += n
-    return out
