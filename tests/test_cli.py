@@ -8,6 +8,7 @@ import sys
 import ase.io
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
@@ -223,3 +224,24 @@ def test_finetune_from_a_model_file_alone(trained, tmp_path):
     model = load_model(run_dir)
     assert model.metadata["data"]["pretrained_from"]["path"] == str(alone)
     assert model.metadata["backbone"]["hyperparameters"]["hidden_channels"] == 16
+
+
+@pytest.mark.slow
+def test_float64_training_on_request(tmp_path):
+    run_dir = tmp_path / "f64"
+    assert (
+        main(
+            [
+                "finetune",
+                "--run-dir",
+                str(run_dir),
+                *FAST,
+                "trainer.max_epochs=1",
+                "trainer.precision=64-true",
+            ]
+        )
+        == 0
+    )
+    model = load_model(run_dir)
+    assert next(model.parameters()).dtype == torch.float64
+    assert model.metadata["dtype"] == "float64"
