@@ -28,6 +28,14 @@ def ase_pairs(atoms: Atoms, cutoff: float, offset: int = 0) -> Counter:
     return Counter(key(a + offset, b + offset, s) for a, b, s in zip(i, j, shifts, strict=True))
 
 
+def batch_ase_pairs(structures, ptr, cutoff):
+    """ASE's pairs of every structure of a batch, with atom indices offset by ``ptr``."""
+    expected = Counter()
+    for atoms, start in zip(structures, ptr[:-1].tolist(), strict=True):
+        expected += ase_pairs(atoms, cutoff, offset=start)
+    return expected
+
+
 def our_pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> Counter:
     j, i = edge_index.numpy()  # edge_index is (source j, target i)
     return Counter(key(a, b, s) for a, b, s in zip(i, j, edge_shift.double().numpy(), strict=True))
@@ -85,10 +93,7 @@ def test_batch_of_molecules_matches_ase_with_offsets(backend):
     edge_index, edge_shift = neighbor_list(pos, ptr, cutoff, cell, pbc, backend=backend)
     check_edges(edge_index, edge_shift, pos, cutoff)
 
-    expected = Counter()
-    for atoms, start in zip(molecules, ptr[:-1].tolist(), strict=True):
-        expected += ase_pairs(atoms, cutoff, offset=start)
-    assert our_pairs(edge_index, edge_shift) == expected
+    assert our_pairs(edge_index, edge_shift) == batch_ase_pairs(molecules, ptr, cutoff)
     # never across molecules
     structure = torch.repeat_interleave(torch.arange(len(molecules)), ptr.diff())
     assert torch.equal(structure[edge_index[0]], structure[edge_index[1]])
@@ -215,10 +220,7 @@ def test_batch_mixing_cells_and_molecules(backend):
     pos, ptr, cell, pbc = batch(structures)
     edge_index, edge_shift = neighbor_list(pos, ptr, cutoff, cell, pbc, backend=backend)
     check_edges(edge_index, edge_shift, pos, cutoff)
-    expected = Counter()
-    for atoms, start in zip(structures, ptr[:-1].tolist(), strict=True):
-        expected += ase_pairs(atoms, cutoff, offset=start)
-    assert our_pairs(edge_index, edge_shift) == expected
+    assert our_pairs(edge_index, edge_shift) == batch_ase_pairs(structures, ptr, cutoff)
     # the molecules get no shifts
     molecule_atoms = torch.zeros(len(pos), dtype=torch.bool)
     molecule_atoms[ptr[0] : ptr[1]] = True
