@@ -48,13 +48,29 @@ def model_metadata(potential: Potential, stage: str, provenance: dict | None = N
     }
 
 
-def save_model(potential: Potential, path: str | Path, metadata: dict) -> Path:
-    """Write weights and metadata atomically (a temporary file, then a rename)."""
+def pretrain_metadata(backbone, provenance: dict | None = None, **extra: Any) -> dict:
+    """Metadata of a pretrained backbone file (stage ``pretrain``: backbone and noise head, no
+    energy head)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "stage": "pretrain",
+        "backbone": {"name": backbone.name, "hyperparameters": backbone.hyperparameters()},
+        "cutoff": backbone.cutoff,
+        "units": {"length": "Å"},
+        "dtype": str(next(backbone.parameters()).dtype).replace("torch.", ""),
+        "data": provenance or {},
+        **extra,
+    }
+
+
+def save_model(module: torch.nn.Module, path: str | Path, metadata: dict) -> Path:
+    """Write ``module``'s weights and ``metadata`` atomically (a temporary file, then a rename)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {name: t.detach().contiguous().cpu() for name, t in potential.state_dict().items()}
+    tensors = {name: t.detach().contiguous().cpu() for name, t in module.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
     os.replace(tmp, path)
@@ -87,17 +103,42 @@ def read_metadata(path: str | Path) -> dict:
     return metadata
 
 
-def load_potential(path: str | Path, device: str | torch.device = "cpu") -> Potential:
-    """Rebuild the model of a ``model.safetensors`` file (no pickle involved)."""
-    from safetensors.torch import load_file
-
+def _registered(path: str | Path, metadata: dict) -> str:
     from .models import BACKBONES
 
-    metadata = read_metadata(path)
     name = metadata["backbone"]["name"]
     if name not in BACKBONES:
         raise InputError(
             f"{path}: backbone {name!r} is not available here (have: {', '.join(sorted(BACKBONES))})"
+        )
+    return name
+
+
+def load_backbone_state(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Metadata and the backbone's tensors (names without the ``backbone.`` prefix) of any model file,
+    pretrained or finetuned."""
+    from safetensors.torch import load_file
+
+    metadata = read_metadata(path)
+    _registered(path, metadata)
+    prefix = "backbone."
+    tensors = load_file(str(path), device="cpu")
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not state:
+        raise InputError(f"{path}: holds no backbone tensors")
+    return metadata, state
+
+
+def load_potential(path: str | Path, device: str | torch.device = "cpu") -> Potential:
+    """Rebuild the model of a ``model.safetensors`` file (no pickle involved)."""
+    from safetensors.torch import load_file
+
+    metadata = read_metadata(path)
+    name = _registered(path, metadata)
+    if metadata.get("stage") == "pretrain":
+        raise InputError(
+            f"{path}: a pretrained backbone without an energy head; finetune it first "
+            f"(python -m dens_lightning finetune --from {path})"
         )
     potential = Potential.build(name, metadata["backbone"]["hyperparameters"], metadata=metadata)
     state = load_file(str(path), device="cpu")

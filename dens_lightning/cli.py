@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-TRAINING_COMMANDS = ("finetune",)
+TRAINING_COMMANDS = ("pretrain", "finetune")
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    pretrain = commands.add_parser("pretrain", help="denoising pretraining of a backbone (no labels needed)")
+    _add_training_arguments(pretrain)
+
     finetune = commands.add_parser(
         "finetune", help="train energies and forces (from scratch, or --from a pretrained model)"
     )
@@ -51,10 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--energy-key")
     test.add_argument("--forces-key")
 
+    sample = commands.add_parser(
+        "sample", help="non-equilibrium conformations of molecules with RDKit, written as extxyz"
+    )
+    molecules = sample.add_argument_group("molecules (at least one)")
+    molecules.add_argument("--smiles", nargs="+", default=[], metavar="S", help="SMILES strings")
+    molecules.add_argument(
+        "--smiles-file", type=Path, help='one SMILES per line ("bundled": the packaged list)'
+    )
+    molecules.add_argument("--sdf", type=Path, help="an SDF file (its molecular graphs are used)")
+    sample.add_argument("--num", type=int, required=True, help="conformations per molecule")
+    sample.add_argument("--out", type=Path, required=True, help="output extxyz file")
+    sample.add_argument("--method", choices=("normal-mode", "md", "perturb"), default="normal-mode")
+    sample.add_argument("--temperature", type=float, default=300.0, help="K (normal-mode, md)")
+    sample.add_argument("--displacement", type=float, default=0.05, help="Å, std (perturb)")
+    sample.add_argument("--conformers", type=int, default=1, help="ETKDG conformers per molecule")
+    sample.add_argument("--label", choices=("none", "mmff", "xtb"), default="none")
+    sample.add_argument("--seed", type=int, default=0)
+
     info = commands.add_parser("info", help="what a model file holds, as one JSON object")
     info.add_argument("path", type=Path)
 
-    for sub in (finetune, test, info):
+    for sub in (pretrain, finetune, test, sample, info):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser
 
@@ -62,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _training_config(args: argparse.Namespace, stage: str):
     from .config import load_config
 
+    base_model = None
+    if getattr(args, "from_path", None) is not None and not args.resume:
+        from .runner import pretrained_backbone
+
+        base_model = pretrained_backbone(args.from_path).architecture
     if args.resume:
         if args.run_dir is None:
             raise InputError("--resume needs --run-dir: the run to continue")
@@ -71,10 +97,20 @@ def _training_config(args: argparse.Namespace, stage: str):
         if args.config:
             raise InputError("--resume uses the run's own config.yaml; drop --config (overrides are allowed)")
         return load_config(stage, str(saved), args.overrides)
-    return load_config(stage, args.config, args.overrides)
+    return load_config(stage, args.config, args.overrides, base_model=base_model)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "pretrain":
+        from .runner import run_pretrain
+
+        cfg = _training_config(args, "pretrain")
+        result = run_pretrain(cfg, args.run_dir, resume=args.resume, progress=not args.no_progress)
+        print(f"model: {result.model_path}")
+        print(f"finetune it with: python -m dens_lightning finetune --from {result.run_dir}")
+        return 0
+    if args.command == "sample":
+        return _sample(args)
     if args.command == "finetune":
         from .runner import run_finetune
 
@@ -82,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         result = run_finetune(
             cfg, args.run_dir, resume=args.resume, from_path=args.from_path, progress=not args.no_progress
         )
+        if result.pretrained_tensors is not None:
+            count = result.pretrained_tensors
+            print(f"loaded all {count} backbone tensors from {args.from_path}; heads start fresh")
         print(f"model: {result.model_path}")
         if result.test_metrics:
             print("test: " + json.dumps(result.test_metrics))
@@ -99,6 +138,46 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(read_metadata(resolve_model_path(args.path)), indent=2))
         return 0
     raise AssertionError(args.command)
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import ase.io
+
+    from .data.sampling import Sampler, read_molecules, to_atoms
+
+    if args.num < 1:
+        raise InputError(f"--num {args.num}: expected at least 1 conformation per molecule")
+    molecules = read_molecules(args.smiles, args.smiles_file, args.sdf)
+    sampler = Sampler(
+        method=args.method,
+        temperature=args.temperature,
+        displacement=args.displacement,
+        conformers=args.conformers,
+        samples=-(-args.num // args.conformers),
+        labeller=args.label,
+        seed=args.seed,
+    )
+    info = sampler.describe()
+    frames = []
+    for molecule in molecules:
+        before = len(frames)
+        for sample in sampler.sample([molecule]):
+            if len(frames) - before < args.num:
+                frames.append(to_atoms(sample, info))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    ase.io.write(tmp, frames, format="extxyz")
+    tmp.replace(args.out)
+    report = sampler.report
+    print(
+        f"wrote {len(frames)} conformations of {len(molecules)} molecules to {args.out} "
+        f"({args.method}); rejected {report.rejected_bonds} samples whose bond graph changed"
+        + (f", {report.unlabelled} whose labelling failed" if report.unlabelled else "")
+    )
+    short = [m.smiles for m in molecules if sum(1 for f in frames if f.info["smiles"] == m.smiles) < args.num]
+    if short:
+        print(f"warning: fewer than {args.num} conformations for {', '.join(short)}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

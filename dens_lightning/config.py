@@ -17,21 +17,36 @@ from omegaconf.errors import OmegaConfBaseException
 from .errors import InputError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-STAGES = ("finetune",)
+STAGES = ("pretrain", "finetune")
+SAMPLING_METHODS = ("normal-mode", "md", "perturb")
 
 
 @dataclass
 class EmbeddedDataConfig:
-    """The labelled default data set the package makes and caches when no file is given."""
+    """The default data set the package samples with RDKit and caches when no file is given."""
 
     smiles: list[str] = field(
         default_factory=lambda: ["CCO", "CC(=O)O", "O=CC=CO", "c1ccccc1O", "CC(=O)Nc1ccccc1", "NCC(=O)O"]
     )
+    smiles_file: str | None = None  # a SMILES file instead of `smiles`; "bundled": the packaged list
+    limit: int | None = None  # use only the first `limit` molecules
     conformers: int = 4  # RDKit ETKDG conformers per molecule
-    samples: int = 20  # perturbed structures per conformer
-    displacement: float = 0.03  # Å, std of the thermal-like Cartesian perturbation
-    labeller: str = "auto"  # auto (xtb when tblite is installed, else mmff), xtb, mmff
+    samples: int = 20  # sampled structures per conformer
+    method: str = "perturb"  # normal-mode, md, perturb
+    temperature: float = 300.0  # K, for normal-mode and md
+    displacement: float = 0.03  # Å, std of the Cartesian perturbation (method perturb)
+    labeller: str = "auto"  # auto (xtb when tblite is installed, else mmff), xtb, mmff, none
     seed: int = 7
+
+
+@dataclass
+class Qm9DataConfig:
+    """Non-equilibrium conformations around the 130,831 QM9 molecules (``qm9pack``), made on the fly."""
+
+    molecules: int | None = None  # use the first N molecules (in a seeded order); null: all
+    samples: int = 4  # conformations per molecule per epoch-sized data set
+    displacement: float = 0.05  # Å, std of the Gaussian displacement around the DFT minimum
+    seed: int = 11
 
 
 @dataclass
@@ -49,7 +64,18 @@ class DataConfig:
     forces_key: str | None = None
     keys: dict[str, str] = field(default_factory=dict)  # npz/h5 array names: numbers, positions
     neighbor_backend: str = "auto"  # auto, cdist, vesin, torch_cluster
+    source: str = "embedded"  # with no file: embedded (RDKit-sampled), qm9 (needs the qm9 extra)
+    qm9: Qm9DataConfig = field(default_factory=Qm9DataConfig)
     embedded: EmbeddedDataConfig = field(default_factory=EmbeddedDataConfig)
+
+
+@dataclass
+class NoiseConfig:
+    """Denoising pretraining: eps ~ N(0, sigma²) per atom and axis, target eps / sigma."""
+
+    sigma: float = 0.1  # Å; with sigma_max, the low end of a log-uniform range per structure
+    sigma_max: float | None = None  # Å; null: fixed sigma
+    atom_fraction: float = 1.0  # probability that an atom is corrupted (the loss covers those)
 
 
 @dataclass
@@ -64,6 +90,7 @@ class TaskConfig:
     plateau_patience: int = 10  # epochs
     plateau_factor: float = 0.5
     ema_decay: float | None = 0.99  # exponential moving average of the weights; null disables
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
 
 
 @dataclass
@@ -89,13 +116,26 @@ def _error(err: OmegaConfBaseException, where: str) -> InputError:
     return InputError(f"{where}: {key}: {message}" if key else f"{where}: {message}")
 
 
-def load_config(stage: str, config_file: str | None = None, overrides: list[str] | None = None) -> DictConfig:
+def load_config(
+    stage: str,
+    config_file: str | None = None,
+    overrides: list[str] | None = None,
+    base_model: dict[str, Any] | None = None,
+) -> DictConfig:
     """Resolve the config of ``stage``: packaged default, then ``config_file``, then ``key=value``
-    overrides; validate it; return it."""
+    overrides; validate it; return it.
+
+    ``base_model`` (a pretrained backbone's name and hyperparameters) replaces the packaged default's
+    ``model`` section, so a finetune config inherits the pretrained architecture and only keys the
+    user sets can differ from it (the runner refuses those).
+    """
+    if stage not in STAGES:
+        raise InputError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
     schema = OmegaConf.structured(RunConfig)
-    layers: list[tuple[str, DictConfig]] = [
-        (str(CONFIG_DIR / f"{stage}.yaml"), _load_yaml(CONFIG_DIR / f"{stage}.yaml"))
-    ]
+    default = _load_yaml(CONFIG_DIR / f"{stage}.yaml")
+    if base_model is not None:
+        default.model = OmegaConf.create(dict(base_model))
+    layers: list[tuple[str, DictConfig]] = [(str(CONFIG_DIR / f"{stage}.yaml"), default)]
     if config_file is not None:
         layers.append((config_file, _load_yaml(Path(config_file))))
     if overrides:
@@ -171,9 +211,27 @@ def validate(cfg: DictConfig) -> None:
         ),
         (
             "data.embedded.labeller",
-            cfg.data.embedded.labeller in ("auto", "xtb", "mmff"),
-            "one of auto, xtb, mmff",
+            cfg.data.embedded.labeller in ("auto", "xtb", "mmff", "none"),
+            "one of auto, xtb, mmff, none",
         ),
+        (
+            "data.embedded.method",
+            cfg.data.embedded.method in SAMPLING_METHODS,
+            "one of " + ", ".join(SAMPLING_METHODS),
+        ),
+        ("data.embedded.temperature", cfg.data.embedded.temperature > 0, "a temperature in K > 0"),
+        ("data.embedded.samples", cfg.data.embedded.samples >= 1, "an integer >= 1"),
+        ("data.embedded.conformers", cfg.data.embedded.conformers >= 1, "an integer >= 1"),
+        ("data.source", cfg.data.source in ("embedded", "qm9"), "one of embedded, qm9"),
+        ("data.qm9.samples", cfg.data.qm9.samples >= 1, "an integer >= 1"),
+        ("data.qm9.displacement", cfg.data.qm9.displacement > 0, "a length in Å > 0"),
+        ("task.noise.sigma", cfg.task.noise.sigma > 0, "a length in Å > 0"),
+        (
+            "task.noise.sigma_max",
+            cfg.task.noise.sigma_max is None or cfg.task.noise.sigma_max >= cfg.task.noise.sigma,
+            "null or >= task.noise.sigma",
+        ),
+        ("task.noise.atom_fraction", 0 < cfg.task.noise.atom_fraction <= 1, "in (0, 1]"),
         ("task.lr", cfg.task.lr > 0, "a positive number"),
         ("task.energy_weight", cfg.task.energy_weight >= 0, "a non-negative number"),
         ("task.forces_weight", cfg.task.forces_weight >= 0, "a non-negative number"),
@@ -191,7 +249,9 @@ def validate(cfg: DictConfig) -> None:
             raise InputError(
                 f"config: {key}: {OmegaConf.select(cfg, key)!r} is out of range; expected {expected}"
             )
-    if cfg.task.energy_weight == 0 and cfg.task.forces_weight == 0:
+    if cfg.data.source == "qm9" and cfg.stage != "pretrain":
+        raise InputError("config: data.source: qm9 has no energy or force labels; use it to pretrain")
+    if cfg.stage == "finetune" and cfg.task.energy_weight == 0 and cfg.task.forces_weight == 0:
         raise InputError("config: task.energy_weight and task.forces_weight are both 0; nothing to train")
 
 

@@ -22,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from .artifacts import (
     MODEL_FILE,
+    load_backbone_state,
     load_potential,
     model_metadata,
-    read_metadata,
     resolve_model_path,
     save_model,
 )
@@ -42,6 +42,7 @@ class RunResult:
     run_dir: Path
     model_path: Path
     test_metrics: dict | None
+    pretrained_tensors: int | None = None  # backbone tensors loaded with finetune --from
 
 
 def default_run_dir(stage: str) -> Path:
@@ -62,8 +63,23 @@ def load_checkpoint(path: str | Path) -> dict:
         ) from err
 
 
-def pretrained_backbone(path: str | Path) -> tuple[str, dict, dict[str, torch.Tensor], dict]:
-    """Backbone name, hyperparameters and weights from a run directory, a model file or a ``.ckpt``."""
+@dataclass
+class Pretrained:
+    """A backbone to start finetuning from: its architecture, its tensors and where they came from."""
+
+    name: str
+    hyperparameters: dict
+    state: dict[str, torch.Tensor]
+    metadata: dict
+    source: Path
+
+    @property
+    def architecture(self) -> dict:
+        return {"name": self.name, **self.hyperparameters}
+
+
+def pretrained_backbone(path: str | Path) -> Pretrained:
+    """The backbone of a run directory, a model file (pretrained or finetuned) or a ``.ckpt``."""
     path = Path(path)
     if path.suffix == ".ckpt":
         checkpoint = load_checkpoint(path)
@@ -72,17 +88,35 @@ def pretrained_backbone(path: str | Path) -> tuple[str, dict, dict[str, torch.Te
             raise InputError(
                 f"{path}: checkpoint lacks model_name/model_hparams; not a dens_lightning checkpoint"
             )
-        prefix = "potential.backbone."
-        state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-        return hparams["model_name"], hparams["model_hparams"], state, {"source": str(path)}
+        for prefix in ("backbone.", "potential.backbone."):
+            state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+            if state:
+                break
+        else:
+            raise InputError(f"{path}: checkpoint holds no backbone tensors")
+        stage = "pretrain" if prefix == "backbone." else "finetune"
+        metadata = {"stage": stage, **checkpoint.get("dens_lightning", {})}
+        return Pretrained(hparams["model_name"], hparams["model_hparams"], state, metadata, path)
     model_path = resolve_model_path(path)
-    potential = load_potential(model_path)
-    return (
-        potential.backbone.name,
-        potential.backbone.hyperparameters(),
-        potential.backbone.state_dict(),
-        read_metadata(model_path),
-    )
+    metadata, state = load_backbone_state(model_path)
+    backbone = metadata["backbone"]
+    return Pretrained(backbone["name"], backbone["hyperparameters"], state, metadata, model_path)
+
+
+def check_architecture(cfg: DictConfig, pretrained: Pretrained) -> None:
+    """Refuse a config whose backbone differs from the pretrained one, naming the first difference."""
+    name, hparams = model_hyperparameters(cfg)
+    if name != pretrained.name:
+        raise InputError(
+            f"model.name={name!r} but {pretrained.source} holds a {pretrained.name!r} backbone; "
+            "finetune with the same backbone (drop the model.name override)"
+        )
+    for key, value in pretrained.hyperparameters.items():
+        if hparams.get(key) != value:
+            raise InputError(
+                f"model.{key}={hparams.get(key)!r} but the backbone in {pretrained.source} has "
+                f"{key}={value!r}; a pretrained backbone keeps its architecture (drop the override)"
+            )
 
 
 def _loggers(run_dir: Path) -> list:
@@ -157,15 +191,8 @@ def make_trainer(cfg: DictConfig, run_dir: Path, progress: bool = True) -> light
         raise InputError(f"config: trainer: {str(err).splitlines()[0]}") from err
 
 
-def run_finetune(
-    cfg: DictConfig,
-    run_dir: str | Path | None = None,
-    resume: bool = False,
-    from_path: str | Path | None = None,
-    progress: bool = True,
-) -> RunResult:
-    """Train energies and forces (from scratch, or from the backbone at ``from_path``)."""
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir("finetune")
+def _start(run_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, after checking that the run directory fits the request."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if resume and not last.exists():
         raise InputError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
@@ -173,18 +200,24 @@ def run_finetune(
         raise InputError(
             f"{run_dir}: already holds a run; pass --resume to continue it or choose another --run-dir"
         )
-    lightning.seed_everything(cfg.seed, workers=True, verbose=False)
+    return last if resume else None
 
-    name, hparams = model_hyperparameters(cfg)
-    pretrained = None
-    if from_path is not None and not resume:
-        pre_name, pre_hparams, pre_state, pre_meta = pretrained_backbone(from_path)
-        if cfg.model.get("name", pre_name) != pre_name:
-            raise InputError(f"model.name={cfg.model.name!r} but {from_path} holds a {pre_name!r} backbone")
-        name, hparams, pretrained = pre_name, pre_hparams, (pre_state, pre_meta)
-        cfg.model = {"name": name, **hparams}
 
-    dtype = precision_dtype(cfg.trainer.get("precision", "32-true"))
+def _fit(task, datamodule, cfg: DictConfig, run_dir: Path, resume_from: Path | None, progress: bool):
+    """Train ``task``, then load its best weights (EMA-averaged where enabled); returns the trainer."""
+    trainer = make_trainer(cfg, run_dir, progress)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    with quiet_lightning():
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    best = run_dir / "checkpoints" / "best.ckpt"
+    if best.exists():
+        task.load_state_dict(load_checkpoint(best)["state_dict"])
+    return trainer
+
+
+def _datamodule(cfg: DictConfig, run_dir: Path, hparams: dict, stage: str) -> AtomsDataModule:
     datamodule = AtomsDataModule(
         cfg.data,
         cutoff=hparams["cutoff"],
@@ -192,11 +225,68 @@ def run_finetune(
         run_dir=run_dir,
         require_energy=cfg.task.energy_weight > 0,
         require_forces=cfg.task.forces_weight > 0,
-        dtype=dtype,
+        dtype=precision_dtype(cfg.trainer.get("precision", "32-true")),
+        stage=stage,
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
     _check_elements(datamodule, hparams)
+    return datamodule
+
+
+def run_pretrain(
+    cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = False, progress: bool = True
+) -> RunResult:
+    """Denoising pretraining: the run directory's ``model.safetensors`` holds the backbone and its
+    noise head (stage ``pretrain``), ready for ``finetune --from``."""
+    from .artifacts import pretrain_metadata
+    from .tasks.pretrain import DenoisingPretraining
+
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir("pretrain")
+    resume_from = _start(run_dir, resume)
+    lightning.seed_everything(cfg.seed, workers=True, verbose=False)
+    name, hparams = model_hyperparameters(cfg)
+    datamodule = _datamodule(cfg, run_dir, hparams, "pretrain")
+    task = DenoisingPretraining(
+        model_name=name,
+        model_hparams=hparams,
+        task=OmegaConf.to_container(cfg.task, resolve=True),
+        neighbor_backend=cfg.data.neighbor_backend,
+    )
+    trainer = _fit(task, datamodule, cfg, run_dir, resume_from, progress)
+    model_path = run_dir / MODEL_FILE
+    if trainer.is_global_zero:
+        best = trainer.checkpoint_callback.best_model_score
+        metadata = pretrain_metadata(
+            task.backbone,
+            provenance=dict(datamodule.provenance),
+            elements=datamodule.splits["train"].elements,
+            noise=OmegaConf.to_container(cfg.task.noise, resolve=True),
+            validation={"noise_loss": float(best) if best is not None else None},
+        )
+        save_model(task.cpu(), model_path, metadata)
+    return RunResult(run_dir=run_dir, model_path=model_path, test_metrics=None)
+
+
+def run_finetune(
+    cfg: DictConfig,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    from_path: str | Path | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Train energies and forces, from scratch or from the backbone at ``from_path`` (a pretrain run
+    directory, a model file or a ``.ckpt``): every backbone tensor is loaded, the heads start fresh
+    and the per-element energy references are fitted on the new data."""
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir("finetune")
+    resume_from = _start(run_dir, resume)
+    lightning.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    pretrained = pretrained_backbone(from_path) if from_path is not None and not resume else None
+    if pretrained is not None:
+        check_architecture(cfg, pretrained)
+    name, hparams = model_hyperparameters(cfg)
+    datamodule = _datamodule(cfg, run_dir, hparams, "finetune")
 
     task = EnergyForceTask(
         model_name=name,
@@ -206,19 +296,12 @@ def run_finetune(
         neighbor_backend=cfg.data.neighbor_backend,
     )
     task.set_statistics(datamodule.references, datamodule.scale)
+    loaded = None
     if pretrained is not None:
-        task.potential.backbone.load_state_dict(pretrained[0])
+        loaded = load_pretrained(task.potential.backbone, pretrained)
+        _warn_new_elements(datamodule, pretrained)
 
-    trainer = make_trainer(cfg, run_dir, progress)
-    if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    with quiet_lightning():
-        trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
-
-    best = run_dir / "checkpoints" / "best.ckpt"
-    if best.exists():
-        task.load_state_dict(load_checkpoint(best)["state_dict"])
+    trainer = _fit(task, datamodule, cfg, run_dir, resume_from, progress)
     potential = task.potential.cpu().eval()
     test_metrics = None
     if "test" in datamodule.splits and trainer.is_global_zero:
@@ -230,9 +313,10 @@ def run_finetune(
         provenance = dict(datamodule.provenance)
         if pretrained is not None:
             provenance["pretrained_from"] = {
-                "path": str(from_path),
-                "stage": pretrained[1].get("stage"),
-                "data": pretrained[1].get("data"),
+                "path": str(pretrained.source),
+                "stage": pretrained.metadata.get("stage"),
+                "data": pretrained.metadata.get("data"),
+                "tensors_loaded": loaded,
             }
         metadata = model_metadata(
             potential,
@@ -244,7 +328,43 @@ def run_finetune(
         save_model(potential, model_path, metadata)
         if test_metrics is not None:
             (run_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n")
-    return RunResult(run_dir=run_dir, model_path=model_path, test_metrics=test_metrics)
+    return RunResult(
+        run_dir=run_dir, model_path=model_path, test_metrics=test_metrics, pretrained_tensors=loaded
+    )
+
+
+def load_pretrained(backbone: torch.nn.Module, pretrained: Pretrained) -> int:
+    """Copy every pretrained tensor into ``backbone`` (all must match); returns how many."""
+    expected = backbone.state_dict()
+    missing = sorted(set(expected) - set(pretrained.state))
+    unexpected = sorted(set(pretrained.state) - set(expected))
+    shapes = [k for k in expected if k in pretrained.state and pretrained.state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise InputError(
+            f"{pretrained.source}: backbone tensors do not match {pretrained.name!r} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shape {shapes[:3]})"
+        )
+    backbone.load_state_dict(pretrained.state)
+    log.info(
+        "loaded %d of %d backbone tensors from %s", len(pretrained.state), len(expected), pretrained.source
+    )
+    return len(pretrained.state)
+
+
+def _warn_new_elements(datamodule: AtomsDataModule, pretrained: Pretrained) -> None:
+    seen = pretrained.metadata.get("elements")
+    if not seen:
+        return
+    new = sorted(set(datamodule.splits["train"].elements) - set(seen))
+    if new:
+        from ase.data import chemical_symbols
+
+        warnings.warn(
+            f"elements {', '.join(chemical_symbols[z] for z in new)} were not in the pretraining data of "
+            f"{pretrained.source}; their embeddings start from the untrained initialisation",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def _check_elements(datamodule: AtomsDataModule, hparams: dict) -> None:

@@ -17,7 +17,7 @@ from .graph import Graph, collate
 from .neighbors import neighbor_list
 from .readers import ReadOptions, read_structures
 from .statistics import energy_scale, reference_energies
-from .structures import Structures
+from .structures import Structures, StructureView
 
 
 class StructureDataset(Dataset):
@@ -89,8 +89,14 @@ class AtomsDataModule(lightning.LightningDataModule):
         require_energy: bool = True,
         require_forces: bool = True,
         dtype: torch.dtype = torch.float32,
+        stage: str = "finetune",
     ):
+        """``stage="pretrain"``: no labels needed or used, no statistics, and the default data is the
+        lazily read pretraining set (the embedded conformation store or QM9)."""
         super().__init__()
+        self.stage = stage
+        if stage == "pretrain":
+            require_energy = require_forces = False
         self.cfg = data_cfg
         self.cutoff = cutoff
         self.seed = seed
@@ -98,7 +104,7 @@ class AtomsDataModule(lightning.LightningDataModule):
         self.require_energy = require_energy
         self.require_forces = require_forces
         self.dtype = dtype
-        self.splits: dict[str, Structures] = {}
+        self.splits: dict[str, Structures | StructureView] = {}
         self.provenance: dict = {}
         self.references: dict[int, float] = {}
         self.scale: float = 1.0
@@ -130,11 +136,45 @@ class AtomsDataModule(lightning.LightningDataModule):
                 "name them with data.forces_key or set task.forces_weight=0"
             )
 
+    @property
+    def uses_default_data(self) -> bool:
+        return not (self.cfg.path or self.cfg.train)
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the data is read structure by structure (the pretraining defaults)."""
+        return self.stage == "pretrain" and self.uses_default_data
+
     def prepare_data(self) -> None:
-        if not (self.cfg.path or self.cfg.train):
+        """Make the default data set once (rank 0), before every rank reads it in ``setup``."""
+        if self.uses_default_data and self.cfg.source == "embedded":
             from .embedded import embedded_dataset
 
-            embedded_dataset(self.cfg.embedded)
+            embedded_dataset(self.cfg.embedded, lazy=self.lazy)
+        elif self.uses_default_data and self.cfg.source == "qm9":
+            from .qm9 import qm9_minima
+
+            qm9_minima()
+
+    def _default_source(self) -> tuple[Structures, str | None, dict]:
+        """The default data (no file given): structures, labeller and provenance details."""
+        cfg = self.cfg
+        if cfg.source == "qm9":
+            from .qm9 import qm9_conformations
+
+            structures = qm9_conformations(cfg.qm9)
+            return structures, None, {"qm9": dict(structures.info)}
+        from .embedded import embedded_dataset
+        from .sampling import resolve_labeller
+
+        path = embedded_dataset(cfg.embedded, lazy=self.lazy)
+        if self.lazy:
+            from .store import open_store, store_info
+
+            info = store_info(path)
+            summary = {k: info.get(k) for k in ("structures", "kept", "rejected_bonds", "sampler")}
+            return open_store(path), None, {"embedded_store": {"path": str(path), **summary}}
+        return self._read(path), resolve_labeller(cfg.embedded.labeller), {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -144,18 +184,16 @@ class AtomsDataModule(lightning.LightningDataModule):
             raise InputError(
                 "config: data.path and data.train are both set; give one file to split, or explicit files"
             )
-        labeller = None
-        if not (cfg.path or cfg.train):
-            from .embedded import embedded_dataset
-            from .sampling import resolve_labeller
-
-            source = embedded_dataset(cfg.embedded)
-            labeller = resolve_labeller(cfg.embedded.labeller)
+        labeller, extra = None, {}
+        if self.uses_default_data:
+            full, labeller, extra = self._default_source()
+            source = full.source
         else:
             source = cfg.path or cfg.train
-        full = self._read(source)
+            full = self._read(source)
         indices = self._split_indices(full, explicit_val=bool(cfg.val), explicit_test=bool(cfg.test))
-        self.splits = {name: full.subset(idx) for name, idx in indices.items()}
+        take = full.view if self.lazy else full.subset
+        self.splits = {name: take(idx) for name, idx in indices.items()}
         if cfg.val:
             self.splits["val"] = self._read(cfg.val)
         if cfg.test:
@@ -164,17 +202,21 @@ class AtomsDataModule(lightning.LightningDataModule):
             raise InputError(
                 f"data.split: {list(cfg.split)} leaves no validation structures; set data.val or data.split"
             )
-        self.references = reference_energies(self.splits["train"])
-        self.scale = energy_scale(self.splits["train"], self.references)
+        if self.stage != "pretrain":
+            self.references = reference_energies(self.splits["train"])
+            self.scale = energy_scale(self.splits["train"], self.references)
         files = {
-            name: path for name, path in (("train", source), ("val", cfg.val), ("test", cfg.test)) if path
+            name: path
+            for name, path in (("train", source), ("val", cfg.val), ("test", cfg.test))
+            if path and Path(path).is_file()
         }
         self.provenance = {
             "files": {name: {"path": str(path), "sha256": file_sha256(path)} for name, path in files.items()},
             "sizes": {name: len(s) for name, s in self.splits.items()},
             "units_in_file": full.units,
             "labeller": labeller,
-            "embedded": labeller is not None,
+            "embedded": self.uses_default_data and cfg.source == "embedded",
+            **extra,
         }
 
     def _split_indices(

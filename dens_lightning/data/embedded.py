@@ -1,4 +1,9 @@
-"""The embedded labelled default data set: made on first use, cached in the user's cache directory."""
+"""The embedded default data sets: sampled with RDKit on first use, cached in the user's cache directory.
+
+Finetuning uses a small labelled set (six molecules, extxyz); pretraining a large unlabelled set
+sampled from the bundled molecule list, written as a memory-mapped conformation store
+(:mod:`dens_lightning.data.store`). The cache key is a hash of every generation setting.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,10 @@ import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
-import numpy as np
+from .sampling import BUNDLED, Sampler, read_molecules, resolve_labeller, to_atoms
+from .store import write_store
 
-from .sampling import conformers, label_mmff, label_xtb, perturb, resolve_labeller
-
-FORMAT = 1  # bump when the generator changes, so old caches are not reused
+FORMAT = 2  # bump when the generator changes, so old caches are not reused
 
 
 def cache_dir() -> Path:
@@ -24,51 +28,58 @@ def cache_dir() -> Path:
     return Path(base) / "dens_lightning"
 
 
-def embedded_dataset(spec) -> Path:
-    """Path of the extxyz file for ``spec`` (an ``EmbeddedDataConfig``), generating it if absent.
-
-    Each frame records its ``smiles`` and ``labeller`` in its info line.
-    """
+def _params(spec) -> dict:
     if is_dataclass(spec):
-        params = asdict(spec)
+        return asdict(spec)
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else dict(spec)
+
+
+def embedded_molecules(params: dict) -> list:
+    if params.get("smiles_file"):
+        molecules = read_molecules(smiles_file=params["smiles_file"])
     else:
-        from omegaconf import OmegaConf
+        molecules = read_molecules(smiles=list(params["smiles"]))
+    return molecules[: params["limit"]] if params.get("limit") else molecules
 
-        params = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else dict(spec)
+
+def embedded_dataset(spec, lazy: bool = False) -> Path:
+    """Path of the data set described by ``spec`` (an ``EmbeddedDataConfig``), generated if absent:
+    an extxyz file, or with ``lazy`` a conformation store directory.
+
+    Each frame records its SMILES, conformer and the sampler's settings.
+    """
+    params = _params(spec)
     params["labeller"] = resolve_labeller(params["labeller"])
+    if params.get("smiles_file") and params["smiles_file"] != BUNDLED:
+        params["smiles_file"] = str(Path(params["smiles_file"]).resolve())
+        params["smiles_file_sha256"] = hashlib.sha256(Path(params["smiles_file"]).read_bytes()).hexdigest()
     params["format"] = FORMAT
+    params["lazy"] = lazy
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_dir() / f"embedded-{params['labeller']}-{digest}.extxyz"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frames = generate(params)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.extxyz")
-        import ase.io
+    path = cache_dir() / f"embedded-{params['labeller']}-{digest}{'' if lazy else '.extxyz'}"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sampler = Sampler(
+        method=params["method"],
+        temperature=params["temperature"],
+        displacement=params["displacement"],
+        conformers=params["conformers"],
+        samples=params["samples"],
+        labeller=params["labeller"],
+        seed=params["seed"],
+    )
+    samples = sampler.sample(embedded_molecules(params))
+    if lazy:
+        write_store(path, samples, lambda: {**params, "sampler": sampler.describe(), **sampler.summary()})
+        return path
+    import ase.io
 
-        ase.io.write(tmp, frames, format="extxyz")
-        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    info = sampler.describe()
+    frames = [to_atoms(sample, info) for sample in samples]
+    tmp = path.with_suffix(f".tmp{os.getpid()}.extxyz")
+    ase.io.write(tmp, frames, format="extxyz")
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
     return path
-
-
-def generate(params: dict) -> list:
-    from ase import Atoms
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    rng = np.random.default_rng(params["seed"])
-    frames = []
-    for k, smiles in enumerate(params["smiles"]):
-        mol, numbers, minima = conformers(smiles, params["conformers"], params["seed"] + k)
-        for minimum in minima:
-            for _ in range(params["samples"]):
-                positions = perturb(minimum, params["displacement"], rng)
-                if params["labeller"] == "xtb":
-                    label = label_xtb(numbers, positions)
-                    if label is None:
-                        continue
-                else:
-                    label = label_mmff(mol, positions)
-                atoms = Atoms(numbers=numbers, positions=positions)
-                atoms.info.update(smiles=smiles, labeller=params["labeller"])
-                atoms.calc = SinglePointCalculator(atoms, energy=label[0], forces=label[1])
-                frames.append(atoms)
-    return frames

@@ -97,4 +97,3 @@ def collate(graphs: list[Graph]) -> Graph:
         edge_index=edge_index,
         edge_shift=edge_shift,
     )
-

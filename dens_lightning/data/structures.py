@@ -107,17 +107,23 @@ class Structures:
         start, stop = int(self.ptr[i]), int(self.ptr[i + 1])
         n = stop - start
         return Graph(
-            z=torch.from_numpy(self.z[start:stop]),
-            pos=torch.as_tensor(self.pos[start:stop], dtype=dtype),
+            z=torch.from_numpy(
+                np.array(self.z[start:stop], dtype=np.int64)
+            ),  # a copy: z may be memory-mapped
+            pos=torch.tensor(np.asarray(self.pos[start:stop]), dtype=dtype),
             batch=torch.zeros(n, dtype=torch.long),
             ptr=torch.tensor([0, n], dtype=torch.long),
-            cell=torch.as_tensor(self.cell[i : i + 1], dtype=dtype),
-            pbc=torch.from_numpy(self.pbc[i : i + 1]),
+            cell=torch.tensor(np.array(self.cell[i : i + 1]), dtype=dtype),
+            pbc=torch.from_numpy(np.array(self.pbc[i : i + 1], dtype=bool)),
             energy=torch.tensor([self.energy[i]], dtype=dtype) if self.energy is not None else None,
             forces=torch.as_tensor(self.forces[start:stop], dtype=dtype) if self.forces is not None else None,
             fixed=torch.from_numpy(self.fixed[start:stop]) if self.fixed is not None else None,
             idx=torch.tensor([i], dtype=torch.long),
         )
+
+    def view(self, indices) -> StructureView:
+        """The structures at ``indices`` without copying them (for memory-mapped sets)."""
+        return StructureView(self, np.asarray(indices, dtype=np.int64))
 
     def validate(self) -> Structures:
         """Raise :class:`InputError` naming the file and first frame with a non-finite value."""
@@ -161,3 +167,30 @@ def concatenate(parts: list[Structures]) -> Structures:
         source=", ".join(p.source for p in parts),
         units=dict(parts[0].units),
     )
+
+
+@dataclass
+class StructureView:
+    """Some structures of a (possibly memory-mapped) set, by index; nothing is copied until read."""
+
+    base: Structures
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def source(self) -> str:
+        return self.base.source
+
+    @property
+    def z(self) -> np.ndarray:
+        """Atomic numbers of the whole underlying set (for range checks)."""
+        return self.base.z
+
+    @property
+    def elements(self) -> list[int]:
+        return self.base.elements
+
+    def graph(self, i: int, dtype: torch.dtype = torch.float32) -> Graph:
+        return self.base.graph(int(self.indices[i]), dtype)

@@ -61,6 +61,11 @@ class Backbone(nn.Module):
     def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
         raise NotImplementedError
 
+    def make_noise_head(self) -> nn.Module | None:
+        """A denoising head suited to this backbone's features (e.g. from its vector channel), or
+        None for the generic gradient head (:class:`dens_lightning.models.heads.GradientNoiseHead`)."""
+        return None
+
 
 BACKBONES: dict[str, type[Backbone]] = {}
 

@@ -36,3 +36,45 @@ class EnergyHead(nn.Module):
         atomic = self.mlp(features.scalars).squeeze(-1) * self.scale[z] + self.shift[z]
         energy = torch.zeros(num_graphs, dtype=atomic.dtype, device=atomic.device)
         return energy.index_add(0, batch, atomic)
+
+
+class NoiseHead(nn.Module):
+    """Features → predicted noise ``eps / sigma`` per atom [N, 3] (denoising; DESIGN section 1).
+
+    A head is not part of the backbone: the pretrain task owns it and finetuning drops it.
+    ``needs_position_grad`` says whether the head differentiates with respect to the positions
+    (the task must then make them require grad before the backbone runs).
+    """
+
+    needs_position_grad: bool = False
+
+    def forward(self, features: Features, graph) -> Tensor:
+        raise NotImplementedError
+
+
+class GradientNoiseHead(NoiseHead):
+    """For backbones with scalar features only (SchNet): a learned scalar ``s = Σ_i MLP(h_i)`` per
+    batch, and the noise prediction ``∂s/∂x_i`` (Wang et al., JCTC 2023). It is rotation-equivariant
+    because ``s`` is invariant, and it has the shape of a force, so the pretrained backbone already
+    learns position derivatives before finetuning on forces."""
+
+    needs_position_grad = True
+
+    def __init__(self, num_features: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or max(num_features // 2, 1)
+        self.mlp = nn.Sequential(nn.Linear(num_features, hidden), ShiftedSoftplus(), nn.Linear(hidden, 1))
+        xavier_init(self.mlp)
+
+    def forward(self, features: Features, graph) -> Tensor:
+        scalar = self.mlp(features.scalars).sum()
+        keep = self.training
+        (grad,) = torch.autograd.grad(scalar, graph.pos, create_graph=keep, retain_graph=keep)
+        return grad
+
+
+def build_noise_head(backbone) -> NoiseHead:
+    """The backbone's own noise head when it brings one (vector or irreps backbones), else the
+    gradient head, which any backbone can use."""
+    own = backbone.make_noise_head()
+    return own if own is not None else GradientNoiseHead(backbone.num_features)
