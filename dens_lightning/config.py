@@ -153,6 +153,11 @@ def load_config(
         except OmegaConfBaseException as err:
             raise _error(err, where) from err
     cfg.stage = stage
+    if base_model is not None and cfg.model.get("name") != base_model["name"]:
+        raise InputError(
+            f"model.name={cfg.model.get('name')!r} but the pretrained model (--from) holds a "
+            f"{base_model['name']!r} backbone; finetune with the same backbone (drop the model.name override)"
+        )
     validate(cfg)
     return cfg
 

@@ -116,7 +116,9 @@ class Structures:
             cell=torch.tensor(np.array(self.cell[i : i + 1]), dtype=dtype),
             pbc=torch.from_numpy(np.array(self.pbc[i : i + 1], dtype=bool)),
             energy=torch.tensor([self.energy[i]], dtype=dtype) if self.energy is not None else None,
-            forces=torch.as_tensor(self.forces[start:stop], dtype=dtype) if self.forces is not None else None,
+            forces=torch.tensor(np.asarray(self.forces[start:stop]), dtype=dtype)
+            if self.forces is not None
+            else None,
             fixed=torch.from_numpy(self.fixed[start:stop]) if self.fixed is not None else None,
             idx=torch.tensor([i], dtype=torch.long),
         )

@@ -1,0 +1,366 @@
+"""Denoising pretraining: corruption, noise heads, the pretrain command, and the handoff to finetune."""
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dens_lightning.artifacts import model_metadata, read_metadata, save_model
+from dens_lightning.cli import main
+from dens_lightning.data.graph import collate
+from dens_lightning.models import BACKBONES
+from dens_lightning.models.base import Backbone, BackboneConfig, Features, register_backbone
+from dens_lightning.models.heads import GradientNoiseHead, build_noise_head
+from dens_lightning.models.potential import Potential, with_neighbors
+from dens_lightning.tasks.dens import corrupt, masked_cosine, masked_mse
+from dens_lightning.tasks.pretrain import DenoisingPretraining
+
+from .conftest import molecule_graph, random_molecule
+
+TINY_PRETRAIN = [
+    "--no-progress",
+    "data.embedded.limit=30",
+    "data.embedded.conformers=2",
+    "data.embedded.samples=10",
+    "data.batch_size=16",
+    "task.warmup_steps=5",
+    "model.hidden_channels=32",
+    "model.num_filters=32",
+    "model.num_interactions=2",
+    "model.num_rbf=12",
+]
+FINETUNE_FAST = [
+    "--no-progress",
+    "data.embedded.smiles=[CCO,CC(=O)O]",
+    "data.embedded.conformers=2",
+    "data.embedded.samples=6",
+    "data.batch_size=8",
+    "task.warmup_steps=2",
+]
+SMALL = {"hidden_channels": 16, "num_filters": 16, "num_interactions": 2, "num_rbf": 8}
+
+
+def val_column(run_dir, name):
+    with open(run_dir / "metrics.csv") as handle:
+        return [float(r[name]) for r in csv.DictReader(handle) if r.get(name)]
+
+
+def random_batch(dtype=torch.float64, sizes=(5, 8, 11), seed=0):
+    rng = np.random.default_rng(seed)
+    return collate([molecule_graph(*random_molecule(n, rng), dtype) for n in sizes])
+
+
+# ------------------------------------------------------------------ corruption
+
+
+def test_noise_has_the_requested_spread_and_spares_fixed_atoms():
+    graph = random_batch(torch.float64, sizes=(400, 600))
+    fixed = torch.zeros(1000, dtype=torch.bool)
+    fixed[:100] = True
+    graph = graph.replace(fixed=fixed)
+    c = corrupt(graph, sigma=0.2, generator=torch.Generator().manual_seed(0))
+    assert c.noise[:100].abs().max() == 0 and not c.mask[:100].any()
+    assert c.noise[100:].std().item() == pytest.approx(0.2, rel=0.05)
+    torch.testing.assert_close(c.pos - graph.pos, c.noise)
+    assert c.target[100:].std().item() == pytest.approx(1.0, rel=0.05)
+
+
+def test_partial_and_multiscale_corruption():
+    graph = random_batch(torch.float64, sizes=(50,) * 200)
+    c = corrupt(
+        graph, sigma=0.01, sigma_max=1.0, atom_fraction=0.25, generator=torch.Generator().manual_seed(1)
+    )
+    assert c.mask.double().mean().item() == pytest.approx(0.25, abs=0.03)
+    assert c.noise[~c.mask].abs().max() == 0
+    per_structure = c.sigma[graph.ptr[:-1]]
+    assert per_structure.min() >= 0.01 and per_structure.max() <= 1.0
+    # log-uniform: log sigma is uniform, so its mean is the middle of the range
+    assert per_structure.log().mean().item() == pytest.approx(math.log(0.1), abs=0.35)
+    assert per_structure.std() > 0
+
+
+def test_fixed_seed_reproduces_the_corruption():
+    graph = random_batch()
+    first = corrupt(graph, 0.1, generator=torch.Generator().manual_seed(3))
+    second = corrupt(graph, 0.1, generator=torch.Generator().manual_seed(3))
+    third = corrupt(graph, 0.1, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(first.noise, second.noise)
+    assert not torch.equal(first.noise, third.noise)
+
+
+def test_masked_losses():
+    target = torch.randn(10, 3)
+    mask = torch.zeros(10, dtype=torch.bool)
+    prediction = torch.zeros(10, 3, requires_grad=True)
+    empty = masked_mse(prediction, target, mask)
+    assert empty.item() == 0.0
+    empty.backward()  # still in the graph: every rank of a DDP run gets a gradient
+    assert prediction.grad is not None
+    mask[:4] = True
+    assert masked_mse(torch.zeros(10, 3), target, mask).item() == pytest.approx(
+        target[:4].pow(2).mean().item()
+    )
+    assert masked_cosine(target, target, mask).item() == pytest.approx(1.0)
+    assert masked_cosine(-target, target, mask).item() == pytest.approx(-1.0)
+
+
+# ------------------------------------------------------------------ noise heads
+
+
+def random_rotation(seed: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(
+        torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    )
+    return q * torch.sign(torch.linalg.det(q))
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_noise_prediction_rotates_with_the_molecule_and_ignores_translation(name):
+    torch.manual_seed(0)
+    task = DenoisingPretraining(name, dict(SMALL), {"lr": 1e-3, "noise": {"sigma": 0.1}}).double().eval()
+    graph = random_batch()
+    predicted = task.predict_noise(graph, graph.pos)
+    rotation = random_rotation(1)
+    rotated = task.predict_noise(graph, graph.pos @ rotation.T + torch.tensor([1.0, -2.0, 0.5]))
+    torch.testing.assert_close(rotated, predicted @ rotation.T, atol=1e-9, rtol=1e-7)
+    assert predicted.abs().max() > 1e-6
+
+
+def test_gradient_head_is_the_position_gradient_of_a_scalar():
+    torch.manual_seed(0)
+    potential = Potential.build("schnet", dict(SMALL)).double()
+    head = GradientNoiseHead(potential.backbone.num_features).double()
+    graph = random_batch()
+    pos = graph.pos.clone().requires_grad_(True)
+    graph = with_neighbors(graph.with_positions(pos), 5.0)
+    predicted = head(potential.backbone(graph), graph)
+
+    def scalar(p):
+        g = with_neighbors(graph.with_positions(p), 5.0)
+        return head.mlp(potential.backbone(g).scalars).sum()
+
+    h = 1e-5
+    for atom, axis in [(0, 0), (7, 2)]:
+        plus, minus = pos.detach().clone(), pos.detach().clone()
+        plus[atom, axis] += h
+        minus[atom, axis] -= h
+        numeric = (scalar(plus) - scalar(minus)) / (2 * h)
+        assert predicted[atom, axis].item() == pytest.approx(numeric.item(), rel=1e-5, abs=1e-8)
+
+
+def test_noise_head_is_not_part_of_the_backbone():
+    task = DenoisingPretraining("schnet", dict(SMALL), {"lr": 1e-3, "noise": {"sigma": 0.1}})
+    backbone_names = set(task.backbone.state_dict())
+    assert not any("noise" in name for name in backbone_names)
+    assert isinstance(build_noise_head(task.backbone), GradientNoiseHead)
+
+
+# ------------------------------------------------------------------ pretrain end to end
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("pre") / "pretrain"
+    argv = ["pretrain", "--run-dir", str(run_dir), *TINY_PRETRAIN, "trainer.max_epochs=4", "task.lr=2e-3"]
+    assert main(argv) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_pretraining_learns_to_denoise(pretrained):
+    loss, cosine = val_column(pretrained, "val/loss"), val_column(pretrained, "val/cosine")
+    assert len(loss) == 4
+    assert loss[-1] < 0.85  # predicting zero scores 1.0
+    assert cosine[-1] > 0.35
+    metadata = read_metadata(pretrained / "model.safetensors")
+    assert metadata["stage"] == "pretrain"
+    assert metadata["noise"]["sigma"] == 0.1
+    assert metadata["data"]["embedded_store"]["sampler"]["method"] == "normal-mode"
+    assert set(metadata["elements"]) <= {1, 6, 7, 8, 9, 16, 17}
+    assert metadata["validation"]["noise_loss"] == pytest.approx(min(loss), rel=1e-5)
+    tensors = load_file(str(pretrained / "model.safetensors"))
+    assert any(k.startswith("noise_head.") for k in tensors)
+    assert not any(k.startswith("energy_head.") for k in tensors)
+
+
+@pytest.mark.slow
+def test_validation_noise_is_fixed_across_epochs(pretrained):
+    """Two evaluations of the same model on the same batch give the same validation loss."""
+    from dens_lightning.runner import load_checkpoint
+
+    checkpoint = load_checkpoint(pretrained / "checkpoints" / "last.ckpt")
+    hp = checkpoint["hyper_parameters"]
+    task = DenoisingPretraining(hp["model_name"], hp["model_hparams"], hp["task"])
+    task.load_state_dict(checkpoint["state_dict"])
+    task.eval()
+    graph = with_neighbors(random_batch(torch.float32), 5.0)
+    losses = []
+    for _ in range(2):
+        generator = torch.Generator().manual_seed(123)
+        losses.append(task.losses(graph, generator)["loss"].item())
+    assert losses[0] == losses[1]
+    assert task.losses(graph)["loss"].item() != losses[0]
+
+
+@pytest.mark.slow
+def test_pretrained_model_cannot_be_used_as_a_potential(pretrained, capsys):
+    assert main(["test", "--model", str(pretrained), "--data", "x.xyz"]) == 2
+    assert "finetune --from" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_finetune_from_pretrain_loads_every_backbone_tensor(pretrained, tmp_path, capsys):
+    run_dir = tmp_path / "ft"
+    argv = ["finetune", "--from", str(pretrained), "--run-dir", str(run_dir), *FINETUNE_FAST]
+    assert main([*argv, "trainer.max_epochs=2", "finetune.freeze_backbone=true", "task.ema_decay=null"]) == 0
+    pre = load_file(str(pretrained / "model.safetensors"))
+    backbone = {k: v for k, v in pre.items() if k.startswith("backbone.")}
+    assert f"loaded all {len(backbone)} backbone tensors" in capsys.readouterr().out
+    tuned = load_file(str(run_dir / "model.safetensors"))
+    for name, tensor in backbone.items():  # frozen: the finetuned backbone is the pretrained one
+        torch.testing.assert_close(tuned[name], tensor, rtol=0, atol=0)
+    metadata = read_metadata(run_dir / "model.safetensors")
+    assert metadata["data"]["pretrained_from"]["stage"] == "pretrain"
+    assert metadata["data"]["pretrained_from"]["tensors_loaded"] == len(backbone)
+    assert metadata["backbone"]["hyperparameters"]["hidden_channels"] == 32  # inherited, not the default
+    assert metadata["energy_references_eV"]  # refitted on the finetune data
+
+
+@pytest.mark.slow
+def test_finetune_starts_from_the_pretrained_weights(pretrained, tmp_path):
+    """Unfrozen, a short finetune moves the backbone only a little away from the pretrained weights,
+    far less than the distance between pretrained and freshly initialised weights."""
+    run_dir = tmp_path / "ft"
+    argv = ["finetune", "--from", str(pretrained), "--run-dir", str(run_dir), *FINETUNE_FAST]
+    assert main([*argv, "trainer.max_steps=3", "task.lr=1e-4", "task.ema_decay=null"]) == 0
+    pre = load_file(str(pretrained / "model.safetensors"))
+    tuned = load_file(str(run_dir / "model.safetensors"))
+    fresh = Potential.build(
+        "schnet", read_metadata(pretrained / "model.safetensors")["backbone"]["hyperparameters"]
+    )
+    fresh = {f"backbone.{k}": v for k, v in fresh.backbone.state_dict().items()}
+    name = "backbone.interactions.0.filter_net.0.weight"
+    moved = (tuned[name] - pre[name]).norm()
+    assert 0 < moved < 0.05 * (fresh[name] - pre[name]).norm()
+
+
+@pytest.mark.slow
+def test_finetune_from_a_pretrain_checkpoint(pretrained, tmp_path, capsys):
+    ckpt = pretrained / "checkpoints" / "best.ckpt"
+    argv = ["finetune", "--from", str(ckpt), "--run-dir", str(tmp_path / "ft"), *FINETUNE_FAST]
+    assert main([*argv, "trainer.max_epochs=1"]) == 0
+    assert "loaded all" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.hidden_channels=64", "model.hidden_channels=64 but the backbone"),
+        ("model.cutoff=4.0", "model.cutoff=4.0 but"),
+    ],
+)
+def test_finetune_refuses_a_different_architecture(pretrained, tmp_path, capsys, override, message):
+    argv = ["finetune", "--from", str(pretrained), "--run-dir", str(tmp_path / "ft"), *FINETUNE_FAST]
+    assert main([*argv, override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_new_elements_are_allowed_with_a_warning(pretrained, tmp_path):
+    pre = read_metadata(pretrained / "model.safetensors")
+    new = "FC(F)(F)C(=O)O" if 9 not in pre["elements"] else "ClCC(Cl)Cl"
+    argv = ["finetune", "--from", str(pretrained), "--run-dir", str(tmp_path / "ft"), *FINETUNE_FAST]
+    with pytest.warns(UserWarning, match="not in the pretraining data"):
+        assert main([*argv, f"data.embedded.smiles=[{new}]", "trainer.max_epochs=1"]) == 0
+
+
+@pytest.mark.slow
+def test_pretrain_resumes_and_reads_labelled_files(tmp_path, trained_file):
+    run_dir = tmp_path / "pre"
+    argv = ["pretrain", "--run-dir", str(run_dir), *TINY_PRETRAIN, f"data.path={trained_file}"]
+    assert main([*argv, "trainer.max_epochs=1"]) == 0
+    assert (
+        main(["pretrain", "--run-dir", str(run_dir), "--resume", "--no-progress", "trainer.max_epochs=2"])
+        == 0
+    )
+    assert len(val_column(run_dir, "val/loss")) == 2
+    assert read_metadata(run_dir / "model.safetensors")["data"]["files"]["train"]["path"] == str(trained_file)
+
+
+@pytest.fixture
+def trained_file(tmp_path):
+    """A labelled extxyz file (its labels are ignored by pretraining)."""
+    from dens_lightning.data.embedded import embedded_dataset
+    from dens_lightning.data.sampling import BUNDLED
+
+    spec = {
+        "smiles": [],
+        "smiles_file": BUNDLED,
+        "limit": 5,
+        "conformers": 1,
+        "samples": 8,
+        "method": "md",
+        "temperature": 300.0,
+        "displacement": 0.05,
+        "labeller": "mmff",
+        "seed": 0,
+    }
+    return embedded_dataset(spec)
+
+
+# ------------------------------------------------------------------ another backbone is refused
+
+
+@dataclass
+class ToyConfig(BackboneConfig):
+    width: int = 4
+
+
+class Toy(Backbone):
+    """A minimal invariant backbone used only to test that a foreign backbone is refused."""
+
+    name = "toy_for_tests"
+    Config = ToyConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embedding = torch.nn.Embedding(config.max_z + 1, config.width)
+
+    @property
+    def num_features(self):
+        return self.config.width
+
+    def forward(self, graph, node_inputs=None):
+        return Features(scalars=self.embedding(graph.z))
+
+
+def test_a_model_of_another_backbone_is_refused(tmp_path, capsys):
+    register_backbone(Toy)
+    try:
+        potential = Potential.build("toy_for_tests", {})
+        path = save_model(
+            potential, tmp_path / "toy.safetensors", model_metadata(potential, stage="finetune")
+        )
+        argv = ["finetune", "--from", str(path), "--run-dir", str(tmp_path / "ft"), "model.name=schnet"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "model.name='schnet'" in err and "'toy_for_tests' backbone" in err
+        assert len(err.splitlines()) == 1
+    finally:
+        BACKBONES.pop("toy_for_tests")
+
+
+def test_metadata_of_pretrain_file_is_readable_by_info(tmp_path, capsys):
+    from dens_lightning.artifacts import pretrain_metadata
+
+    task = DenoisingPretraining("schnet", dict(SMALL), {"lr": 1e-3, "noise": {"sigma": 0.1}})
+    path = save_model(task, tmp_path / "m.safetensors", pretrain_metadata(task.backbone, elements=[1, 6]))
+    assert main(["info", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["stage"] == "pretrain"

@@ -1,0 +1,89 @@
+"""The QM9 pretraining source: qm9pack's CSV layout, on-the-fly reproducible samples."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from dens_lightning.cli import main
+from dens_lightning.data.qm9 import CSV_FILES, qm9_conformations
+from dens_lightning.data.sampling import bond_graph
+from dens_lightning.errors import InputError
+
+HEADER = "XYZ_file,Index,SMILES,InChi,N_atoms,Stoichiometry,Elements,XYZ_Ang,HOMO_au\n"
+WATER = (
+    '"w.xyz",3,"O","InChI",3,"[2,0,0,1,0]","[\'O\',\'H\',\'H\']",'
+    '"[[-0.0343,0.9775,0.0076],[0.0647,0.0205,0.0015],[0.8717,1.3006,0.0007]]",-0.29\n'
+)
+METHANE = (
+    "\"m.xyz\",1,\"C\",\"InChI\",5,\"[4,1,0,0,0]\",\"['C','H','H','H','H']\","
+    '"[[-0.0127,1.0858,0.0080],[0.0022,-0.0060,0.0020],[1.0117,1.4638,0.0003],'
+    '[-0.5408,1.4475,-0.8766],[-0.5238,1.4379,0.9064]]",-0.39\n'
+)
+
+
+def settings(**changes):
+    return OmegaConf.create({"molecules": None, "samples": 3, "displacement": 0.05, "seed": 1, **changes})
+
+
+@pytest.fixture
+def fake_qm9pack(tmp_path, monkeypatch):
+    monkeypatch.setenv("DENS_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    for name, rows in zip(CSV_FILES, ([WATER], [METHANE], [WATER, METHANE])):
+        (tmp_path / name).write_text(HEADER + "".join(rows))
+    return tmp_path
+
+
+def test_qm9pack_layout_is_parsed_and_samples_are_reproducible(fake_qm9pack):
+    conformations = qm9_conformations(settings(), data_dir=fake_qm9pack)
+    assert len(conformations) == 4 * 3
+    assert conformations.elements == [1, 6, 8]
+    first, again = conformations.graph(5), conformations.graph(5)
+    assert np.array_equal(first.pos.numpy(), again.pos.numpy())
+    numbers, positions = conformations.positions(5)
+    molecule = int(conformations.order[5 // 3])
+    start, stop = conformations.minima.ptr[molecule], conformations.minima.ptr[molecule + 1]
+    minimum = np.asarray(conformations.minima.pos[start:stop], dtype=np.float64)
+    displacement = positions - minimum
+    assert 0 < np.abs(displacement).max() < 0.5
+    assert np.array_equal(bond_graph(numbers, positions), bond_graph(numbers, minimum))
+    assert not np.array_equal(conformations.positions(3)[1], conformations.positions(4)[1])
+    assert len(qm9_conformations(settings(molecules=2), data_dir=fake_qm9pack)) == 2 * 3
+
+
+def test_incomplete_qm9pack_data_is_named(fake_qm9pack):
+    (fake_qm9pack / CSV_FILES[1]).unlink()
+    with pytest.raises(InputError, match=CSV_FILES[1]):
+        qm9_conformations(settings(), data_dir=fake_qm9pack)
+
+
+def test_qm9_is_refused_for_finetuning(capsys):
+    assert main(["finetune", "data.source=qm9"]) == 2
+    assert "pretrain" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("qm9pack") is None, reason="qm9pack (extra 'qm9') not installed")
+def test_pretrain_on_qm9(tmp_path):
+    from dens_lightning.artifacts import read_metadata
+
+    run_dir = tmp_path / "pre"
+    argv = [
+        "pretrain",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+        "data.source=qm9",
+        "data.qm9.molecules=64",
+    ]
+    small = [
+        "model.hidden_channels=16",
+        "model.num_filters=16",
+        "model.num_interactions=1",
+        "model.num_rbf=8",
+    ]
+    assert main([*argv, *small, "trainer.max_epochs=1", "data.batch_size=32"]) == 0
+    metadata = read_metadata(run_dir / "model.safetensors")
+    assert metadata["data"]["qm9"] == {"molecules": 64, "samples": 4, "displacement_A": 0.05}
+    assert metadata["data"]["sizes"]["train"] + metadata["data"]["sizes"]["val"] == 256
