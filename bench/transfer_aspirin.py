@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from dens_lightning.config import load_config
-from dens_lightning.runner import pretrained_backbone, run_finetune, run_pretrain
+from dens_lightning.runner import finetune_config, run_finetune, run_pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
 ASPIRIN = ROOT.parent / "shared" / "data" / "rmd17_aspirin" / "rmd17_aspirin_1050.npz"
@@ -55,8 +55,7 @@ def finetune(out: Path, frames: int, seed: int, steps: int, pretrained: Path | N
             "trainer.max_epochs=-1",
             f"seed={seed}",
         ]
-        base = pretrained_backbone(pretrained).architecture if pretrained else None
-        cfg = load_config("finetune", overrides=overrides + ([] if pretrained else MODEL), base_model=base)
+        cfg = finetune_config(pretrained, overrides=overrides + ([] if pretrained else MODEL))
         start = time.time()
         run_finetune(cfg, run_dir, from_path=pretrained, progress=False)
         (run_dir / "wall_seconds.txt").write_text(f"{time.time() - start:.0f}\n")

@@ -83,11 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _training_config(args: argparse.Namespace, stage: str):
     from .config import load_config
 
-    base_model = None
-    if getattr(args, "from_path", None) is not None and not args.resume:
-        from .runner import pretrained_backbone
+    if stage == "finetune" and args.from_path is not None and not args.resume:
+        from .runner import finetune_config
 
-        base_model = pretrained_backbone(args.from_path).architecture
+        return finetune_config(args.from_path, args.config, args.overrides)
     if args.resume:
         if args.run_dir is None:
             raise InputError("--resume needs --run-dir: the run to continue")
@@ -97,7 +96,7 @@ def _training_config(args: argparse.Namespace, stage: str):
         if args.config:
             raise InputError("--resume uses the run's own config.yaml; drop --config (overrides are allowed)")
         return load_config(stage, str(saved), args.overrides)
-    return load_config(stage, args.config, args.overrides, base_model=base_model)
+    return load_config(stage, args.config, args.overrides)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -103,6 +103,17 @@ def pretrained_backbone(path: str | Path) -> Pretrained:
     return Pretrained(backbone["name"], backbone["hyperparameters"], state, metadata, model_path)
 
 
+def finetune_config(
+    from_path: str | Path | None, config_file: str | None = None, overrides: list[str] | None = None
+) -> DictConfig:
+    """The finetune config for ``finetune --from from_path``: the pretrained backbone's architecture
+    replaces the packaged default's ``model`` section, then ``config_file`` and ``overrides`` apply."""
+    from .config import load_config
+
+    base = pretrained_backbone(from_path).architecture if from_path is not None else None
+    return load_config("finetune", config_file, overrides, base_model=base)
+
+
 def check_architecture(cfg: DictConfig, pretrained: Pretrained) -> None:
     """Refuse a config whose backbone differs from the pretrained one, naming the first difference."""
     name, hparams = model_hyperparameters(cfg)

@@ -12,6 +12,7 @@ from torch import Tensor
 from ..data.graph import Graph
 from ..models.potential import Potential
 from . import optim
+from .logging import log_parts
 from .metrics import EnergyForceMetrics
 
 
@@ -69,29 +70,17 @@ class EnergyForceTask(lightning.LightningModule):
         parts["loss"] = total
         return parts
 
-    def _log_parts(self, prefix: str, parts: dict[str, Tensor], batch_size: int, on_step: bool) -> None:
-        for name, value in parts.items():
-            self.log(
-                f"{prefix}/{name}",
-                value,
-                batch_size=batch_size,
-                on_step=on_step,
-                on_epoch=True,
-                sync_dist=not on_step,
-                prog_bar=name == "loss",
-            )
-
     def training_step(self, batch: Graph, batch_idx: int) -> Tensor:
         out = self.potential(batch, compute_forces=self.uses_forces, create_graph=True)
         parts = self.losses(out, batch)
-        self._log_parts("train", parts, batch.num_graphs, on_step=True)
+        log_parts(self, "train", parts, batch.num_graphs, on_step=True)
         return parts["loss"]
 
     def _evaluate(self, batch: Graph, metrics: EnergyForceMetrics, prefix: str) -> None:
         with torch.enable_grad():
             out = self.potential(batch, compute_forces=True, create_graph=False)
         if batch.energy is not None and (batch.forces is not None or not self.uses_forces):
-            self._log_parts(prefix, self.losses(out, batch), batch.num_graphs, on_step=False)
+            log_parts(self, prefix, self.losses(out, batch), batch.num_graphs, on_step=False)
         metrics.update(out["energy"], batch.energy, batch.num_atoms, out["forces"], batch.forces)
 
     def validation_step(self, batch: Graph, batch_idx: int) -> None:

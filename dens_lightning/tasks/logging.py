@@ -31,3 +31,18 @@ class RunCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def log_parts(module, prefix: str, parts: dict, batch_size: int, on_step: bool, prog_bar=("loss",)) -> None:
+    """Log each loss term as ``prefix/name``: per step and per epoch in training, per epoch (synced
+    across devices) in evaluation."""
+    for name, value in parts.items():
+        module.log(
+            f"{prefix}/{name}",
+            value,
+            batch_size=batch_size,
+            on_step=on_step,
+            on_epoch=True,
+            sync_dist=not on_step,
+            prog_bar=name in prog_bar,
+        )

@@ -21,6 +21,7 @@ from ..models.heads import build_noise_head
 from ..models.potential import with_neighbors
 from . import optim
 from .dens import Corruption, corrupt, masked_cosine, masked_mse
+from .logging import log_parts
 
 VALIDATION_SEED = 2_147_483_629  # offset of the fixed validation noise seeds
 
@@ -65,25 +66,14 @@ class DenoisingPretraining(lightning.LightningModule):
 
     def training_step(self, batch: Graph, batch_idx: int) -> Tensor:
         parts = self.losses(batch)
-        self._log("train", parts, batch.num_graphs, on_step=True)
+        log_parts(self, "train", parts, batch.num_graphs, on_step=True, prog_bar=("loss", "cosine"))
         return parts["loss"]
 
     def validation_step(self, batch: Graph, batch_idx: int) -> None:
         generator = torch.Generator().manual_seed(VALIDATION_SEED + batch_idx)
         parts = self.losses(batch, generator)
-        self._log("val", {k: v.detach() for k, v in parts.items()}, batch.num_graphs, on_step=False)
-
-    def _log(self, prefix: str, parts: dict[str, Tensor], batch_size: int, on_step: bool) -> None:
-        for name, value in parts.items():
-            self.log(
-                f"{prefix}/{name}",
-                value,
-                batch_size=batch_size,
-                on_step=on_step,
-                on_epoch=True,
-                sync_dist=not on_step,
-                prog_bar=True,
-            )
+        parts = {k: v.detach() for k, v in parts.items()}
+        log_parts(self, "val", parts, batch.num_graphs, on_step=False, prog_bar=("loss", "cosine"))
 
     def configure_optimizers(self):
         groups = optim.param_groups(self, self.backbone, self.task_cfg.lr, 1.0)
