@@ -67,7 +67,7 @@ def finetune(out: Path, frames: int, seed: int, steps: int, pretrained: Path | N
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/transfer_aspirin"))
-    parser.add_argument("--frames", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--frames", type=int, nargs="+", default=[200, 50])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=5000, help="finetune optimizer steps")
     parser.add_argument("--pretrain-epochs", type=int, default=5)
@@ -77,14 +77,14 @@ def main() -> int:
         return 1
     pretrained = pretrain(args.out, args.pretrain_epochs)
     rows = []
-    for frames in args.frames:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major, so a partial sweep already compares every size
+        for frames in args.frames:
             for source in (None, pretrained):
                 rows.append(finetune(args.out, frames, seed, args.steps, source))
                 print(json.dumps(rows[-1]), flush=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     print("| frames | init | energy MAE (meV) | force MAE (meV/Å) |\n|---|---|---|---|")
-    for frames in args.frames:
+    for frames in sorted(args.frames):
         for flag in (False, True):
             group = [r for r in rows if r["frames"] == frames and r["pretrained"] == flag]
             energy = [r["energy_mae_meV"] for r in group]

@@ -364,3 +364,23 @@ def test_metadata_of_pretrain_file_is_readable_by_info(tmp_path, capsys):
     path = save_model(task, tmp_path / "m.safetensors", pretrain_metadata(task.backbone, elements=[1, 6]))
     assert main(["info", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["stage"] == "pretrain"
+
+
+@pytest.mark.parametrize("freeze, scale", [(False, 0.1), (True, 1.0), (False, 0.0)])
+def test_backbone_learning_rate_scale_and_freezing(freeze, scale):
+    from dens_lightning.tasks.finetune import EnergyForceTask
+
+    task_cfg = {"lr": 1e-3, "weight_decay": 0.0, "scheduler": "none", "warmup_steps": 0, "ema_decay": None}
+    task = EnergyForceTask(
+        "schnet", dict(SMALL), task_cfg, finetune={"freeze_backbone": freeze, "backbone_lr_scale": scale}
+    )
+    optimizer = task.configure_optimizers()["optimizer"]
+    lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    backbone = list(task.potential.backbone.parameters())
+    if freeze or scale == 0:
+        assert "backbone" not in lrs and not any(id(p) in in_optimizer for p in backbone)
+        assert all(not p.requires_grad for p in backbone) == freeze
+    else:
+        assert lrs["backbone"] == pytest.approx(scale * 1e-3)
+    assert lrs["heads"] == pytest.approx(1e-3)
