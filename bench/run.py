@@ -109,8 +109,8 @@ def bench_training(batch: Graph) -> list[str]:
 def time_pretrain_step(name: str, batch: Graph) -> tuple[float, float]:
     """Median and spread (s) of one denoising pretraining step of backbone ``name``."""
     torch.manual_seed(0)
-    task = DenoisingPretraining(name, {}, {"lr": 1e-4, "noise": {"sigma": 0.1, "sigma_max": None}}).train()
-    task.task_cfg.noise.atom_fraction = 1.0
+    noise = {"sigma": 0.1, "sigma_max": None, "atom_fraction": 1.0}
+    task = DenoisingPretraining(name, {}, {"lr": 1e-4, "noise": noise}).train()
     optimizer = torch.optim.AdamW(task.parameters(), lr=1e-4)
 
     def step():
