@@ -158,11 +158,9 @@ def _sample(args: argparse.Namespace) -> int:
     )
     info = sampler.describe()
     frames = []
-    for molecule in molecules:
-        before = len(frames)
-        for sample in sampler.sample([molecule]):
-            if len(frames) - before < args.num:
-                frames.append(to_atoms(sample, info))
+    for k, molecule in enumerate(molecules):
+        samples = list(sampler.sample_molecule(molecule, sampler.molecule_rng(k)))
+        frames += [to_atoms(sample, info) for sample in samples[: args.num]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")
     ase.io.write(tmp, frames, format="extxyz")

@@ -332,7 +332,11 @@ class Sampler:
 
     def sample(self, molecules: list[Molecule]) -> Iterator[Sample]:
         for k, molecule in enumerate(molecules):
-            yield from self.sample_molecule(molecule, np.random.default_rng([self.seed, k]))
+            yield from self.sample_molecule(molecule, self.molecule_rng(k))
+
+    def molecule_rng(self, k: int) -> np.random.Generator:
+        """The random stream of the ``k``-th molecule of a list."""
+        return np.random.default_rng([self.seed, k])
 
     def sample_molecule(self, molecule: Molecule, rng: np.random.Generator) -> Iterator[Sample]:
         mol, numbers, minima = conformers(molecule.mol, self.conformers, int(rng.integers(2**31)))
