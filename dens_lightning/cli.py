@@ -146,6 +146,8 @@ def _sample(args: argparse.Namespace) -> int:
 
     if args.num < 1:
         raise InputError(f"--num {args.num}: expected at least 1 conformation per molecule")
+    if args.conformers < 1:
+        raise InputError(f"--conformers {args.conformers}: expected at least 1 conformer per molecule")
     molecules = read_molecules(args.smiles, args.smiles_file, args.sdf)
     sampler = Sampler(
         method=args.method,
