@@ -15,6 +15,7 @@ from .conftest import molecule_graph, periodic_graph, random_molecule
 
 SMALL = {
     "schnet": {"hidden_channels": 16, "num_filters": 16, "num_interactions": 2, "num_rbf": 10, "cutoff": 4.0},
+    "painn": {"hidden_channels": 16, "num_interactions": 2, "num_rbf": 10, "cutoff": 4.0},
 }
 DTYPES = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-9, atol=1e-9)}
 

@@ -21,6 +21,7 @@ from dens_lightning.tasks.dens import corrupt, masked_cosine, masked_mse
 from dens_lightning.tasks.pretrain import DenoisingPretraining
 
 from .conftest import molecule_graph, random_molecule
+from .test_backbones import SMALL as BACKBONE_SMALL
 
 TINY_PRETRAIN = [
     "--no-progress",
@@ -122,7 +123,8 @@ def random_rotation(seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_noise_prediction_rotates_with_the_molecule_and_ignores_translation(name):
     torch.manual_seed(0)
-    task = DenoisingPretraining(name, dict(SMALL), {"lr": 1e-3, "noise": {"sigma": 0.1}}).double().eval()
+    task = DenoisingPretraining(name, dict(BACKBONE_SMALL[name]), {"lr": 1e-3, "noise": {"sigma": 0.1}})
+    task = task.double().eval()
     graph = random_batch()
     predicted = task.predict_noise(graph, graph.pos)
     rotation = random_rotation(1)
