@@ -23,27 +23,30 @@ FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 
 
-def model_metadata(potential: Potential, stage: str, provenance: dict | None = None, **extra: Any) -> dict:
-    head = potential.energy_head
-    shift = {int(z): float(v) for z, v in enumerate(head.shift.tolist()) if v != 0.0}
-    elements = sorted(set(shift) | set(extra.pop("elements", [])))
+def _backbone_metadata(backbone, stage: str, provenance: dict | None) -> dict:
+    """What every model file records, whatever its stage."""
     return {
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
         "stage": stage,
-        "backbone": {
-            "name": potential.backbone.name,
-            "hyperparameters": potential.backbone.hyperparameters(),
-        },
-        "cutoff": potential.cutoff,
+        "backbone": {"name": backbone.name, "hyperparameters": backbone.hyperparameters()},
+        "cutoff": backbone.cutoff,
+        "dtype": str(next(backbone.parameters()).dtype).replace("torch.", ""),
+        "data": provenance or {},
+    }
+
+
+def model_metadata(potential: Potential, stage: str, provenance: dict | None = None, **extra: Any) -> dict:
+    head = potential.energy_head
+    shift = {int(z): float(v) for z, v in enumerate(head.shift.tolist()) if v != 0.0}
+    elements = sorted(set(shift) | set(extra.pop("elements", [])))
+    scale = head.scale.detach()
+    return {
+        **_backbone_metadata(potential.backbone, stage, provenance),
         "elements": elements,
         "energy_references_eV": {str(z): v for z, v in shift.items()},
-        "energy_scale_eV": float(head.scale.detach()[elements].mean())
-        if elements
-        else float(head.scale.detach().mean()),
+        "energy_scale_eV": float(scale[elements].mean() if elements else scale.mean()),
         "units": {"energy": "eV", "length": "Å", "forces": "eV/Å"},
-        "dtype": str(next(potential.parameters()).dtype).replace("torch.", ""),
-        "data": provenance or {},
         **extra,
     }
 
@@ -51,17 +54,7 @@ def model_metadata(potential: Potential, stage: str, provenance: dict | None = N
 def pretrain_metadata(backbone, provenance: dict | None = None, **extra: Any) -> dict:
     """Metadata of a pretrained backbone file (stage ``pretrain``: backbone and noise head, no
     energy head)."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "package_version": __version__,
-        "stage": "pretrain",
-        "backbone": {"name": backbone.name, "hyperparameters": backbone.hyperparameters()},
-        "cutoff": backbone.cutoff,
-        "units": {"length": "Å"},
-        "dtype": str(next(backbone.parameters()).dtype).replace("torch.", ""),
-        "data": provenance or {},
-        **extra,
-    }
+    return {**_backbone_metadata(backbone, "pretrain", provenance), "units": {"length": "Å"}, **extra}
 
 
 def save_model(module: torch.nn.Module, path: str | Path, metadata: dict) -> Path:

@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .data.sampling import METHODS
 from .errors import InputError
 
 TRAINING_COMMANDS = ("pretrain", "finetune")
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     molecules.add_argument("--sdf", type=Path, help="an SDF file (its molecular graphs are used)")
     sample.add_argument("--num", type=int, required=True, help="conformations per molecule")
     sample.add_argument("--out", type=Path, required=True, help="output extxyz file")
-    sample.add_argument("--method", choices=("normal-mode", "md", "perturb"), default="normal-mode")
+    sample.add_argument("--method", choices=METHODS, default="normal-mode")
     sample.add_argument("--temperature", type=float, default=300.0, help="K (normal-mode, md)")
     sample.add_argument("--displacement", type=float, default=0.05, help="Å, std (perturb)")
     sample.add_argument("--conformers", type=int, default=1, help="ETKDG conformers per molecule")
@@ -140,9 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    import ase.io
-
-    from .data.sampling import Sampler, read_molecules, to_atoms
+    from .data.sampling import Sampler, read_molecules, to_atoms, write_extxyz
 
     if args.num < 1:
         raise InputError(f"--num {args.num}: expected at least 1 conformation per molecule")
@@ -159,21 +158,19 @@ def _sample(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     info = sampler.describe()
-    frames = []
+    frames, short = [], []
     for k, molecule in enumerate(molecules):
         samples = list(sampler.sample_molecule(molecule, sampler.molecule_rng(k)))
         frames += [to_atoms(sample, info) for sample in samples[: args.num]]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    ase.io.write(tmp, frames, format="extxyz")
-    tmp.replace(args.out)
+        if len(samples) < args.num:
+            short.append(molecule.smiles)
+    write_extxyz(args.out, frames)
     report = sampler.report
     print(
         f"wrote {len(frames)} conformations of {len(molecules)} molecules to {args.out} "
         f"({args.method}); rejected {report.rejected_bonds} samples whose bond graph changed"
         + (f", {report.unlabelled} whose labelling failed" if report.unlabelled else "")
     )
-    short = [m.smiles for m in molecules if sum(1 for f in frames if f.info["smiles"] == m.smiles) < args.num]
     if short:
         print(f"warning: fewer than {args.num} conformations for {', '.join(short)}", file=sys.stderr)
     return 0

@@ -14,11 +14,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .data.sampling import METHODS
 from .errors import InputError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 STAGES = ("pretrain", "finetune")
-SAMPLING_METHODS = ("normal-mode", "md", "perturb")
 
 
 @dataclass
@@ -221,8 +221,8 @@ def validate(cfg: DictConfig) -> None:
         ),
         (
             "data.embedded.method",
-            cfg.data.embedded.method in SAMPLING_METHODS,
-            "one of " + ", ".join(SAMPLING_METHODS),
+            cfg.data.embedded.method in METHODS,
+            "one of " + ", ".join(METHODS),
         ),
         ("data.embedded.temperature", cfg.data.embedded.temperature > 0, "a temperature in K > 0"),
         ("data.embedded.samples", cfg.data.embedded.samples >= 1, "an integer >= 1"),

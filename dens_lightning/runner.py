@@ -25,6 +25,7 @@ from .artifacts import (
     load_backbone_state,
     load_potential,
     model_metadata,
+    read_metadata,
     resolve_model_path,
     save_model,
 )
@@ -94,8 +95,7 @@ def pretrained_backbone(path: str | Path) -> Pretrained:
                 break
         else:
             raise InputError(f"{path}: checkpoint holds no backbone tensors")
-        stage = "pretrain" if prefix == "backbone." else "finetune"
-        metadata = {"stage": stage, **checkpoint.get("dens_lightning", {})}
+        metadata = {"stage": "pretrain" if prefix == "backbone." else "finetune"}
         return Pretrained(hparams["model_name"], hparams["model_hparams"], state, metadata, path)
     model_path = resolve_model_path(path)
     metadata, state = load_backbone_state(model_path)
@@ -110,8 +110,17 @@ def finetune_config(
     replaces the packaged default's ``model`` section, then ``config_file`` and ``overrides`` apply."""
     from .config import load_config
 
-    base = pretrained_backbone(from_path).architecture if from_path is not None else None
+    base = pretrained_architecture(from_path) if from_path is not None else None
     return load_config("finetune", config_file, overrides, base_model=base)
+
+
+def pretrained_architecture(path: str | Path) -> dict:
+    """Backbone name and hyperparameters of ``path``, from a model file's metadata alone (its tensors
+    are read once, by :func:`pretrained_backbone`, when the run starts)."""
+    if Path(path).suffix == ".ckpt":
+        return pretrained_backbone(path).architecture
+    backbone = read_metadata(resolve_model_path(path))["backbone"]
+    return {"name": backbone["name"], **backbone["hyperparameters"]}
 
 
 def check_architecture(cfg: DictConfig, pretrained: Pretrained) -> None:
@@ -356,9 +365,7 @@ def load_pretrained(backbone: torch.nn.Module, pretrained: Pretrained) -> int:
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shape {shapes[:3]})"
         )
     backbone.load_state_dict(pretrained.state)
-    log.info(
-        "loaded %d of %d backbone tensors from %s", len(pretrained.state), len(expected), pretrained.source
-    )
+    log.info("loaded all %d backbone tensors from %s", len(pretrained.state), pretrained.source)
     return len(pretrained.state)
 
 

@@ -224,6 +224,7 @@ def test_finetune_from_pretrain_loads_every_backbone_tensor(pretrained, tmp_path
     backbone = {k: v for k, v in pre.items() if k.startswith("backbone.")}
     assert f"loaded all {len(backbone)} backbone tensors" in capsys.readouterr().out
     tuned = load_file(str(run_dir / "model.safetensors"))
+    assert not any(k.startswith("noise_head.") for k in tuned)  # the head is dropped
     for name, tensor in backbone.items():  # frozen: the finetuned backbone is the pretrained one
         torch.testing.assert_close(tuned[name], tensor, rtol=0, atol=0)
     metadata = read_metadata(run_dir / "model.safetensors")

@@ -34,13 +34,17 @@ class StructureDataset(Dataset):
 
 @dataclass
 class Collater:
-    """Concatenate structures and build their radius graph (in the loader workers)."""
+    """Concatenate structures and build their radius graph (in the loader workers); with
+    ``neighbors=False`` the graph is left to the task (pretraining builds it at the noisy positions)."""
 
     cutoff: float
     backend: str = "auto"
+    neighbors: bool = True
 
     def __call__(self, graphs: list[Graph]) -> Graph:
         graph = collate(graphs)
+        if not self.neighbors:
+            return graph
         edge_index, edge_shift = neighbor_list(
             graph.pos, graph.ptr, self.cutoff, graph.cell, graph.pbc, self.backend
         )
@@ -268,7 +272,7 @@ class AtomsDataModule(lightning.LightningDataModule):
             batch_size=batch_size,
             shuffle=shuffle,
             num_workers=self.cfg.num_workers,
-            collate_fn=Collater(self.cutoff, self.cfg.neighbor_backend),
+            collate_fn=Collater(self.cutoff, self.cfg.neighbor_backend, neighbors=self.stage != "pretrain"),
             persistent_workers=self.cfg.num_workers > 0,
         )
 

@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
-from .sampling import BUNDLED, Sampler, read_molecules, resolve_labeller, to_atoms
+from .sampling import BUNDLED, Sampler, read_molecules, resolve_labeller, to_atoms, write_extxyz
 from .store import write_store
 
 FORMAT = 2  # bump when the generator changes, so old caches are not reused
@@ -75,11 +75,5 @@ def embedded_dataset(spec, lazy: bool = False) -> Path:
     if lazy:
         write_store(path, samples, lambda: {**params, "sampler": sampler.describe(), **sampler.summary()})
         return path
-    import ase.io
-
     info = sampler.describe()
-    frames = [to_atoms(sample, info) for sample in samples]
-    tmp = path.with_suffix(f".tmp{os.getpid()}.extxyz")
-    ase.io.write(tmp, frames, format="extxyz")
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
-    return path
+    return write_extxyz(path, [to_atoms(sample, info) for sample in samples])

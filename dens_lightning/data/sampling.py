@@ -18,6 +18,7 @@ through RDKit or GFN2-xTB through tblite.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -302,7 +303,6 @@ class SamplingReport:
     kept: int = 0
     rejected_bonds: int = 0  # samples whose bond graph changed
     unlabelled: int = 0  # samples whose labelling failed (xTB SCF not converged)
-    per_molecule: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -340,11 +340,9 @@ class Sampler:
 
     def sample_molecule(self, molecule: Molecule, rng: np.random.Generator) -> Iterator[Sample]:
         mol, numbers, minima = conformers(molecule.mol, self.conformers, int(rng.integers(2**31)))
-        field_ = mmff_field(mol) if self.method == "normal-mode" else None
-        kept_here = 0
         for c, minimum in enumerate(minima):
             reference = bond_graph(numbers, minimum)
-            draws = self._draws(mol, field_, minimum, rng)
+            draws = self._draws(mol, minimum, rng)
             kept = attempts = 0
             while kept < self.samples and attempts < self.max_attempts * self.samples:
                 attempts += 1
@@ -357,15 +355,12 @@ class Sampler:
                     self.report.unlabelled += 1
                     continue
                 kept += 1
+                self.report.kept += 1
                 yield sample
-            kept_here += kept
-        self.report.kept += kept_here
-        per_molecule = self.report.per_molecule
-        per_molecule[molecule.smiles] = per_molecule.get(molecule.smiles, 0) + kept_here
 
-    def _draws(self, mol, field_, minimum: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    def _draws(self, mol, minimum: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
         if self.method == "normal-mode":
-            constants, modes = normal_modes(field_, minimum)
+            constants, modes = normal_modes(mmff_field(mol), minimum)
             while True:
                 yield normal_mode_sample(minimum, constants, modes, self.temperature, rng)
         elif self.method == "md":
@@ -411,3 +406,16 @@ def to_atoms(sample: Sample, info: dict):
     if sample.energy is not None:
         atoms.calc = SinglePointCalculator(atoms, energy=sample.energy, forces=sample.forces)
     return atoms
+
+
+def write_extxyz(path: str | Path, frames: list) -> Path:
+    """Write ``frames`` to ``path`` atomically (a temporary file, then a rename): a concurrent reader
+    never sees half a file."""
+    import ase.io
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    ase.io.write(tmp, frames, format="extxyz")
+    os.replace(tmp, path)
+    return path

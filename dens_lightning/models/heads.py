@@ -8,6 +8,14 @@ from torch import Tensor, nn
 from .base import Features, ShiftedSoftplus, xavier_init
 
 
+def scalar_mlp(num_features: int, hidden: int | None = None) -> nn.Sequential:
+    """Per-atom features → one number per atom: Linear, shifted softplus, Linear (Xavier init)."""
+    hidden = hidden or max(num_features // 2, 1)
+    mlp = nn.Sequential(nn.Linear(num_features, hidden), ShiftedSoftplus(), nn.Linear(hidden, 1))
+    xavier_init(mlp)
+    return mlp
+
+
 class EnergyHead(nn.Module):
     """Per-atom energy ``E_i = scale[z_i] · MLP(h_i) + shift[z_i]``, summed per structure (eV).
 
@@ -18,9 +26,7 @@ class EnergyHead(nn.Module):
 
     def __init__(self, num_features: int, max_z: int, hidden: int | None = None):
         super().__init__()
-        hidden = hidden or max(num_features // 2, 1)
-        self.mlp = nn.Sequential(nn.Linear(num_features, hidden), ShiftedSoftplus(), nn.Linear(hidden, 1))
-        xavier_init(self.mlp)
+        self.mlp = scalar_mlp(num_features, hidden)
         self.scale = nn.Parameter(torch.ones(max_z + 1))
         self.register_buffer("shift", torch.zeros(max_z + 1))
 
@@ -62,9 +68,7 @@ class GradientNoiseHead(NoiseHead):
 
     def __init__(self, num_features: int, hidden: int | None = None):
         super().__init__()
-        hidden = hidden or max(num_features // 2, 1)
-        self.mlp = nn.Sequential(nn.Linear(num_features, hidden), ShiftedSoftplus(), nn.Linear(hidden, 1))
-        xavier_init(self.mlp)
+        self.mlp = scalar_mlp(num_features, hidden)
 
     def forward(self, features: Features, graph) -> Tensor:
         scalar = self.mlp(features.scalars).sum()
