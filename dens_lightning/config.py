@@ -189,7 +189,12 @@ def model_hyperparameters(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
         raise InputError(f"config: model.{key}: {str(err).splitlines()[0]}") from err
-    return name, OmegaConf.to_container(checked)
+    hyperparameters = OmegaConf.to_container(checked)
+    try:
+        BACKBONES[name].Config(**hyperparameters)  # the backbone's own range checks
+    except ValueError as err:
+        raise InputError(f"config: {err}") from err
+    return name, hyperparameters
 
 
 def validate(cfg: DictConfig) -> None:

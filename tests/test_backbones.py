@@ -5,24 +5,37 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
+from e3nn import o3
 from scipy.spatial.transform import Rotation
 
 from dens_lightning.data.graph import collate
 from dens_lightning.models import BACKBONES
+from dens_lightning.models.heads import build_noise_head
 from dens_lightning.models.potential import Potential
+from dens_lightning.tasks.pretrain import DenoisingPretraining
 
 from .conftest import molecule_graph, periodic_graph, random_molecule
 
 SMALL = {
     "schnet": {"hidden_channels": 16, "num_filters": 16, "num_interactions": 2, "num_rbf": 10, "cutoff": 4.0},
     "painn": {"hidden_channels": 16, "num_interactions": 2, "num_rbf": 10, "cutoff": 4.0},
+    "equiformer": {
+        "num_channels": 8,
+        "num_layers": 2,
+        "num_heads": 2,
+        "attention_channels": 4,
+        "num_rbf": 10,
+        "radial_hidden": 16,
+        "ffn_channels": 8,
+        "cutoff": 4.0,
+    },
 }
 DTYPES = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-9, atol=1e-9)}
 
 
 def make_potential(name: str, dtype: torch.dtype) -> Potential:
     torch.manual_seed(0)
-    potential = Potential.build(name, SMALL.get(name, {}))
+    potential = Potential.build(name, SMALL[name])
     # non-trivial head statistics, so shifts and scales take part in every check
     potential.energy_head.set_statistics({1: -13.6, 6: -1030.0, 7: -1485.0, 8: -2040.0}, 2.0)
     return potential.to(dtype).eval()
@@ -43,6 +56,10 @@ def dtype(request):
     return request.param
 
 
+def test_every_backbone_has_a_small_test_size():
+    assert set(SMALL) == set(BACKBONES), "add a small configuration for the new backbone to SMALL"
+
+
 def test_rotation_reflection_translation(name, dtype, molecules):
     potential = make_potential(name, dtype)
     tol = DTYPES[dtype]
@@ -54,10 +71,12 @@ def test_rotation_reflection_translation(name, dtype, molecules):
             e1, f1 = energy_forces(potential, molecule_graph(z, pos @ rotation.T + shift, dtype))
             torch.testing.assert_close(e1, e0, rtol=tol["rtol"], atol=tol["atol"] * 10)
             torch.testing.assert_close(f1, f0 @ torch.as_tensor(rotation.T, dtype=dtype), **tol)
-        reflected = pos * np.array([-1.0, 1.0, 1.0])
-        e2, f2 = energy_forces(potential, molecule_graph(z, reflected, dtype))
+        if not BACKBONES[name].parity:
+            continue
+        improper = -Rotation.random(random_state=7).as_matrix()  # a rotation times inversion
+        e2, f2 = energy_forces(potential, molecule_graph(z, pos @ improper.T, dtype))
         torch.testing.assert_close(e2, e0, rtol=tol["rtol"], atol=tol["atol"] * 10)
-        torch.testing.assert_close(f2, f0 * torch.tensor([-1.0, 1.0, 1.0], dtype=dtype), **tol)
+        torch.testing.assert_close(f2, f0 @ torch.as_tensor(improper.T, dtype=dtype), **tol)
 
 
 def test_permutation(name, dtype, molecules):
@@ -111,20 +130,24 @@ def test_no_gradient_leaks_between_molecules(name, batch_of):
 
 
 def test_energy_smooth_as_atom_crosses_cutoff(name):
+    """No interaction beyond the cutoff, no jump in the energy as the pair enters the neighbour list
+    and no kink either: the force of the pair goes to zero at the cutoff."""
     potential = make_potential(name, torch.float64)
     cutoff = potential.cutoff
     z = np.array([8, 6])
+
+    def pair(d):
+        return energy_forces(potential, molecule_graph(z, np.array([[0, 0, 0], [d, 0, 0]])))
+
     distances = np.linspace(cutoff - 0.02, cutoff + 0.02, 41)
-    energies = np.array(
-        [
-            energy_forces(potential, molecule_graph(z, np.array([[0, 0, 0], [d, 0, 0]])))[0].item()
-            for d in distances
-        ]
-    )
+    energies = np.array([pair(d)[0].item() for d in distances])
     outside = energies[distances > cutoff]
     assert np.ptp(outside) < 1e-12  # no interaction beyond the cutoff
-    steps = np.abs(np.diff(energies))
-    assert steps.max() < 1e-6  # no jump as the pair enters the neighbour list
+    assert np.ptp(energies) > 1e-9  # the pair does interact inside: the checks below are not vacuous
+    energy_edge, forces_edge = pair(cutoff - 1e-4)
+    assert abs(energy_edge.item() - outside[0]) < 1e-8  # continuous
+    _, forces_inside = pair(cutoff - 0.02)
+    assert forces_edge.abs().max() < 1e-2 * forces_inside.abs().max()  # the force vanishes at the cutoff
 
 
 def test_periodic_images_wrapping_changes_nothing(name, dtype):
@@ -172,3 +195,143 @@ def test_collate_keeps_single_and_batched_neighbours_consistent(molecules):
     assert batch.num_graphs == 3
     assert batch.num_atoms.tolist() == [len(z) for z, _ in molecules]
     assert batch.batch.tolist() == sum(([k] * len(z) for k, (z, _) in enumerate(molecules)), [])
+
+
+# ------------------------------------------------------------------ noise heads
+
+
+def make_noise_predictor(name: str, dtype: torch.dtype) -> DenoisingPretraining:
+    torch.manual_seed(0)
+    task = DenoisingPretraining(name, dict(SMALL[name]), {"lr": 1e-3, "noise": {"sigma": 0.1}})
+    return task.to(dtype).eval()
+
+
+def predict_noise(task, z, pos, dtype):
+    graph = molecule_graph(z, pos, dtype)
+    return task.predict_noise(graph, graph.pos).detach()
+
+
+def test_noise_prediction_is_equivariant(name, dtype, molecules):
+    """The noise head's output is a vector per atom: it rotates (and reflects, where the backbone
+    claims parity) with the molecule, ignores translations and follows a permutation of the atoms."""
+    task = make_noise_predictor(name, dtype)
+    tol = DTYPES[dtype]
+    for z, pos in molecules:
+        n0 = predict_noise(task, z, pos, dtype)
+        assert n0.abs().max() > 1e-4  # the checks are not vacuous
+        transforms = [Rotation.random(random_state=seed).as_matrix() for seed in range(2)]
+        if BACKBONES[name].parity:
+            transforms.append(-Rotation.random(random_state=9).as_matrix())
+        for k, matrix in enumerate(transforms):
+            shift = np.random.default_rng(k).normal(0, 5, 3)
+            n1 = predict_noise(task, z, pos @ matrix.T + shift, dtype)
+            torch.testing.assert_close(n1, n0 @ torch.as_tensor(matrix.T, dtype=dtype), **tol)
+        perm = np.random.default_rng(2).permutation(len(z))
+        torch.testing.assert_close(predict_noise(task, z[perm], pos[perm], dtype), n0[perm], **tol)
+
+
+def test_noise_prediction_of_a_batch_equals_molecules_one_by_one(name, dtype, batch_of, molecules):
+    task = make_noise_predictor(name, dtype)
+    graph = batch_of(dtype)
+    batched = task.predict_noise(graph, graph.pos).detach()
+    one_by_one = torch.cat([predict_noise(task, z, pos, dtype) for z, pos in molecules])
+    torch.testing.assert_close(batched, one_by_one, **DTYPES[dtype])
+
+
+# ------------------------------------------------------------------ per-atom inputs (DeNS force encoding)
+
+
+def test_backbones_without_force_encoding_refuse_node_inputs(name, molecules):
+    if BACKBONES[name].supports_force_encoding:
+        pytest.skip(f"{name} takes per-atom inputs")
+    potential = make_potential(name, torch.float64)
+    graph = molecule_graph(*molecules[0])
+    with pytest.raises(ValueError, match="per-atom inputs"):
+        potential(graph, node_inputs={"irreps": torch.zeros(len(molecules[0][0]), 4)})
+
+
+def equivariant_inputs(backbone, vectors: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per-atom irreps inputs built from one vector per atom, the way force encoding builds them:
+    spherical harmonics of the direction times random per-degree, per-channel weights of the length."""
+    rows, channels = backbone.node_shape
+    lmax = int(round(rows**0.5)) - 1
+    sh = o3.spherical_harmonics(list(range(lmax + 1)), vectors, True, normalization="component")
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.randn(lmax + 1, channels, generator=generator, dtype=vectors.dtype)
+    degree = torch.repeat_interleave(
+        torch.arange(lmax + 1), torch.tensor([2 * l + 1 for l in range(lmax + 1)])
+    )
+    length = torch.linalg.vector_norm(vectors, dim=-1)
+    return {"irreps": sh[:, :, None] * weights[degree] * length[:, None, None]}
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(BACKBONES) if BACKBONES[n].supports_force_encoding])
+def test_node_inputs_are_added_equivariantly(name, molecules):
+    """Per-atom irreps inputs (e.g. encoded forces) change the output; rotating the molecule and the
+    input vectors together rotates forces and noise and leaves the energy unchanged; zero inputs are
+    the same as none; a wrong shape is refused."""
+    potential = make_potential(name, torch.float64)
+    head = build_noise_head(potential.backbone).double()
+    z, pos = molecules[1]
+    vectors = torch.as_tensor(np.random.default_rng(4).normal(size=(len(z), 3)))
+
+    def run(positions, inputs):
+        graph = potential.prepare(molecule_graph(z, positions))
+        out = potential(graph, node_inputs=inputs)
+        return out["energy"].detach(), out["forces"].detach(), head(out["features"], graph).detach()
+
+    plain = run(pos, None)
+    encoded = run(pos, equivariant_inputs(potential.backbone, vectors))
+    assert (encoded[1] - plain[1]).abs().max() > 1e-4
+    zeros = {"irreps": torch.zeros_like(equivariant_inputs(potential.backbone, vectors)["irreps"])}
+    for a, b in zip(run(pos, zeros), plain):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    rotation = torch.as_tensor(-Rotation.random(random_state=3).as_matrix())
+    turned = run(pos @ rotation.numpy().T, equivariant_inputs(potential.backbone, vectors @ rotation.T))
+    torch.testing.assert_close(turned[0], encoded[0], **DTYPES[torch.float64])
+    torch.testing.assert_close(turned[1], encoded[1] @ rotation.T, **DTYPES[torch.float64])
+    torch.testing.assert_close(turned[2], encoded[2] @ rotation.T, **DTYPES[torch.float64])
+
+    wrong = {"irreps": torch.zeros(len(z), 2, 2, dtype=torch.float64)}
+    with pytest.raises(ValueError, match="must have shape"):
+        potential(molecule_graph(z, pos), node_inputs=wrong)
+
+
+# ------------------------------------------------------------------ through the CLI
+
+
+@pytest.mark.slow
+def test_every_backbone_pretrains_and_finetunes_through_the_cli(name, tmp_path, capsys):
+    """``model.name=<backbone>`` selects it in both stages; the finetune inherits it from --from."""
+    from dens_lightning.artifacts import read_metadata
+    from dens_lightning.cli import main
+
+    small = [f"model.{key}={value}" for key, value in SMALL[name].items()]
+    data = ["--no-progress", "data.embedded.smiles=[CCO,CC(=O)O]", "data.embedded.conformers=2"]
+    pretrained, tuned = tmp_path / "pre", tmp_path / "ft"
+    pretrain = [
+        "pretrain",
+        "--run-dir",
+        str(pretrained),
+        *data,
+        "data.embedded.samples=10",
+        "data.batch_size=8",
+    ]
+    assert main([*pretrain, f"model.name={name}", *small, "trainer.max_steps=4"]) == 0
+    finetune = ["finetune", "--from", str(pretrained), "--run-dir", str(tuned), *data, "data.batch_size=4"]
+    assert main([*finetune, "data.embedded.samples=6", "trainer.max_epochs=1"]) == 0
+    assert "loaded all" in capsys.readouterr().out
+    metadata = read_metadata(tuned / "model.safetensors")
+    assert metadata["backbone"]["name"] == name
+    assert metadata["backbone"]["hyperparameters"]["cutoff"] == SMALL[name]["cutoff"]
+    assert metadata["test_metrics"]["forces_mae_meV_per_A"] > 0
+
+
+def test_a_backbone_range_check_names_the_keys(tmp_path, capsys):
+    from dens_lightning.cli import main
+
+    argv = ["finetune", "--run-dir", str(tmp_path / "r"), "model.name=equiformer", "model.num_heads=3"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model.num_heads=3" in err and "model.num_channels" in err and "\n" not in err

@@ -18,11 +18,12 @@ from ..data.graph import Graph
 
 @dataclass
 class Features:
-    """Per-atom features: invariant ``scalars`` [N, F]; equivariant ``vectors`` [N, 3, F] where the
-    backbone has them."""
+    """Per-atom features: invariant ``scalars`` [N, F]; equivariant ``vectors`` [N, 3, F] and e3nn
+    ``irreps`` [N, D] (the backbone's own irreps layout) where the backbone has them."""
 
     scalars: Tensor
     vectors: Tensor | None = None
+    irreps: Tensor | None = None
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Backbone(nn.Module):
     Config: ClassVar[type[BackboneConfig]] = BackboneConfig
     supports_force_encoding: ClassVar[bool] = False
     has_vectors: ClassVar[bool] = False  # whether Features.vectors is filled
+    parity: ClassVar[bool] = True  # whether outputs are equivariant under reflections too (E(3), not SE(3))
 
     def __init__(self, config: BackboneConfig):
         super().__init__()
@@ -90,6 +92,19 @@ def edge_vectors(graph: Graph) -> tuple[Tensor, Tensor]:
     j, i = graph.edge_index
     vec = graph.pos[j] - graph.pos[i] + graph.edge_shift
     return vec, torch.linalg.vector_norm(vec, dim=-1)
+
+
+class GaussianRBF(nn.Module):
+    """exp(-(d - μ_k)² / 2w²) with centres evenly spaced on [0, cutoff] and w their spacing."""
+
+    def __init__(self, num_rbf: int, cutoff: float):
+        super().__init__()
+        centers = torch.linspace(0.0, cutoff, num_rbf)
+        self.register_buffer("centers", centers)
+        self.register_buffer("width", (centers[1] - centers[0]).reshape(()))
+
+    def forward(self, distance: Tensor) -> Tensor:
+        return torch.exp(-0.5 * ((distance[:, None] - self.centers) / self.width) ** 2)
 
 
 def cosine_cutoff(distance: Tensor, cutoff: float) -> Tensor:

@@ -17,6 +17,7 @@ from .base import (
     Backbone,
     BackboneConfig,
     Features,
+    GaussianRBF,
     ShiftedSoftplus,
     cosine_cutoff,
     edge_vectors,
@@ -31,19 +32,6 @@ class SchNetConfig(BackboneConfig):
     num_filters: int = 128  # width of the continuous filters
     num_interactions: int = 3
     num_rbf: int = 20  # Gaussians between 0 and the cutoff
-
-
-class GaussianRBF(nn.Module):
-    """exp(-(d - μ_k)² / 2w²) with centres evenly spaced on [0, cutoff] and w their spacing."""
-
-    def __init__(self, num_rbf: int, cutoff: float):
-        super().__init__()
-        centers = torch.linspace(0.0, cutoff, num_rbf)
-        self.register_buffer("centers", centers)
-        self.register_buffer("width", (centers[1] - centers[0]).reshape(()))
-
-    def forward(self, distance: Tensor) -> Tensor:
-        return torch.exp(-0.5 * ((distance[:, None] - self.centers) / self.width) ** 2)
 
 
 class Interaction(nn.Module):

@@ -1,0 +1,375 @@
+"""Equiformer-style equivariant graph-attention transformer (Liao & Smidt, ICLR 2023), on e3nn.
+
+Every atom carries ``C`` channels of each degree ``l <= lmax`` with natural parity (degree l with
+parity (-1)^l: ``C x 0e + C x 1o + C x 2e + ...``), so the network is E(3)-equivariant: energies,
+built from the ``0e`` part, are invariant under rotations and reflections; the ``1o`` part rotates
+and reflects as a vector. The blocks follow the paper:
+
+- embedding: atom-type scalars plus an *edge-degree embedding* (spherical harmonics of the edge
+  directions weighted by a radial network and the neighbour's type, summed over neighbours);
+- ``num_layers`` transformer blocks, each ``x + attention(norm(x))`` then ``x + ffn(norm(x))``,
+  with an equivariant layer norm;
+- equivariant graph attention: message ``x_ij = W_src x_j + W_dst x_i``, a depthwise tensor product
+  with the edge's spherical harmonics whose weights (one per path and channel) come from a radial
+  network, then split into attention scalars (MLP attention: LeakyReLU, one dot product per head)
+  and gated values;
+- feed-forward: per-degree linear, gate activation, per-degree linear.
+
+Two changes from the paper:
+
+- Smooth energies: the attention softmax runs over the neighbours *and a null neighbour of logit 0*,
+  and each neighbour's weight is multiplied by the cosine cutoff envelope, so an atom entering the
+  cutoff sphere enters with zero weight instead of a jump.
+- The paths of the depthwise tensor product into the same output degree are summed with their
+  learned per-edge weights instead of kept apart and mixed by a linear layer.
+
+Layout: features are one tensor ``[N, (lmax+1)^2, C]``: the ``2l+1`` components of degree ``l`` sit
+at rows ``l^2 .. (l+1)^2 - 1`` in e3nn's real spherical-harmonics basis (``1o`` in x, y, z order),
+one column per channel. Spherical harmonics and Clebsch-Gordan (Wigner 3j) coefficients come from
+e3nn; the layers are written for this dense layout because e3nn's generic ``TensorProduct`` and
+``Linear`` slice their inputs path by path, and the backward pass of those slices cost 15 s per
+training step of 32 aspirins on 2 CPU cores (BENCHMARKS.md).
+
+Per-atom inputs (DeNS force encoding) arrive as ``node_inputs["irreps"]``, a tensor in this layout,
+added to the initial embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from e3nn import o3
+from torch import Tensor, nn
+
+from ..data.graph import Graph
+from .base import (
+    Backbone,
+    BackboneConfig,
+    Features,
+    GaussianRBF,
+    cosine_cutoff,
+    edge_vectors,
+    register_backbone,
+)
+from .heads import NoiseHead
+
+NODE_INPUT_KEY = "irreps"
+
+
+@dataclass
+class EquiformerConfig(BackboneConfig):
+    lmax: int = 2  # highest degree of the features and spherical harmonics
+    num_channels: int = 32  # channels of every degree l <= lmax
+    num_layers: int = 4  # transformer blocks
+    num_heads: int = 4  # attention heads; num_channels must divide by it
+    attention_channels: int = 8  # scalars per head that make its attention logit
+    num_rbf: int = 32  # Gaussians between 0 and the cutoff
+    radial_hidden: int = 64  # width of the radial networks
+    ffn_channels: int = 64  # channels of every degree inside the feed-forward block
+    avg_neighbors: float = 16.0  # divides the edge-degree embedding sum (a normalisation constant)
+
+    def __post_init__(self) -> None:
+        if self.lmax < 1:
+            raise ValueError(
+                f"model.lmax must be at least 1 (the noise head needs a 1o vector), got {self.lmax}"
+            )
+        if self.num_channels % self.num_heads:
+            raise ValueError(
+                f"model.num_channels={self.num_channels} must be divisible by "
+                f"model.num_heads={self.num_heads}"
+            )
+        if self.avg_neighbors <= 0:
+            raise ValueError(f"model.avg_neighbors must be positive, got {self.avg_neighbors}")
+
+
+def degree_sizes(lmax: int) -> list[int]:
+    """Rows of each degree in the layout: 1, 3, 5, ..."""
+    return [2 * l + 1 for l in range(lmax + 1)]
+
+
+def degree_of_row(lmax: int) -> Tensor:
+    """The degree l of every row of the layout, int64 [(lmax+1)^2]."""
+    return torch.repeat_interleave(torch.arange(lmax + 1), torch.tensor(degree_sizes(lmax)))
+
+
+def radial_mlp(num_rbf: int, hidden: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(num_rbf, hidden), nn.SiLU(), nn.Linear(hidden, out))
+
+
+class DegreeLinear(nn.Module):
+    """One linear map of the channels per degree (equivariant: it never mixes components), with a
+    bias on the scalars only. [N, (lmax+1)^2, C_in] → [N, (lmax+1)^2, C_out]."""
+
+    def __init__(self, lmax: int, channels_in: int, channels_out: int, bias: bool = False):
+        super().__init__()
+        self.sizes = degree_sizes(lmax)
+        self.weight = nn.Parameter(torch.randn(lmax + 1, channels_in, channels_out) / math.sqrt(channels_in))
+        self.bias = nn.Parameter(torch.zeros(channels_out)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        parts = [part @ self.weight[l] for l, part in enumerate(torch.split(x, self.sizes, dim=1))]
+        if self.bias is not None:
+            parts[0] = parts[0] + self.bias
+        return torch.cat(parts, dim=1)
+
+
+class EquivariantLayerNorm(nn.Module):
+    """Equivariant layer norm over all degrees together (as in EquiformerV2): scalars centred over
+    channels, then every degree divided by ``sqrt(mean over l of mean over (m, channels) of x_l^2)``,
+    a rotation invariant, then scaled per degree and channel (scalars also shifted).
+
+    One norm for all degrees, rather than one per degree: small l > 0 features (an atom whose only
+    neighbour sits at the cutoff) are not blown up to unit size, so energies stay smooth."""
+
+    def __init__(self, lmax: int, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(lmax + 1, channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        rows = degree_of_row(lmax)
+        self.register_buffer("rows", rows, persistent=False)
+        # mean over l of the mean over m: row weights 1 / ((lmax + 1)(2l + 1))
+        row_weights = 1.0 / ((lmax + 1) * (2 * rows + 1).to(torch.get_default_dtype()))
+        self.register_buffer("row_weights", row_weights, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scalars = x[:, :1]
+        x = torch.cat([scalars - scalars.mean(dim=2, keepdim=True), x[:, 1:]], dim=1)
+        mean_square = x.pow(2).mean(dim=2) @ self.row_weights.to(x.dtype)
+        x = x * torch.rsqrt(mean_square + self.eps)[:, None, None] * self.weight[self.rows]
+        return torch.cat([x[:, :1] + self.bias, x[:, 1:]], dim=1)
+
+
+def gate(x: Tensor, gates: Tensor, rows: Tensor) -> Tensor:
+    """SiLU on the scalars; every l > 0 channel scaled by the sigmoid of its gate scalar.
+    ``gates`` [N, lmax, C] (one per degree above 0 and channel); ``rows`` the degree of every row."""
+    scaled = x[:, 1:] * torch.sigmoid(gates)[:, rows[1:] - 1]
+    return torch.cat([nn.functional.silu(x[:, :1]), scaled], dim=1)
+
+
+class DepthwiseTensorProduct(nn.Module):
+    """Channel-wise tensor product of edge features with the edge's spherical harmonics:
+    ``out_l3[c] = sum over paths (l1, l2 -> l3) of w_path[c] (x_l1[c] ⊗ Y_l2)_l3``, every path with
+    ``l1 + l2 + l3`` even (natural parity) and all degrees ``<= lmax``; ``w`` is given per edge.
+
+    Implemented as batched matrix products: the harmonics contracted with the Wigner 3j symbols give
+    a per-edge matrix K [R, (lmax+1)^2] over rows r = (path, m1); the inputs of degree l1 times
+    their path weights are U_l1 [(paths from l1, m1), C], a broadcast product with no gather; the
+    output is the sum over l1 of K_l1^T U_l1."""
+
+    def __init__(self, lmax: int):
+        super().__init__()
+        paths = [  # sorted by input degree l1, the order of the rows
+            (l1, l2, l3)
+            for l1 in range(lmax + 1)
+            for l2 in range(lmax + 1)
+            for l3 in range(abs(l1 - l2), min(l1 + l2, lmax) + 1)
+            if (l1 + l2 + l3) % 2 == 0
+        ]
+        self.num_paths = len(paths)
+        self.sizes = degree_sizes(lmax)
+        self.paths_from = [sum(1 for p in paths if p[0] == l1) for l1 in range(lmax + 1)]
+        self.rows_from = [n * size for n, size in zip(self.paths_from, self.sizes)]
+        size = (lmax + 1) ** 2
+        paths_into = {l3: sum(1 for p in paths if p[2] == l3) for l3 in range(lmax + 1)}
+        coupling = torch.zeros(sum(self.rows_from), size, size, dtype=torch.float64)  # [r, m2, m3]
+        r = 0
+        for l1, l2, l3 in paths:
+            # component normalisation: unit-variance inputs give unit-variance outputs
+            w3j = o3.wigner_3j(l1, l2, l3, dtype=torch.float64) * math.sqrt((2 * l3 + 1) / paths_into[l3])
+            coupling[r : r + 2 * l1 + 1, l2 * l2 : (l2 + 1) ** 2, l3 * l3 : (l3 + 1) ** 2] = w3j
+            r += 2 * l1 + 1
+        # float64 constants, cast at use, so a float64 model is exact to float64 precision
+        coupling = coupling.permute(1, 0, 2).reshape(size, -1)  # [m2, (r, m3)]
+        self.register_buffer("coupling", coupling, persistent=False)
+        self.size = size
+        self.num_rows = sum(self.rows_from)
+
+    def forward(self, x: Tensor, sh: Tensor, weights: Tensor) -> Tensor:
+        """x [E, M, C], sh [E, M], weights [E, num_paths, C] → [E, M, C]."""
+        num_edges, channels = x.shape[0], x.shape[2]
+        kernel = (sh @ self.coupling.to(sh.dtype)).view(num_edges, self.num_rows, self.size).transpose(1, 2)
+        out = None
+        for rows, kernel_l1, x_l1, weights_l1 in zip(
+            self.rows_from,
+            torch.split(kernel, self.rows_from, dim=2),
+            torch.split(x, self.sizes, dim=1),
+            torch.split(weights, self.paths_from, dim=1),
+        ):
+            inputs = (weights_l1[:, :, None, :] * x_l1[:, None, :, :]).view(num_edges, rows, channels)
+            term = kernel_l1 @ inputs
+            out = term if out is None else out + term
+        return out
+
+
+def envelope_softmax(logits: Tensor, envelope: Tensor, target: Tensor, num_nodes: int) -> Tensor:
+    """Attention weights [E, H]: ``env_ij exp(a_ij) / (1 + sum_k env_ik exp(a_ik))`` over the
+    neighbours j of each target i, i.e. a softmax with a null neighbour of logit 0. Continuous as an
+    edge's envelope goes to zero at the cutoff; the weights of an atom sum to less than one."""
+    index = target[:, None].expand_as(logits)
+    peak = logits.new_zeros(num_nodes, logits.shape[1])
+    peak = peak.scatter_reduce(0, index, logits, reduce="amax", include_self=True).detach()
+    weighted = torch.exp(logits - peak[target]) * envelope[:, None]
+    denominator = torch.exp(-peak).index_add(0, target, weighted)
+    return weighted / denominator[target]
+
+
+class GraphAttention(nn.Module):
+    """Equivariant graph attention with MLP attention and gated values (Equiformer, section 3.3)."""
+
+    def __init__(self, config: EquiformerConfig):
+        super().__init__()
+        lmax, channels = config.lmax, config.num_channels
+        self.num_heads, self.attention_channels = config.num_heads, config.attention_channels
+        self.lmax = lmax
+        self.source = DegreeLinear(lmax, channels, channels)
+        self.target = DegreeLinear(lmax, channels, channels, bias=True)
+        self.product = DepthwiseTensorProduct(lmax)
+        self.radial = radial_mlp(config.num_rbf, config.radial_hidden, self.product.num_paths * channels)
+        self.values = DegreeLinear(lmax, channels, channels, bias=True)
+        # from the scalars of the product: attention logits' inputs and one gate per l > 0 channel
+        self.scores_and_gates = nn.Linear(
+            channels, self.num_heads * self.attention_channels + lmax * channels
+        )
+        self.attention_vector = nn.Parameter(
+            torch.randn(self.num_heads, self.attention_channels) / math.sqrt(self.attention_channels)
+        )
+        self.output = DegreeLinear(lmax, channels, channels, bias=True)
+        self.register_buffer("rows", degree_of_row(lmax), persistent=False)
+        head_of_channel = torch.arange(channels) * self.num_heads // channels
+        self.register_buffer("head_of_channel", head_of_channel, persistent=False)
+
+    def forward(self, x: Tensor, sh: Tensor, rbf: Tensor, envelope: Tensor, edge_index: Tensor) -> Tensor:
+        j, i = edge_index
+        pair = self.source(x)[j] + self.target(x)[i]
+        weights = self.radial(rbf).view(rbf.shape[0], self.product.num_paths, x.shape[2])
+        mixed = self.product(pair, sh, weights)
+        split = self.num_heads * self.attention_channels
+        scores_and_gates = self.scores_and_gates(mixed[:, 0])
+        scores = nn.functional.leaky_relu(scores_and_gates[:, :split], 0.2)
+        scores = scores.view(-1, self.num_heads, self.attention_channels)
+        attention = envelope_softmax((scores * self.attention_vector).sum(-1), envelope, i, x.shape[0])
+        gates = scores_and_gates[:, split:].view(mixed.shape[0], self.lmax, mixed.shape[2])
+        values = gate(self.values(mixed), gates, self.rows)
+        messages = values * attention[:, None, self.head_of_channel]
+        return self.output(torch.zeros_like(x).index_add(0, i, messages))
+
+
+class FeedForward(nn.Module):
+    """Per-degree linear to ``ffn_channels``, gate activation, per-degree linear back."""
+
+    def __init__(self, config: EquiformerConfig):
+        super().__init__()
+        lmax, hidden = config.lmax, config.ffn_channels
+        self.lmax = lmax
+        self.expand = DegreeLinear(lmax, config.num_channels, hidden, bias=True)
+        self.gates = nn.Linear(config.num_channels, lmax * hidden)
+        self.contract = DegreeLinear(lmax, hidden, config.num_channels)
+        self.register_buffer("rows", degree_of_row(lmax), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gates = self.gates(x[:, 0]).view(x.shape[0], self.lmax, self.expand.weight.shape[2])
+        return self.contract(gate(self.expand(x), gates, self.rows))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, config: EquiformerConfig):
+        super().__init__()
+        self.norm_attention = EquivariantLayerNorm(config.lmax, config.num_channels)
+        self.attention = GraphAttention(config)
+        self.norm_ffn = EquivariantLayerNorm(config.lmax, config.num_channels)
+        self.ffn = FeedForward(config)
+
+    def forward(self, x: Tensor, sh: Tensor, rbf: Tensor, envelope: Tensor, edge_index: Tensor) -> Tensor:
+        x = x + self.attention(self.norm_attention(x), sh, rbf, envelope, edge_index)
+        return x + self.ffn(self.norm_ffn(x))
+
+
+class EdgeDegreeEmbedding(nn.Module):
+    """Initial features from the neighbourhood: ``sum_j R_l(d_ij) e_l(z_j) Y^l(r_ij) / avg_neighbors``
+    with one radial weight per degree and channel, damped by the cutoff envelope."""
+
+    def __init__(self, config: EquiformerConfig):
+        super().__init__()
+        self.channels, self.lmax = config.num_channels, config.lmax
+        size = config.num_channels * (config.lmax + 1)
+        self.radial = radial_mlp(config.num_rbf, config.radial_hidden, size)
+        self.neighbor_type = nn.Embedding(config.max_z + 1, size)
+        self.norm = 1.0 / config.avg_neighbors
+        self.register_buffer("rows", degree_of_row(config.lmax), persistent=False)
+
+    def forward(self, z: Tensor, sh: Tensor, rbf: Tensor, envelope: Tensor, edge_index: Tensor) -> Tensor:
+        j, i = edge_index
+        weights = self.radial(rbf) * self.neighbor_type(z[j]) * (envelope[:, None] * self.norm)
+        edges = weights.view(weights.shape[0], self.lmax + 1, self.channels)[:, self.rows] * sh[:, :, None]
+        return edges.new_zeros(z.shape[0], *edges.shape[1:]).index_add(0, i, edges)
+
+
+class EquiformerNoiseHead(NoiseHead):
+    """A linear map of the ``1o`` features to one vector per atom: the predicted noise."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.linear = nn.Linear(channels, 1, bias=False)
+
+    def forward(self, features: Features, graph) -> Tensor:
+        return self.linear(features.vectors).squeeze(-1)
+
+
+@register_backbone
+class Equiformer(Backbone):
+    name = "equiformer"
+    Config = EquiformerConfig
+    has_vectors = True
+    supports_force_encoding = True
+
+    def __init__(self, config: EquiformerConfig):
+        super().__init__(config)
+        self.lmax = config.lmax
+        self.rbf = GaussianRBF(config.num_rbf, config.cutoff)
+        self.atom_embedding = nn.Embedding(config.max_z + 1, config.num_channels, padding_idx=0)
+        self.edge_degree = EdgeDegreeEmbedding(config)
+        self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
+        self.norm = EquivariantLayerNorm(config.lmax, config.num_channels)
+
+    @property
+    def num_features(self) -> int:
+        return self.config.num_channels
+
+    @property
+    def node_shape(self) -> tuple[int, int]:
+        """Per-atom shape of the features and of ``node_inputs["irreps"]``: ((lmax+1)^2, C)."""
+        return (self.lmax + 1) ** 2, self.config.num_channels
+
+    def make_noise_head(self) -> nn.Module:
+        return EquiformerNoiseHead(self.config.num_channels)
+
+    def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
+        vec, distance = edge_vectors(graph)
+        sh = o3.spherical_harmonics(list(range(self.lmax + 1)), vec, True, normalization="component")
+        rbf = self.rbf(distance)
+        envelope = cosine_cutoff(distance, self.cutoff)
+        x = self.edge_degree(graph.z, sh, rbf, envelope, graph.edge_index)
+        x = torch.cat([x[:, :1] + self.atom_embedding(graph.z)[:, None], x[:, 1:]], dim=1)
+        if node_inputs:
+            x = x + self.node_input(node_inputs, x.shape[0])
+        for block in self.blocks:
+            x = block(x, sh, rbf, envelope, graph.edge_index)
+        x = self.norm(x)
+        return Features(scalars=x[:, 0], vectors=x[:, 1:4], irreps=x)
+
+    def node_input(self, node_inputs: dict[str, Tensor], num_atoms: int) -> Tensor:
+        """The per-atom input to add to the embedding, checked against its shape."""
+        unknown = set(node_inputs) - {NODE_INPUT_KEY}
+        if unknown:
+            raise ValueError(f"equiformer takes node_inputs[{NODE_INPUT_KEY!r}] only, got {sorted(unknown)}")
+        value = node_inputs[NODE_INPUT_KEY]
+        expected = (num_atoms, *self.node_shape)
+        if tuple(value.shape) != expected:
+            raise ValueError(
+                f"node_inputs[{NODE_INPUT_KEY!r}] must have shape {expected} "
+                f"(atoms, (lmax+1)^2, channels), got {tuple(value.shape)}"
+            )
+        return value
