@@ -18,8 +18,9 @@ from ..data.graph import Graph
 
 @dataclass
 class Features:
-    """Per-atom features: invariant ``scalars`` [N, F]; equivariant ``vectors`` [N, 3, F] and e3nn
-    ``irreps`` [N, D] (the backbone's own irreps layout) where the backbone has them."""
+    """Per-atom features: invariant ``scalars`` [N, F]; equivariant ``vectors`` [N, 3, F] (polar,
+    Cartesian x, y, z) and ``irreps`` in the backbone's own layout (Equiformer: [N, (lmax+1)^2, C])
+    where the backbone has them."""
 
     scalars: Tensor
     vectors: Tensor | None = None
