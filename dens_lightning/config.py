@@ -259,6 +259,16 @@ def validate(cfg: DictConfig) -> None:
             raise InputError(
                 f"config: {key}: {OmegaConf.select(cfg, key)!r} is out of range; expected {expected}"
             )
+    embedded = cfg.data.embedded
+    if embedded.smiles and embedded.smiles_file:
+        raise InputError(
+            f"config: data.embedded.smiles and data.embedded.smiles_file={embedded.smiles_file!r} are both "
+            "set; give one (add data.embedded.smiles_file=null to use the SMILES list)"
+        )
+    if not embedded.smiles and not embedded.smiles_file:
+        raise InputError(
+            "config: data.embedded.smiles is empty and data.embedded.smiles_file is null; give one"
+        )
     if cfg.data.source == "qm9" and cfg.stage != "pretrain":
         raise InputError("config: data.source: qm9 has no energy or force labels; use it to pretrain")
     if cfg.stage == "finetune" and cfg.task.energy_weight == 0 and cfg.task.forces_weight == 0:

@@ -312,6 +312,7 @@ def test_every_backbone_pretrains_and_finetunes_through_the_cli(name, tmp_path, 
         "--run-dir",
         str(pretrained),
         *data,
+        "data.embedded.smiles_file=null",
         "data.embedded.samples=10",
         "data.batch_size=8",
     ]

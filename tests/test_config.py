@@ -74,3 +74,14 @@ def test_errors_name_the_key(override, named):
         load_config("finetune", None, overrides)
     assert named in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_embedded_smiles_and_smiles_file_together_are_refused(capsys, tmp_path):
+    from dens_lightning.cli import main
+
+    argv = ["pretrain", "--run-dir", str(tmp_path / "r"), "data.embedded.smiles=[CCO]"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "data.embedded.smiles_file='bundled'" in err and "smiles_file=null" in err
+    assert main(["finetune", "--run-dir", str(tmp_path / "r"), "data.embedded.smiles=[]"]) == 2
+    assert "data.embedded.smiles is empty" in capsys.readouterr().err
