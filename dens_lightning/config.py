@@ -265,7 +265,8 @@ def validate(cfg: DictConfig) -> None:
             f"config: data.embedded.smiles and data.embedded.smiles_file={embedded.smiles_file!r} are both "
             "set; give one (add data.embedded.smiles_file=null to use the SMILES list)"
         )
-    if not embedded.smiles and not embedded.smiles_file:
+    uses_embedded = cfg.data.source == "embedded" and not cfg.data.path and not cfg.data.train
+    if uses_embedded and not embedded.smiles and not embedded.smiles_file:
         raise InputError(
             "config: data.embedded.smiles is empty and data.embedded.smiles_file is null; give one"
         )
