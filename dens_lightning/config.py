@@ -79,6 +79,21 @@ class NoiseConfig:
 
 
 @dataclass
+class DensConfig:
+    """DeNS (Liao et al. 2024): denoising partially corrupted non-equilibrium structures, with their
+    forces encoded, as an auxiliary task (finetune) or as the pretraining task (pretrain)."""
+
+    enabled: bool = False
+    probability: float = 0.25  # finetune: chance that a structure is corrupted (MD17 setting)
+    corrupt_ratio: float = 0.25  # finetune: chance that an atom of such a structure is corrupted
+    sigma: float = 0.05  # Å, std of the noise; with sigma_max the low end of a log-uniform range
+    sigma_max: float | None = None  # Å; per structure, log-uniform in [sigma, sigma_max]; null: fixed
+    weight: float = 5.0  # finetune: weight of the noise loss
+    decay: str = "linear"  # finetune: linear (weight falls to 0 over training, MD17) or none
+    force_encoding: bool = True  # encode the corrupted atoms' forces (false: the paper's ablation)
+
+
+@dataclass
 class TaskConfig:
     lr: float = 5e-4
     weight_decay: float = 0.0
@@ -91,6 +106,7 @@ class TaskConfig:
     plateau_factor: float = 0.5
     ema_decay: float | None = 0.99  # exponential moving average of the weights; null disables
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    dens: DensConfig = field(default_factory=DensConfig)
 
 
 @dataclass
@@ -242,6 +258,16 @@ def validate(cfg: DictConfig) -> None:
             "null or >= task.noise.sigma",
         ),
         ("task.noise.atom_fraction", 0 < cfg.task.noise.atom_fraction <= 1, "in (0, 1]"),
+        ("task.dens.probability", 0 <= cfg.task.dens.probability <= 1, "in [0, 1]"),
+        ("task.dens.corrupt_ratio", 0 < cfg.task.dens.corrupt_ratio <= 1, "in (0, 1]"),
+        ("task.dens.sigma", cfg.task.dens.sigma > 0, "a length in Å > 0"),
+        (
+            "task.dens.sigma_max",
+            cfg.task.dens.sigma_max is None or cfg.task.dens.sigma_max >= cfg.task.dens.sigma,
+            "null or >= task.dens.sigma",
+        ),
+        ("task.dens.weight", cfg.task.dens.weight >= 0, "a non-negative number"),
+        ("task.dens.decay", cfg.task.dens.decay in ("linear", "none"), "one of linear, none"),
         ("task.lr", cfg.task.lr > 0, "a positive number"),
         ("task.energy_weight", cfg.task.energy_weight >= 0, "a non-negative number"),
         ("task.forces_weight", cfg.task.forces_weight >= 0, "a non-negative number"),
@@ -270,6 +296,15 @@ def validate(cfg: DictConfig) -> None:
         raise InputError(
             "config: data.embedded.smiles is empty and data.embedded.smiles_file is null; give one"
         )
+    if cfg.task.dens.enabled and cfg.task.dens.force_encoding:
+        name = cfg.model.get("name")
+        from .models import BACKBONES
+
+        if name in BACKBONES and not BACKBONES[name].supports_force_encoding:
+            raise InputError(
+                f"config: task.dens.force_encoding: model.name={name!r} cannot take encoded forces; "
+                "set task.dens.force_encoding=false or use a backbone that can"
+            )
     if cfg.data.source == "qm9" and cfg.stage != "pretrain":
         raise InputError("config: data.source: qm9 has no energy or force labels; use it to pretrain")
     if cfg.stage == "finetune" and cfg.task.energy_weight == 0 and cfg.task.forces_weight == 0:

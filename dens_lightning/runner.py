@@ -237,6 +237,11 @@ def _fit(task, datamodule, cfg: DictConfig, run_dir: Path, resume_from: Path | N
     return trainer
 
 
+def encodes_forces(cfg: DictConfig) -> bool:
+    """Whether the run encodes labelled forces into the backbone's input (DeNS)."""
+    return bool(cfg.task.dens.enabled and cfg.task.dens.force_encoding)
+
+
 def _datamodule(cfg: DictConfig, run_dir: Path, hparams: dict, stage: str) -> AtomsDataModule:
     datamodule = AtomsDataModule(
         cfg.data,
@@ -244,7 +249,7 @@ def _datamodule(cfg: DictConfig, run_dir: Path, hparams: dict, stage: str) -> At
         seed=cfg.seed,
         run_dir=run_dir,
         require_energy=cfg.task.energy_weight > 0,
-        require_forces=cfg.task.forces_weight > 0,
+        require_forces=(cfg.task.forces_weight > 0 and stage != "pretrain") or encodes_forces(cfg),
         dtype=precision_dtype(cfg.trainer.get("precision", "32-true")),
         stage=stage,
     )
@@ -273,6 +278,7 @@ def run_pretrain(
         task=OmegaConf.to_container(cfg.task, resolve=True),
         neighbor_backend=cfg.data.neighbor_backend,
     )
+    task.set_force_scale(datamodule.scale)
     trainer = _fit(task, datamodule, cfg, run_dir, resume_from, progress)
     model_path = run_dir / MODEL_FILE
     if trainer.is_global_zero:
@@ -281,7 +287,8 @@ def run_pretrain(
             task.backbone,
             provenance=dict(datamodule.provenance),
             elements=datamodule.splits["train"].elements,
-            noise=OmegaConf.to_container(cfg.task.noise, resolve=True),
+            noise=OmegaConf.to_container(cfg.task.noise, resolve=True)
+            | {"force_encoding": task.force_encoder is not None},
             validation={"noise_loss": float(best) if best is not None else None},
         )
         save_model(task.cpu(), model_path, metadata)

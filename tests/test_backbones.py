@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
-from e3nn import o3
 from scipy.spatial.transform import Rotation
 
 from dens_lightning.data.graph import collate
@@ -247,52 +246,51 @@ def test_backbones_without_force_encoding_refuse_node_inputs(name, molecules):
         potential(graph, node_inputs={"irreps": torch.zeros(len(molecules[0][0]), 4)})
 
 
-def equivariant_inputs(backbone, vectors: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Per-atom irreps inputs built from one vector per atom, the way force encoding builds them:
-    spherical harmonics of the direction times random per-degree, per-channel weights of the length."""
-    rows, channels = backbone.node_shape
-    lmax = int(round(rows**0.5)) - 1
-    sh = o3.spherical_harmonics(list(range(lmax + 1)), vectors, True, normalization="component")
-    generator = torch.Generator().manual_seed(seed)
-    weights = torch.randn(lmax + 1, channels, generator=generator, dtype=vectors.dtype)
-    degree = torch.repeat_interleave(
-        torch.arange(lmax + 1), torch.tensor([2 * l + 1 for l in range(lmax + 1)])
-    )
-    length = torch.linalg.vector_norm(vectors, dim=-1)
-    return {"irreps": sh[:, :, None] * weights[degree] * length[:, None, None]}
-
-
 @pytest.mark.parametrize("name", [n for n in sorted(BACKBONES) if BACKBONES[n].supports_force_encoding])
-def test_node_inputs_are_added_equivariantly(name, molecules):
-    """Per-atom irreps inputs (e.g. encoded forces) change the output; rotating the molecule and the
-    input vectors together rotates forces and noise and leaves the energy unchanged; zero inputs are
-    the same as none; a wrong shape is refused."""
+def test_encoded_forces_enter_equivariantly_and_only_where_masked(name, molecules):
+    """DeNS force encoding through the backbone's own encoder: inputs are exactly zero outside the
+    mask (an empty mask is the same as no inputs); encoded forces change the output; rotating (and
+    reflecting) the molecule and the given forces together rotates forces and noise predictions and
+    leaves the energy unchanged; a wrong shape is refused."""
     potential = make_potential(name, torch.float64)
+    encoder = potential.backbone.make_force_encoder().double()
+    encoder.set_force_scale(0.7)
     head = build_noise_head(potential.backbone).double()
     z, pos = molecules[1]
-    vectors = torch.as_tensor(np.random.default_rng(4).normal(size=(len(z), 3)))
+    given = torch.as_tensor(np.random.default_rng(4).normal(size=(len(z), 3)))
+    mask = torch.zeros(len(z), dtype=torch.bool)
+    mask[::2] = True
 
-    def run(positions, inputs):
-        graph = potential.prepare(molecule_graph(z, positions))
-        out = potential(graph, node_inputs=inputs)
-        return out["energy"].detach(), out["forces"].detach(), head(out["features"], graph).detach()
+    def run(positions, forces, atoms, encode=True):
+        graph = molecule_graph(z, positions)
+        graph = potential.prepare(graph.with_positions(graph.pos.requires_grad_(True)))
+        inputs = encoder(graph, forces, atoms) if encode else None
+        out = potential(graph, node_inputs=inputs, create_graph=True)
+        noise = head(out["features"], graph)
+        return inputs, [out["energy"].detach(), out["forces"].detach(), noise.detach()]
 
-    plain = run(pos, None)
-    encoded = run(pos, equivariant_inputs(potential.backbone, vectors))
-    assert (encoded[1] - plain[1]).abs().max() > 1e-4
-    zeros = {"irreps": torch.zeros_like(equivariant_inputs(potential.backbone, vectors)["irreps"])}
-    for a, b in zip(run(pos, zeros), plain):
+    _, plain = run(pos, given, torch.zeros_like(mask))
+    _, no_inputs = run(pos, given, mask, encode=False)
+    for a, b in zip(plain, no_inputs):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
-    rotation = torch.as_tensor(-Rotation.random(random_state=3).as_matrix())
-    turned = run(pos @ rotation.numpy().T, equivariant_inputs(potential.backbone, vectors @ rotation.T))
-    torch.testing.assert_close(turned[0], encoded[0], **DTYPES[torch.float64])
-    torch.testing.assert_close(turned[1], encoded[1] @ rotation.T, **DTYPES[torch.float64])
-    torch.testing.assert_close(turned[2], encoded[2] @ rotation.T, **DTYPES[torch.float64])
+    inputs, encoded = run(pos, given, mask)
+    for value in inputs.values():
+        assert torch.all(value[~mask] == 0) and value[mask].abs().max() > 0
+    assert (encoded[1] - plain[1]).abs().max() > 1e-4
 
-    wrong = {"irreps": torch.zeros(len(z), 2, 2, dtype=torch.float64)}
+    matrix = -Rotation.random(random_state=3).as_matrix() if BACKBONES[name].parity else None
+    matrix = Rotation.random(random_state=3).as_matrix() if matrix is None else matrix
+    rotation = torch.as_tensor(matrix)
+    _, turned = run(pos @ matrix.T, given @ rotation.T, mask)
+    tol = DTYPES[torch.float64]
+    torch.testing.assert_close(turned[0], encoded[0], **tol)
+    torch.testing.assert_close(turned[1], encoded[1] @ rotation.T, **tol)
+    torch.testing.assert_close(turned[2], encoded[2] @ rotation.T, **tol)
+
+    key, value = next(iter(inputs.items()))
     with pytest.raises(ValueError, match="must have shape"):
-        potential(molecule_graph(z, pos), node_inputs=wrong)
+        potential(molecule_graph(z, pos), node_inputs={key: value[:, :1]})
 
 
 # ------------------------------------------------------------------ through the CLI

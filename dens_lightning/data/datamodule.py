@@ -95,12 +95,13 @@ class AtomsDataModule(lightning.LightningDataModule):
         dtype: torch.dtype = torch.float32,
         stage: str = "finetune",
     ):
-        """``stage="pretrain"``: no labels needed or used, no statistics, and the default data is the
-        lazily read pretraining set (the embedded conformation store or QM9)."""
+        """``stage="pretrain"``: no energies needed or used, and the default data is the lazily read
+        pretraining set (the embedded conformation store or QM9); forces (and their RMS as the scale)
+        only with ``require_forces`` (DeNS pretraining encodes them)."""
         super().__init__()
         self.stage = stage
         if stage == "pretrain":
-            require_energy = require_forces = False
+            require_energy = False
         self.cfg = data_cfg
         self.cutoff = cutoff
         self.seed = seed
@@ -134,10 +135,14 @@ class AtomsDataModule(lightning.LightningDataModule):
                 f"{structures.source}: no energies found; "
                 "name them with data.energy_key or set task.energy_weight=0"
             )
-        if self.require_forces and structures.forces is None:
+        if self.require_forces and getattr(structures, "forces", None) is None:
+            hint = (
+                "set task.dens.force_encoding=false"
+                if self.stage == "pretrain"
+                else "set task.forces_weight=0 (and task.dens.force_encoding=false)"
+            )
             raise InputError(
-                f"{structures.source}: no forces found; "
-                "name them with data.forces_key or set task.forces_weight=0"
+                f"{structures.source}: no forces found; name them with data.forces_key or {hint}"
             )
 
     @property
@@ -192,6 +197,8 @@ class AtomsDataModule(lightning.LightningDataModule):
         if self.uses_default_data:
             full, labeller, extra = self._default_source()
             source = full.source
+            if self.stage == "pretrain":
+                self._check_labels(full)
         else:
             source = cfg.path or cfg.train
             full = self._read(source)
@@ -206,7 +213,7 @@ class AtomsDataModule(lightning.LightningDataModule):
             raise InputError(
                 f"data.split: {list(cfg.split)} leaves no validation structures; set data.val or data.split"
             )
-        if self.stage != "pretrain":
+        if self.stage != "pretrain" or self.require_forces:
             self.references = reference_energies(self.splits["train"])
             self.scale = energy_scale(self.splits["train"], self.references)
         files = {

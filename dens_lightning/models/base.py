@@ -64,10 +64,29 @@ class Backbone(nn.Module):
     def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
         raise NotImplementedError
 
+    def make_force_encoder(self) -> nn.Module | None:
+        """The DeNS force encoder producing this backbone's ``node_inputs``
+        (:mod:`dens_lightning.models.encoders`), or None where it takes none."""
+        return None
+
     def make_noise_head(self) -> nn.Module | None:
         """A denoising head suited to this backbone's features (e.g. from its vector channel), or
         None for the generic gradient head (:class:`dens_lightning.models.heads.GradientNoiseHead`)."""
         return None
+
+
+def checked_node_inputs(
+    backbone: str, node_inputs: dict[str, Tensor], shapes: dict[str, tuple[int, ...]]
+) -> dict[str, Tensor]:
+    """``node_inputs`` after checking its keys and each tensor's shape against ``shapes``."""
+    unknown = set(node_inputs) - set(shapes)
+    if unknown:
+        raise ValueError(f"{backbone} takes node_inputs {sorted(shapes)}, got {sorted(unknown)}")
+    for key, value in node_inputs.items():
+        if tuple(value.shape) != tuple(shapes[key]):
+            expected, got = tuple(shapes[key]), tuple(value.shape)
+            raise ValueError(f"{backbone}: node_inputs[{key!r}] must have shape {expected}, got {got}")
+    return node_inputs
 
 
 BACKBONES: dict[str, type[Backbone]] = {}
@@ -106,6 +125,16 @@ class GaussianRBF(nn.Module):
 
     def forward(self, distance: Tensor) -> Tensor:
         return torch.exp(-0.5 * ((distance[:, None] - self.centers) / self.width) ** 2)
+
+
+def degree_sizes(lmax: int) -> list[int]:
+    """Rows of each degree l in a dense irreps layout [N, (lmax+1)^2, C]: 1, 3, 5, ..."""
+    return [2 * l + 1 for l in range(lmax + 1)]
+
+
+def degree_of_row(lmax: int) -> Tensor:
+    """The degree l of every row of that layout, int64 [(lmax+1)^2]."""
+    return torch.repeat_interleave(torch.arange(lmax + 1), torch.tensor(degree_sizes(lmax)))
 
 
 def cosine_cutoff(distance: Tensor, cutoff: float) -> Tensor:

@@ -52,10 +52,14 @@ from .base import (
     BackboneConfig,
     Features,
     GaussianRBF,
+    checked_node_inputs,
     cosine_cutoff,
+    degree_of_row,
+    degree_sizes,
     edge_vectors,
     register_backbone,
 )
+from .encoders import IrrepsForceEncoder
 from .heads import NoiseHead
 
 NODE_INPUT_KEY = "irreps"
@@ -85,16 +89,6 @@ class EquiformerConfig(BackboneConfig):
             )
         if self.avg_neighbors <= 0:
             raise ValueError(f"model.avg_neighbors must be positive, got {self.avg_neighbors}")
-
-
-def degree_sizes(lmax: int) -> list[int]:
-    """Rows of each degree in the layout: 1, 3, 5, ..."""
-    return [2 * l + 1 for l in range(lmax + 1)]
-
-
-def degree_of_row(lmax: int) -> Tensor:
-    """The degree l of every row of the layout, int64 [(lmax+1)^2]."""
-    return torch.repeat_interleave(torch.arange(lmax + 1), torch.tensor(degree_sizes(lmax)))
 
 
 def radial_mlp(num_rbf: int, hidden: int, out: int) -> nn.Sequential:
@@ -349,6 +343,9 @@ class Equiformer(Backbone):
     def make_noise_head(self) -> nn.Module:
         return EquiformerNoiseHead(self.config.num_channels)
 
+    def make_force_encoder(self) -> nn.Module:
+        return IrrepsForceEncoder(self.lmax, self.config.num_channels)
+
     def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
         vec, distance = edge_vectors(graph)
         sh = o3.spherical_harmonics(list(range(self.lmax + 1)), vec, True, normalization="component")
@@ -357,22 +354,9 @@ class Equiformer(Backbone):
         x = self.edge_degree(graph.z, sh, rbf, envelope, graph.edge_index)
         x = torch.cat([x[:, :1] + self.atom_embedding(graph.z)[:, None], x[:, 1:]], dim=1)
         if node_inputs:
-            x = x + self.node_input(node_inputs, x.shape[0])
+            shape = (x.shape[0], *self.node_shape)
+            x = x + checked_node_inputs(self.name, node_inputs, {NODE_INPUT_KEY: shape})[NODE_INPUT_KEY]
         for block in self.blocks:
             x = block(x, sh, rbf, envelope, graph.edge_index)
         x = self.norm(x)
         return Features(scalars=x[:, 0], vectors=x[:, 1:4], irreps=x)
-
-    def node_input(self, node_inputs: dict[str, Tensor], num_atoms: int) -> Tensor:
-        """The per-atom input to add to the embedding, checked against its shape."""
-        unknown = set(node_inputs) - {NODE_INPUT_KEY}
-        if unknown:
-            raise ValueError(f"equiformer takes node_inputs[{NODE_INPUT_KEY!r}] only, got {sorted(unknown)}")
-        value = node_inputs[NODE_INPUT_KEY]
-        expected = (num_atoms, *self.node_shape)
-        if tuple(value.shape) != expected:
-            raise ValueError(
-                f"node_inputs[{NODE_INPUT_KEY!r}] must have shape {expected} "
-                f"(atoms, (lmax+1)^2, channels), got {tuple(value.shape)}"
-            )
-        return value

@@ -19,11 +19,13 @@ from .base import (
     Backbone,
     BackboneConfig,
     Features,
+    checked_node_inputs,
     cosine_cutoff,
     edge_vectors,
     register_backbone,
     xavier_init,
 )
+from .encoders import VectorForceEncoder
 from .heads import NoiseHead
 
 NORM_EPS = 1e-8  # inside square roots, so the gradient of |v| is finite at v = 0
@@ -125,6 +127,7 @@ class PaiNN(Backbone):
     name = "painn"
     Config = PaiNNConfig
     has_vectors = True
+    supports_force_encoding = True
 
     def __init__(self, config: PaiNNConfig):
         super().__init__(config)
@@ -142,15 +145,22 @@ class PaiNN(Backbone):
     def make_noise_head(self) -> nn.Module:
         return PaiNNNoiseHead(self.config.hidden_channels)
 
+    def make_force_encoder(self) -> nn.Module:
+        return VectorForceEncoder(self.config.hidden_channels)
+
     def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
-        if node_inputs:
-            raise ValueError("painn takes no per-atom inputs (supports_force_encoding = False)")
         vec, distance = edge_vectors(graph)
         unit = vec / distance[:, None]
         rbf = self.rbf(distance)
         envelope = cosine_cutoff(distance, self.cutoff)
         s = self.embedding(graph.z)
         v = s.new_zeros(s.shape[0], 3, s.shape[1])
+        if node_inputs:  # DeNS force encoding: added to the initial scalar and vector features
+            n, width = s.shape
+            shapes = {"scalars": (n, width), "vectors": (n, 3, width)}
+            node_inputs = checked_node_inputs(self.name, node_inputs, shapes)
+            s = s + node_inputs.get("scalars", 0.0)
+            v = v + node_inputs.get("vectors", 0.0)
         for message, update in zip(self.messages, self.updates):
             ds, dv = message(s, v, rbf, envelope, unit, graph.edge_index)
             s, v = s + ds, v + dv

@@ -19,11 +19,13 @@ from .base import (
     Features,
     GaussianRBF,
     ShiftedSoftplus,
+    checked_node_inputs,
     cosine_cutoff,
     edge_vectors,
     register_backbone,
     xavier_init,
 )
+from .encoders import EdgeProjectionForceEncoder
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Interaction(nn.Module):
 class SchNet(Backbone):
     name = "schnet"
     Config = SchNetConfig
+    supports_force_encoding = True
 
     def __init__(self, config: SchNetConfig):
         super().__init__(config)
@@ -75,13 +78,17 @@ class SchNet(Backbone):
     def num_features(self) -> int:
         return self.config.hidden_channels
 
+    def make_force_encoder(self) -> nn.Module:
+        return EdgeProjectionForceEncoder(self.config.hidden_channels, self.config.cutoff)
+
     def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
-        if node_inputs:
-            raise ValueError("schnet takes no per-atom inputs (supports_force_encoding = False)")
         _, distance = edge_vectors(graph)
         rbf = self.rbf(distance)
         envelope = cosine_cutoff(distance, self.cutoff)
         x = self.embedding(graph.z)
+        if node_inputs:  # DeNS force encoding (invariant edge projections): added to the embedding
+            shapes = {"scalars": tuple(x.shape)}
+            x = x + checked_node_inputs(self.name, node_inputs, shapes)["scalars"]
         for interaction in self.interactions:
             x = x + interaction(x, rbf, envelope, graph.edge_index)
         return Features(scalars=x)

@@ -91,3 +91,38 @@ def masked_cosine(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     cosine = torch.nn.functional.cosine_similarity(prediction, target, dim=-1, eps=1e-12)
     weights = mask.to(prediction.dtype)
     return (cosine * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` [K] or [K, ...] over the rows in ``mask`` [K]; 0, still in the graph, when
+    the mask is empty."""
+    weights = mask.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1))).expand_as(values)
+    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def dens_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The CPU generator of one training step's DeNS draws. Separate from the global RNG, so turning
+    DeNS on changes neither the initialisation nor the data order, and a resumed run draws the same
+    corruption at the same step."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
+
+
+def select_structures(
+    num_graphs: int, probability: float, like: Tensor, generator: torch.Generator
+) -> Tensor:
+    """bool [B]: each structure chosen for corruption with ``probability``."""
+    return _uniform((num_graphs,), like, generator) < probability
+
+
+def dens_weight(weight: float, decay: str, step: int, total_steps: int) -> float:
+    """``w_dens(t)``: constant (``decay="none"``), or falling linearly from ``weight`` at the first
+    step to 0 at the last (``"linear"``, the DeNS MD17 schedule)."""
+    if decay == "none" or total_steps <= 0:
+        return float(weight)
+    return float(weight) * max(0.0, 1.0 - step / total_steps)
+
+
+def structures_with(mask: Tensor, graph: Graph) -> Tensor:
+    """bool [B]: the structures that contain at least one atom of ``mask``."""
+    counts = torch.zeros(graph.num_graphs, dtype=torch.long, device=mask.device)
+    return counts.index_add(0, graph.batch, mask.long()) > 0

@@ -1,7 +1,12 @@
 """DenoisingPretraining: predict the noise added to atomic positions (Wang et al., JCTC 2023).
 
-No energy or force labels are used. Each training step corrupts the batch afresh; validation uses
-fixed seeds (one per batch), so the validation loss of different epochs compares like with like.
+No energy labels are used. With ``task.dens.enabled`` (DeNS pretraining, Liao et al. 2024) the
+labelled forces of the corrupted atoms are encoded into the backbone's input, so that denoising a
+non-equilibrium structure has one well-defined target; the corruption is still ``task.noise``'s
+(``atom_fraction < 1`` gives DeNS's partial corruption).
+
+Each training step corrupts the batch afresh; validation uses fixed seeds (one per batch), so the
+validation loss of different epochs compares like with like.
 Logged: ``loss`` (MSE on ``eps / sigma``; 1.0 is the loss of predicting zero) and ``cosine`` (the
 mean cosine similarity between predicted and true noise vectors).
 """
@@ -40,6 +45,17 @@ class DenoisingPretraining(lightning.LightningModule):
         self.backbone = build_backbone(model_name, model_hparams)
         self.noise_head = build_noise_head(self.backbone)
         self.neighbor_backend = neighbor_backend
+        dens = self.task_cfg.get("dens")
+        self.force_encoder = None
+        if dens is not None and dens.enabled and dens.force_encoding:
+            self.force_encoder = self.backbone.make_force_encoder()
+            if self.force_encoder is None:
+                raise ValueError(f"{model_name} cannot take encoded forces (task.dens.force_encoding)")
+
+    def set_force_scale(self, scale: float) -> None:
+        """The training force RMS (eV/Å), which the force encoder divides by."""
+        if self.force_encoder is not None:
+            self.force_encoder.set_force_scale(scale)
 
     def transfer_batch_to_device(self, batch: Graph, device: torch.device, dataloader_idx: int) -> Graph:
         return batch.to(device, dtype=self.dtype)
@@ -48,17 +64,21 @@ class DenoisingPretraining(lightning.LightningModule):
         noise = self.task_cfg.noise
         return corrupt(batch, noise.sigma, noise.sigma_max, noise.atom_fraction, generator=generator)
 
-    def predict_noise(self, batch: Graph, noisy_pos: Tensor) -> Tensor:
-        """Predicted ``eps / sigma`` [N, 3] at the corrupted positions (neighbours rebuilt there)."""
+    def predict_noise(self, batch: Graph, noisy_pos: Tensor, encode: Tensor | None = None) -> Tensor:
+        """Predicted ``eps / sigma`` [N, 3] at the corrupted positions (neighbours rebuilt there);
+        with a force encoder, the labelled forces of the atoms in ``encode`` [N] are encoded."""
         if self.noise_head.needs_position_grad:
             noisy_pos = noisy_pos.detach().requires_grad_(True)
         graph = with_neighbors(batch.with_positions(noisy_pos), self.backbone.cutoff, self.neighbor_backend)
         with torch.enable_grad():
-            return self.noise_head(self.backbone(graph), graph)
+            node_inputs = None
+            if self.force_encoder is not None and encode is not None:
+                node_inputs = self.force_encoder(graph, batch.forces, encode)
+            return self.noise_head(self.backbone(graph, node_inputs), graph)
 
     def losses(self, batch: Graph, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         corruption = self.corrupt(batch, generator)
-        predicted = self.predict_noise(batch, corruption.pos)
+        predicted = self.predict_noise(batch, corruption.pos, corruption.mask)
         return {
             "loss": masked_mse(predicted, corruption.target, corruption.mask),
             "cosine": masked_cosine(predicted.detach(), corruption.target, corruption.mask),
