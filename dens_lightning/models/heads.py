@@ -69,6 +69,8 @@ class GradientNoiseHead(NoiseHead):
     def __init__(self, num_features: int, hidden: int | None = None):
         super().__init__()
         self.mlp = scalar_mlp(num_features, hidden)
+        # a constant offset of s has no gradient: without this bias every parameter is used (DDP)
+        self.mlp[-1].bias = None
 
     def forward(self, features: Features, graph) -> Tensor:
         scalar = self.mlp(features.scalars).sum()

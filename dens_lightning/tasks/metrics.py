@@ -16,11 +16,18 @@ METRIC_NAMES = (
 
 
 class EnergyForceMetrics(nn.Module):
-    def __init__(self):
+    """``sync=False`` for an evaluation that runs on one process only (never gathers across ranks)."""
+
+    def __init__(self, sync: bool = True):
         super().__init__()
-        self.energy = MetricCollection({"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False)})
-        self.energy_per_atom = MeanAbsoluteError()
-        self.forces = MetricCollection({"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False)})
+        options = {"sync_on_compute": sync}
+        self.energy = MetricCollection(
+            {"mae": MeanAbsoluteError(**options), "rmse": MeanSquaredError(squared=False, **options)}
+        )
+        self.energy_per_atom = MeanAbsoluteError(**options)
+        self.forces = MetricCollection(
+            {"mae": MeanAbsoluteError(**options), "rmse": MeanSquaredError(squared=False, **options)}
+        )
 
     def update(
         self,

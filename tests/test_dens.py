@@ -1,0 +1,265 @@
+"""DeNS (Liao et al. 2024): corruption, masks, weight schedule, the finetune auxiliary task, DeNS
+pretraining, and multi-process safety."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dens_lightning.cli import main
+from dens_lightning.data.graph import collate
+from dens_lightning.tasks.dens import (
+    Corruption,
+    dens_generator,
+    dens_weight,
+    masked_mse,
+    select_structures,
+    structures_with,
+)
+from dens_lightning.tasks.finetune import EnergyForceTask
+
+from .conftest import TINY_EMBEDDED, molecule_graph, random_molecule
+from .test_backbones import SMALL
+
+DENS_TASK = {
+    "lr": 1e-3,
+    "energy_weight": 1.0,
+    "forces_weight": 1.0,
+    "dens": {
+        "enabled": True,
+        "probability": 0.5,
+        "corrupt_ratio": 0.5,
+        "sigma": 0.05,
+        "sigma_max": None,
+        "weight": 5.0,
+        "decay": "linear",
+        "force_encoding": True,
+    },
+}
+FAST = ["--no-progress", *TINY_EMBEDDED, "data.batch_size=4", "task.warmup_steps=2", "task.ema_decay=null"]
+SCHNET_TINY = [f"model.{k}={v}" for k, v in SMALL["schnet"].items()]
+
+
+def labelled_batch(sizes=(5, 8, 11), seed=0):
+    rng = np.random.default_rng(seed)
+    graphs = []
+    for n in sizes:
+        z, pos = random_molecule(n, rng)
+        graphs.append(molecule_graph(z, pos, energy=float(rng.normal()), forces=rng.normal(size=(n, 3))))
+    return collate(graphs)
+
+
+def dens_task(name="schnet", **dens):
+    torch.manual_seed(0)
+    task_cfg = {**DENS_TASK, "dens": {**DENS_TASK["dens"], **dens}}
+    task = EnergyForceTask(name, dict(SMALL[name]), task_cfg).double()
+    task.set_statistics({1: -13.6, 6: -1030.0, 7: -1485.0, 8: -2040.0}, 1.3)
+    return task
+
+
+# ------------------------------------------------------------------ schedule and draws
+
+
+def test_dens_weight_falls_linearly_to_zero():
+    assert dens_weight(5.0, "linear", 0, 100) == 5.0
+    assert dens_weight(5.0, "linear", 50, 100) == pytest.approx(2.5)
+    assert dens_weight(5.0, "linear", 100, 100) == 0.0
+    assert dens_weight(5.0, "none", 100, 100) == 5.0
+
+
+def test_draws_are_reproducible_per_step_and_rank_and_leave_the_global_rng_alone():
+    like = torch.zeros(1, dtype=torch.float64)
+    state = torch.get_rng_state()
+    a = select_structures(64, 0.5, like, dens_generator(3, 10, 0))
+    b = select_structures(64, 0.5, like, dens_generator(3, 10, 0))
+    c = select_structures(64, 0.5, like, dens_generator(3, 10, 1))
+    d = select_structures(64, 0.5, like, dens_generator(3, 11, 0))
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, d)
+    assert 16 < int(a.sum()) < 48
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+# ------------------------------------------------------------------ masks
+
+
+def test_force_loss_covers_uncorrupted_atoms_and_energy_loss_uncorrupted_structures():
+    """Labels of corrupted atoms (forces) and of structures holding one (energies) do not enter the
+    energy/force loss; the noise loss is the MSE over the corrupted atoms only."""
+    task = dens_task().train()
+    batch = labelled_batch()
+    corruption = task.dens_corruption(batch, dens_generator(0, 0, 0))
+    mask = corruption.mask
+    touched = structures_with(mask, batch)
+    assert mask.any() and (~mask).any() and touched.any() and (~touched).any()
+
+    def parts_for(labels):
+        out, predicted, _ = task.dens_forward(labels, corruption)
+        parts = task.losses(out, labels, structures=~structures_with(mask, labels), atoms=~mask)
+        return parts, predicted, out
+
+    parts, predicted, out = parts_for(batch)
+    garbage = batch.replace(
+        forces=torch.where(mask[:, None], batch.forces + 100.0, batch.forces),
+        energy=torch.where(touched, batch.energy + 1e4, batch.energy),
+    )
+    # the encoder reads the labelled forces: keep them, change only what the losses read
+    out_g = dict(out)
+    parts_g = task.losses(out_g, garbage, structures=~touched, atoms=~mask)
+    torch.testing.assert_close(parts_g["forces_loss"], parts["forces_loss"])
+    torch.testing.assert_close(parts_g["energy_loss"], parts["energy_loss"])
+
+    scale = task.loss_scale
+    expected_f = ((out["forces"] - batch.forces)[~mask] / scale).pow(2).mean()
+    per_atom = (out["energy"] - batch.energy) / batch.num_atoms
+    expected_e = (per_atom[~touched] / scale).pow(2).mean()
+    torch.testing.assert_close(parts["forces_loss"], expected_f)
+    torch.testing.assert_close(parts["energy_loss"], expected_e)
+    noise = masked_mse(predicted, corruption.target, mask)
+    torch.testing.assert_close(noise, (predicted - corruption.target)[mask].pow(2).mean())
+
+
+def test_encoded_forces_reach_only_corrupted_atoms_and_fixed_atoms_never_move():
+    task = dens_task("painn", corrupt_ratio=1.0, probability=1.0)
+    batch = labelled_batch()
+    fixed = torch.zeros(batch.pos.shape[0], dtype=torch.bool)
+    fixed[:3] = True
+    batch = batch.replace(fixed=fixed)
+    corruption = task.dens_corruption(batch, dens_generator(0, 0, 0))
+    assert not corruption.mask[:3].any() and corruption.mask[3:].all()
+    torch.testing.assert_close(corruption.pos[:3], batch.pos[:3], rtol=0, atol=0)
+    graph = task.potential.prepare(batch.with_positions(corruption.pos))
+    inputs = task.force_encoder(graph, batch.forces, corruption.mask)
+    for value in inputs.values():
+        assert torch.all(value[:3] == 0) and torch.all(
+            value[3:].abs().sum(dim=tuple(range(1, value.dim()))) > 0
+        )
+
+
+def test_multiscale_sigma_per_structure():
+    task = dens_task(probability=1.0, corrupt_ratio=1.0, sigma=0.01, sigma_max=0.5)
+    corruption: Corruption = task.dens_corruption(labelled_batch(sizes=(4,) * 40), dens_generator(1, 0, 0))
+    per_structure = corruption.sigma.view(40, 4)[:, 0]
+    assert per_structure.min() >= 0.01 and per_structure.max() <= 0.5
+    assert per_structure.max() / per_structure.min() > 5
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_a_batch_without_corrupted_atoms_keeps_every_parameter_in_the_graph(name):
+    """With probability 0 nothing is corrupted, yet the noise head and the encoder get (zero)
+    gradients: DDP finds no unused parameter and never hangs."""
+    task = dens_task(name, probability=0.0).train()
+    parts = task.dens_losses(labelled_batch())
+    assert parts["noise_loss"].item() == 0.0
+    parts["loss"].backward()
+    for module in (task.noise_head, task.force_encoder, task.potential):
+        for pname, parameter in module.named_parameters():
+            assert parameter.grad is not None, pname
+
+
+# ------------------------------------------------------------------ through the CLI
+
+
+def train_losses(run_dir):
+    with open(run_dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    steps = [float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")]
+    val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    return steps, val
+
+
+@pytest.mark.slow
+def test_probability_zero_trains_exactly_like_plain_training(tmp_path):
+    common = [
+        "finetune",
+        *FAST,
+        *SCHNET_TINY,
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
+        "seed=3",
+    ]
+    assert main([*common, "--run-dir", str(tmp_path / "plain")]) == 0
+    dens = ["task.dens.enabled=true", "task.dens.probability=0"]
+    assert main([*common, "--run-dir", str(tmp_path / "dens0"), *dens]) == 0
+    plain, dens0 = train_losses(tmp_path / "plain"), train_losses(tmp_path / "dens0")
+    assert len(plain[0]) > 10 and plain[1]
+    assert plain == dens0  # the same numbers, step by step
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_dens_finetune_through_the_cli(name, tmp_path):
+    small = [f"model.{k}={v}" for k, v in SMALL[name].items()]
+    argv = ["finetune", "--run-dir", str(tmp_path / "run"), *FAST, f"model.name={name}", *small]
+    assert main([*argv, "trainer.max_epochs=2", "task.dens.enabled=true", "task.dens.probability=0.5"]) == 0
+    with open(tmp_path / "run" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    noise = [float(r["train/noise_loss_step"]) for r in rows if r.get("train/noise_loss_step")]
+    weights = [float(r["train/dens_weight_step"]) for r in rows if r.get("train/dens_weight_step")]
+    assert noise and any(v > 0 for v in noise)
+    assert weights[0] > weights[-1]  # linear decay
+    assert any(r.get("val/noise_loss") for r in rows) is False  # validation never corrupts
+
+
+@pytest.mark.slow
+def test_dens_pretraining_on_labelled_data_then_finetune(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from dens_lightning.artifacts import read_metadata
+
+    data = tmp_path / "labelled"
+    finetune_data = ["finetune", "--run-dir", str(data), *FAST, *SCHNET_TINY, "trainer.max_epochs=1"]
+    assert main(finetune_data) == 0  # writes the embedded labelled set to the cache; find it
+    from dens_lightning.data.embedded import cache_dir
+
+    labelled = sorted(cache_dir().glob("embedded-*.extxyz"))[0]
+    pre = tmp_path / "pre"
+    argv = ["pretrain", "--run-dir", str(pre), "--no-progress", f"data.path={labelled}", *SCHNET_TINY]
+    argv += [
+        "data.batch_size=4",
+        "trainer.max_epochs=1",
+        "task.dens.enabled=true",
+        "task.noise.atom_fraction=0.5",
+    ]
+    assert main(argv) == 0
+    tensors = load_file(str(pre / "model.safetensors"))
+    assert any(k.startswith("force_encoder.") for k in tensors)
+    assert read_metadata(pre / "model.safetensors")["noise"]["force_encoding"] is True
+    tuned = ["finetune", "--from", str(pre), "--run-dir", str(tmp_path / "ft"), *FAST, "trainer.max_epochs=1"]
+    assert main(tuned) == 0
+
+
+def test_dens_pretraining_needs_forces(tmp_path, capsys):
+    argv = ["pretrain", "--run-dir", str(tmp_path / "r"), "data.embedded.limit=2", "task.dens.enabled=true"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no forces found" in err and "task.dens.force_encoding=false" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_where_one_rank_draws_no_corruption(tmp_path):
+    """Two CPU processes (gloo), batch 1 per rank: at some step one rank corrupts its structure and
+    the other does not; training completes (the head and encoder stay in the graph on both)."""
+    seed, steps, probability = 5, 6, 0.5
+    like = torch.zeros(1)
+    drawn = [
+        [bool(select_structures(1, probability, like, dens_generator(seed, s, r))[0]) for r in (0, 1)]
+        for s in range(steps)
+    ]
+    assert any(a != b for a, b in drawn), "pick a seed where the ranks disagree at some step"
+    argv = [sys.executable, "-m", "dens_lightning", "finetune", "--run-dir", str(tmp_path / "ddp"), *FAST]
+    argv += [*SCHNET_TINY, "data.batch_size=1", f"seed={seed}", f"trainer.max_steps={steps}"]
+    argv += [
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "trainer.limit_val_batches=2",
+    ]
+    argv += ["task.dens.enabled=true", f"task.dens.probability={probability}", "task.dens.corrupt_ratio=1.0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "ddp" / "model.safetensors").exists()
