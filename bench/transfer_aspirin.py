@@ -21,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+from aspirin import ASPIRIN, aspirin_overrides
+
 from dens_lightning.config import load_config
 from dens_lightning.runner import finetune_config, run_finetune, run_pretrain
 
-ROOT = Path(__file__).resolve().parent.parent
-ASPIRIN = ROOT.parent / "shared" / "data" / "rmd17_aspirin" / "rmd17_aspirin_1050.npz"
 MODEL = ["model.hidden_channels=64", "model.num_filters=64", "model.num_interactions=3"]
 
 
@@ -45,16 +45,7 @@ def finetune(out: Path, frames: int, seed: int, steps: int, pretrained: Path | N
     run_dir = out / name
     result_file = run_dir / "test_metrics.json"
     if not result_file.exists():
-        overrides = [
-            f"data.path={ASPIRIN}",
-            "data.energy_key=E_shifted",
-            "data.units=kcal/mol",
-            f"data.split=[{frames},50,800]",
-            "data.batch_size=16",
-            f"trainer.max_steps={steps}",
-            "trainer.max_epochs=-1",
-            f"seed={seed}",
-        ]
+        overrides = aspirin_overrides(frames, steps, seed)
         cfg = finetune_config(pretrained, overrides=overrides + ([] if pretrained else MODEL))
         start = time.time()
         run_finetune(cfg, run_dir, from_path=pretrained, progress=False)
