@@ -107,19 +107,23 @@ def _registered(path: str | Path, metadata: dict) -> str:
     return name
 
 
-def load_backbone_state(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Metadata and the backbone's tensors (names without the ``backbone.`` prefix) of any model file,
-    pretrained or finetuned."""
+def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors whose names start with ``prefix``, named without it."""
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_backbone_state(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Metadata, the backbone's tensors and the DeNS force encoder's (empty where there is none), names
+    without their ``backbone.`` / ``force_encoder.`` prefix, of any model file, pretrained or finetuned."""
     from safetensors.torch import load_file
 
     metadata = read_metadata(path)
     _registered(path, metadata)
-    prefix = "backbone."
     tensors = load_file(str(path), device="cpu")
-    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    state = with_prefix(tensors, "backbone.")
     if not state:
         raise InputError(f"{path}: holds no backbone tensors")
-    return metadata, state
+    return metadata, state, with_prefix(tensors, "force_encoder.")
 
 
 def load_potential(path: str | Path, device: str | torch.device = "cpu") -> Potential:

@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         if result.pretrained_tensors is not None:
             count = result.pretrained_tensors
             print(f"loaded all {count} backbone tensors from {args.from_path}; heads start fresh")
+        if result.pretrained_encoder:
+            print("loaded the pretrained DeNS force encoder too")
         print(f"model: {result.model_path}")
         if result.test_metrics:
             print("test: " + json.dumps(result.test_metrics))

@@ -13,7 +13,7 @@ import importlib.util
 import json
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning
@@ -28,6 +28,7 @@ from .artifacts import (
     read_metadata,
     resolve_model_path,
     save_model,
+    with_prefix,
 )
 from .config import model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
@@ -44,6 +45,7 @@ class RunResult:
     model_path: Path
     test_metrics: dict | None
     pretrained_tensors: int | None = None  # backbone tensors loaded with finetune --from
+    pretrained_encoder: bool = False  # whether a DeNS-pretrained force encoder was loaded too
 
 
 def default_run_dir(stage: str) -> Path:
@@ -73,6 +75,7 @@ class Pretrained:
     state: dict[str, torch.Tensor]
     metadata: dict
     source: Path
+    encoder_state: dict[str, torch.Tensor] = field(default_factory=dict)  # DeNS force encoder, if any
 
     @property
     def architecture(self) -> dict:
@@ -90,17 +93,18 @@ def pretrained_backbone(path: str | Path) -> Pretrained:
                 f"{path}: checkpoint lacks model_name/model_hparams; not a dens_lightning checkpoint"
             )
         for prefix in ("backbone.", "potential.backbone."):
-            state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+            state = with_prefix(checkpoint["state_dict"], prefix)
             if state:
                 break
         else:
             raise InputError(f"{path}: checkpoint holds no backbone tensors")
         metadata = {"stage": "pretrain" if prefix == "backbone." else "finetune"}
-        return Pretrained(hparams["model_name"], hparams["model_hparams"], state, metadata, path)
+        encoder = with_prefix(checkpoint["state_dict"], "force_encoder.")
+        return Pretrained(hparams["model_name"], hparams["model_hparams"], state, metadata, path, encoder)
     model_path = resolve_model_path(path)
-    metadata, state = load_backbone_state(model_path)
+    metadata, state, encoder = load_backbone_state(model_path)
     backbone = metadata["backbone"]
-    return Pretrained(backbone["name"], backbone["hyperparameters"], state, metadata, model_path)
+    return Pretrained(backbone["name"], backbone["hyperparameters"], state, metadata, model_path, encoder)
 
 
 def finetune_config(
@@ -323,10 +327,11 @@ def run_finetune(
         neighbor_backend=cfg.data.neighbor_backend,
     )
     task.set_statistics(datamodule.references, datamodule.scale)
-    loaded = None
+    loaded, encoder_loaded = None, False
     if pretrained is not None:
         loaded = load_pretrained(task.potential.backbone, pretrained)
         _warn_new_elements(datamodule, pretrained)
+        encoder_loaded = load_pretrained_encoder(task, pretrained, datamodule.scale)
 
     trainer = _fit(task, datamodule, cfg, run_dir, resume_from, progress)
     potential = task.potential.cpu().eval()
@@ -344,6 +349,7 @@ def run_finetune(
                 "stage": pretrained.metadata.get("stage"),
                 "data": pretrained.metadata.get("data"),
                 "tensors_loaded": loaded,
+                "force_encoder_loaded": encoder_loaded,
             }
         metadata = model_metadata(
             potential,
@@ -356,7 +362,11 @@ def run_finetune(
         if test_metrics is not None:
             (run_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n")
     return RunResult(
-        run_dir=run_dir, model_path=model_path, test_metrics=test_metrics, pretrained_tensors=loaded
+        run_dir=run_dir,
+        model_path=model_path,
+        test_metrics=test_metrics,
+        pretrained_tensors=loaded,
+        pretrained_encoder=encoder_loaded,
     )
 
 
@@ -374,6 +384,24 @@ def load_pretrained(backbone: torch.nn.Module, pretrained: Pretrained) -> int:
     backbone.load_state_dict(pretrained.state)
     log.info("loaded all %d backbone tensors from %s", len(pretrained.state), pretrained.source)
     return len(pretrained.state)
+
+
+def load_pretrained_encoder(task, pretrained: Pretrained, force_scale: float) -> bool:
+    """Start a DeNS finetune's force encoder from a DeNS-pretrained one, where both exist and match;
+    the force scale stays the new data's. Returns whether it was loaded."""
+    encoder = getattr(task, "force_encoder", None)
+    if encoder is None or not pretrained.encoder_state:
+        return False
+    expected = encoder.state_dict()
+    if set(expected) != set(pretrained.encoder_state) or any(
+        expected[k].shape != v.shape for k, v in pretrained.encoder_state.items()
+    ):
+        log.info("the pretrained force encoder does not match this one; it starts fresh")
+        return False
+    encoder.load_state_dict(pretrained.encoder_state)
+    encoder.set_force_scale(force_scale)
+    log.info("loaded the pretrained DeNS force encoder (%d tensors)", len(pretrained.encoder_state))
+    return True
 
 
 def _warn_new_elements(datamodule: AtomsDataModule, pretrained: Pretrained) -> None:

@@ -229,7 +229,9 @@ def test_dens_pretraining_on_labelled_data_then_finetune(tmp_path, capsys):
     assert any(k.startswith("force_encoder.") for k in tensors)
     assert read_metadata(pre / "model.safetensors")["noise"]["force_encoding"] is True
     tuned = ["finetune", "--from", str(pre), "--run-dir", str(tmp_path / "ft"), *FAST, "trainer.max_epochs=1"]
-    assert main(tuned) == 0
+    capsys.readouterr()
+    assert main([*tuned, "task.dens.enabled=true"]) == 0
+    assert "loaded the pretrained DeNS force encoder" in capsys.readouterr().out
 
 
 def test_dens_pretraining_needs_forces(tmp_path, capsys):
