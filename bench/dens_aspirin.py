@@ -2,7 +2,7 @@
 and with DeNS but no force encoding, at the same finetune budget and seeds.
 
     python bench/dens_aspirin.py [--out runs/dens_aspirin] [--backbones painn equiformer]
-                                 [--frames 200] [--steps 600] [--seeds 0 1]
+                                 [--frames 200] [--steps 600] [--seeds 0 1] [--arms plain dens ...]
 
 Each run trains ``--frames`` frames of ../shared/data/rmd17_aspirin (50 validation and 800 test
 frames, disjoint, the same for every arm of a seed) from scratch for ``--steps`` optimizer steps of
@@ -76,6 +76,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     args = parser.parse_args()
     if not ASPIRIN.exists():
         print(f"{ASPIRIN}: not found (the shared data sets are not on this machine)", file=sys.stderr)
@@ -83,7 +84,7 @@ def main() -> int:
     rows = []
     for backbone in args.backbones:
         for seed in args.seeds:  # seed-major, so a partial sweep already compares every arm
-            for arm in ARMS:
+            for arm in args.arms:
                 rows.append(run(args.out, backbone, arm, args.frames, args.steps, seed))
                 print(json.dumps(rows[-1]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
