@@ -343,6 +343,8 @@ def run_finetune(
     model_path = run_dir / MODEL_FILE
     if trainer.is_global_zero:
         provenance = dict(datamodule.provenance)
+        if cfg.task.dens.enabled:  # how the model was trained travels with it
+            provenance["dens"] = OmegaConf.to_container(cfg.task.dens, resolve=True)
         if pretrained is not None:
             provenance["pretrained_from"] = {
                 "path": str(pretrained.source),

@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from dens_lightning.artifacts import read_metadata
 from dens_lightning.cli import main
 from dens_lightning.data.graph import collate
 from dens_lightning.tasks.dens import (
@@ -202,14 +204,16 @@ def test_dens_finetune_through_the_cli(name, tmp_path):
     assert noise and any(v > 0 for v in noise)
     assert weights[0] > weights[-1]  # linear decay
     assert any(r.get("val/noise_loss") for r in rows) is False  # validation never corrupts
+    metadata = read_metadata(tmp_path / "run" / "model.safetensors")
+    assert metadata["data"]["dens"]["probability"] == 0.5
+    assert not any(
+        k.startswith(("noise_head.", "force_encoder."))
+        for k in load_file(tmp_path / "run" / "model.safetensors")
+    )
 
 
 @pytest.mark.slow
 def test_dens_pretraining_on_labelled_data_then_finetune(tmp_path, capsys):
-    from safetensors.torch import load_file
-
-    from dens_lightning.artifacts import read_metadata
-
     data = tmp_path / "labelled"
     finetune_data = ["finetune", "--run-dir", str(data), *FAST, *SCHNET_TINY, "trainer.max_epochs=1"]
     assert main(finetune_data) == 0  # writes the embedded labelled set to the cache; find it
