@@ -91,6 +91,7 @@ class DensConfig:
     weight: float = 5.0  # finetune: weight of the noise loss
     decay: str = "linear"  # finetune: linear (weight falls to 0 over training, MD17) or none
     force_encoding: bool = True  # encode the corrupted atoms' forces (false: the paper's ablation)
+    energy_on_corrupted: bool = True  # finetune: the original energy also supervises corrupted structures
 
 
 @dataclass

@@ -27,7 +27,8 @@ OTHER_STAGE_KEYS = {
     | {f"data.qm9.{k}" for k in ("molecules", "samples", "displacement", "seed")},
     "pretrain": {"task.energy_weight", "task.forces_weight", "finetune.freeze_backbone"}
     | {"finetune.backbone_lr_scale"}
-    | {f"task.dens.{k}" for k in ("probability", "corrupt_ratio", "sigma", "sigma_max", "weight", "decay")},
+    | {f"task.dens.{k}" for k in ("probability", "corrupt_ratio", "sigma", "sigma_max", "weight", "decay")}
+    | {"task.dens.energy_on_corrupted"},
 }
 
 

@@ -40,6 +40,7 @@ DENS_TASK = {
         "weight": 5.0,
         "decay": "linear",
         "force_encoding": True,
+        "energy_on_corrupted": False,
     },
 }
 FAST = ["--no-progress", *TINY_EMBEDDED, "data.batch_size=4", "task.warmup_steps=2", "task.ema_decay=null"]
@@ -89,8 +90,9 @@ def test_draws_are_reproducible_per_step_and_rank_and_leave_the_global_rng_alone
 
 
 def test_force_loss_covers_uncorrupted_atoms_and_energy_loss_uncorrupted_structures():
-    """Labels of corrupted atoms (forces) and of structures holding one (energies) do not enter the
-    energy/force loss; the noise loss is the MSE over the corrupted atoms only."""
+    """With ``energy_on_corrupted=false``, labels of corrupted atoms (forces) and of structures holding
+    one (energies) do not enter the energy/force loss; the noise loss is the MSE over the corrupted
+    atoms only."""
     task = dens_task().train()
     batch = labelled_batch()
     corruption = task.dens_corruption(batch, dens_generator(0, 0, 0))
@@ -269,3 +271,19 @@ def test_ddp_two_processes_where_one_rank_draws_no_corruption(tmp_path):
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "ddp" / "model.safetensors").exists()
+
+
+def test_by_default_every_structure_energy_is_fitted_to_its_original_label():
+    """The reference code's choice: one pass at the corrupted positions, the energy loss over all
+    structures against the original energies; forces still only for uncorrupted atoms."""
+    task = dens_task(energy_on_corrupted=True).train()
+    batch = labelled_batch()
+    generator_step = 0
+    parts = task.dens_losses(batch)  # global_step 0 outside a trainer
+    corruption = task.dens_corruption(batch, dens_generator(task.dens_seed, generator_step, 0))
+    assert structures_with(corruption.mask, batch).any()
+    out, _, _ = task.dens_forward(batch, corruption)
+    per_atom = (out["energy"] - batch.energy) / batch.num_atoms
+    torch.testing.assert_close(parts["energy_loss"], (per_atom / task.loss_scale).pow(2).mean())
+    forces = ((out["forces"] - batch.forces)[~corruption.mask] / task.loss_scale).pow(2).mean()
+    torch.testing.assert_close(parts["forces_loss"], forces)

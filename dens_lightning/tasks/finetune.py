@@ -37,9 +37,12 @@ class EnergyForceTask(lightning.LightningModule):
     structure is chosen with probability ``p``, each atom of a chosen structure corrupted with
     probability ``corrupt_ratio`` by N(0, sigma²) noise (fixed atoms never); the labelled forces of
     the corrupted atoms are encoded into the backbone's input; a separate noise head predicts
-    ``eps / sigma`` for them. The loss becomes ``w_E L_E(uncorrupted structures) + w_F L_F(uncorrupted
-    atoms) + w_dens(t) L_noise(corrupted atoms)``. Every term is a masked mean that stays in the graph
-    when its mask is empty (no DDP hang). Validation and test never corrupt nor encode.
+    ``eps / sigma`` for them. The loss becomes ``w_E L_E + w_F L_F(uncorrupted atoms) + w_dens(t)
+    L_noise(corrupted atoms)``, with one forward pass at the corrupted positions: ``L_E`` fits every
+    structure's predicted energy to its original label, as the reference code does
+    (``energy_on_corrupted=false``: only structures with no corrupted atom). Every term is a masked
+    mean that stays in the graph when its mask is empty (no DDP hang). Validation and test never
+    corrupt nor encode.
     """
 
     def __init__(
@@ -155,7 +158,8 @@ class EnergyForceTask(lightning.LightningModule):
         out, predicted, _ = self.dens_forward(batch, corruption)
         mask = corruption.mask
         if bool(mask.any()):
-            parts = self.losses(out, batch, structures=~structures_with(mask, batch), atoms=~mask)
+            structures = None if cfg.energy_on_corrupted else ~structures_with(mask, batch)
+            parts = self.losses(out, batch, structures=structures, atoms=~mask)
         else:
             parts = self.losses(out, batch)
         parts["noise_loss"] = masked_mse(predicted, corruption.target, mask)
