@@ -278,9 +278,8 @@ def test_by_default_every_structure_energy_is_fitted_to_its_original_label():
     structures against the original energies; forces still only for uncorrupted atoms."""
     task = dens_task(energy_on_corrupted=True).train()
     batch = labelled_batch()
-    generator_step = 0
-    parts = task.dens_losses(batch)  # global_step 0 outside a trainer
-    corruption = task.dens_corruption(batch, dens_generator(task.dens_seed, generator_step, 0))
+    parts = task.dens_losses(batch)  # step 0, rank 0 outside a trainer: the same draws as below
+    corruption = task.dens_corruption(batch, dens_generator(task.dens_seed, 0, 0))
     assert structures_with(corruption.mask, batch).any()
     out, _, _ = task.dens_forward(batch, corruption)
     per_atom = (out["energy"] - batch.energy) / batch.num_atoms
