@@ -391,7 +391,7 @@ def load_pretrained(backbone: torch.nn.Module, pretrained: Pretrained) -> int:
 def load_pretrained_encoder(task, pretrained: Pretrained, force_scale: float) -> bool:
     """Start a DeNS finetune's force encoder from a DeNS-pretrained one, where both exist and match;
     the force scale stays the new data's. Returns whether it was loaded."""
-    encoder = getattr(task, "force_encoder", None)
+    encoder = task.force_encoder
     if encoder is None or not pretrained.encoder_state:
         return False
     expected = encoder.state_dict()

@@ -101,7 +101,7 @@ def test_force_loss_covers_uncorrupted_atoms_and_energy_loss_uncorrupted_structu
     assert mask.any() and (~mask).any() and touched.any() and (~touched).any()
 
     def parts_for(labels):
-        out, predicted, _ = task.dens_forward(labels, corruption)
+        out, predicted = task.dens_forward(labels, corruption)
         parts = task.losses(out, labels, structures=~structures_with(mask, labels), atoms=~mask)
         return parts, predicted, out
 
@@ -281,7 +281,7 @@ def test_by_default_every_structure_energy_is_fitted_to_its_original_label():
     parts = task.dens_losses(batch)  # step 0, rank 0 outside a trainer: the same draws as below
     corruption = task.dens_corruption(batch, dens_generator(task.dens_seed, 0, 0))
     assert structures_with(corruption.mask, batch).any()
-    out, _, _ = task.dens_forward(batch, corruption)
+    out, _ = task.dens_forward(batch, corruption)
     per_atom = (out["energy"] - batch.energy) / batch.num_atoms
     torch.testing.assert_close(parts["energy_loss"], (per_atom / task.loss_scale).pow(2).mean())
     forces = ((out["forces"] - batch.forces)[~corruption.mask] / task.loss_scale).pow(2).mean()

@@ -19,12 +19,10 @@ from ..data.graph import Graph
 @dataclass
 class Features:
     """Per-atom features: invariant ``scalars`` [N, F]; equivariant ``vectors`` [N, 3, F] (polar,
-    Cartesian x, y, z) and ``irreps`` in the backbone's own layout (Equiformer: [N, (lmax+1)^2, C])
-    where the backbone has them."""
+    Cartesian x, y, z) where the backbone has them."""
 
     scalars: Tensor
     vectors: Tensor | None = None
-    irreps: Tensor | None = None
 
 
 @dataclass
@@ -41,9 +39,12 @@ class Backbone(nn.Module):
 
     name: ClassVar[str]
     Config: ClassVar[type[BackboneConfig]] = BackboneConfig
-    supports_force_encoding: ClassVar[bool] = False
-    has_vectors: ClassVar[bool] = False  # whether Features.vectors is filled
+    supports_force_encoding: ClassVar[bool] = False  # set for you: whether make_force_encoder is defined
     parity: ClassVar[bool] = True  # whether outputs are equivariant under reflections too (E(3), not SE(3))
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.supports_force_encoding = cls.make_force_encoder is not Backbone.make_force_encoder
 
     def __init__(self, config: BackboneConfig):
         super().__init__()

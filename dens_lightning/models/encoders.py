@@ -37,6 +37,14 @@ def gaussian_basis(values: Tensor, low: float, high: float, count: int) -> Tenso
     return torch.exp(-0.5 * ((values[..., None] - centers) / width) ** 2)
 
 
+def build_force_encoder(backbone) -> ForceEncoder:
+    """The backbone's force encoder; a backbone that takes no per-atom inputs is refused."""
+    encoder = backbone.make_force_encoder()
+    if encoder is None:
+        raise ValueError(f"{backbone.name} cannot take encoded forces (task.dens.force_encoding)")
+    return encoder
+
+
 class ForceEncoder(nn.Module):
     """Base: holds the force scale and the magnitude embedding; subclasses return node inputs."""
 

@@ -260,14 +260,14 @@ class FeedForward(nn.Module):
     def __init__(self, config: EquiformerConfig):
         super().__init__()
         lmax, hidden = config.lmax, config.ffn_channels
-        self.lmax = lmax
+        self.lmax, self.hidden = lmax, hidden
         self.expand = DegreeLinear(lmax, config.num_channels, hidden, bias=True)
         self.gates = nn.Linear(config.num_channels, lmax * hidden)
         self.contract = DegreeLinear(lmax, hidden, config.num_channels)
         self.register_buffer("rows", degree_of_row(lmax), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        gates = self.gates(x[:, 0]).view(x.shape[0], self.lmax, self.expand.weight.shape[2])
+        gates = self.gates(x[:, 0]).view(x.shape[0], self.lmax, self.hidden)
         return self.contract(gate(self.expand(x), gates, self.rows))
 
 
@@ -319,8 +319,6 @@ class EquiformerNoiseHead(NoiseHead):
 class Equiformer(Backbone):
     name = "equiformer"
     Config = EquiformerConfig
-    has_vectors = True
-    supports_force_encoding = True
 
     def __init__(self, config: EquiformerConfig):
         super().__init__(config)
@@ -359,4 +357,4 @@ class Equiformer(Backbone):
         for block in self.blocks:
             x = block(x, sh, rbf, envelope, graph.edge_index)
         x = self.norm(x)
-        return Features(scalars=x[:, 0], vectors=x[:, 1:4], irreps=x)
+        return Features(scalars=x[:, 0], vectors=x[:, 1:4])

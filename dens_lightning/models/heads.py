@@ -8,10 +8,12 @@ from torch import Tensor, nn
 from .base import Features, ShiftedSoftplus, xavier_init
 
 
-def scalar_mlp(num_features: int, hidden: int | None = None) -> nn.Sequential:
+def scalar_mlp(num_features: int, hidden: int | None = None, output_bias: bool = True) -> nn.Sequential:
     """Per-atom features → one number per atom: Linear, shifted softplus, Linear (Xavier init)."""
     hidden = hidden or max(num_features // 2, 1)
-    mlp = nn.Sequential(nn.Linear(num_features, hidden), ShiftedSoftplus(), nn.Linear(hidden, 1))
+    mlp = nn.Sequential(
+        nn.Linear(num_features, hidden), ShiftedSoftplus(), nn.Linear(hidden, 1, bias=output_bias)
+    )
     xavier_init(mlp)
     return mlp
 
@@ -68,9 +70,8 @@ class GradientNoiseHead(NoiseHead):
 
     def __init__(self, num_features: int, hidden: int | None = None):
         super().__init__()
-        self.mlp = scalar_mlp(num_features, hidden)
-        # a constant offset of s has no gradient: without this bias every parameter is used (DDP)
-        self.mlp[-1].bias = None
+        # no output bias: a constant offset of s has no gradient, so it would be unused (DDP)
+        self.mlp = scalar_mlp(num_features, hidden, output_bias=False)
 
     def forward(self, features: Features, graph) -> Tensor:
         scalar = self.mlp(features.scalars).sum()

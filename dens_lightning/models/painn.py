@@ -126,8 +126,6 @@ class PaiNNNoiseHead(NoiseHead):
 class PaiNN(Backbone):
     name = "painn"
     Config = PaiNNConfig
-    has_vectors = True
-    supports_force_encoding = True
 
     def __init__(self, config: PaiNNConfig):
         super().__init__(config)

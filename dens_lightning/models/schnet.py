@@ -62,7 +62,6 @@ class Interaction(nn.Module):
 class SchNet(Backbone):
     name = "schnet"
     Config = SchNetConfig
-    supports_force_encoding = True
 
     def __init__(self, config: SchNetConfig):
         super().__init__(config)

@@ -78,26 +78,22 @@ def corrupt(
     return Corruption(pos=pos + noise, noise=noise, sigma=atom_sigma, mask=mask)
 
 
-def masked_mse(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean squared error per component over the masked atoms; 0 (still in the graph, so every
-    parameter gets a gradient and DDP does not hang) when no atom is masked."""
-    weights = mask.to(prediction.dtype)[:, None]
-    squared = (prediction - target).pow(2) * weights
-    return squared.sum() / (3.0 * weights.sum()).clamp_min(1.0)
-
-
-def masked_cosine(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean cosine similarity between predicted and true noise vectors over the masked atoms."""
-    cosine = torch.nn.functional.cosine_similarity(prediction, target, dim=-1, eps=1e-12)
-    weights = mask.to(prediction.dtype)
-    return (cosine * weights).sum() / weights.sum().clamp_min(1.0)
-
-
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``values`` [K] or [K, ...] over the rows in ``mask`` [K]; 0, still in the graph, when
     the mask is empty."""
     weights = mask.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1))).expand_as(values)
     return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def masked_mse(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error per component over the masked atoms; 0 (still in the graph, so every
+    parameter gets a gradient and DDP does not hang) when no atom is masked."""
+    return masked_mean((prediction - target).pow(2), mask)
+
+
+def masked_cosine(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean cosine similarity between predicted and true noise vectors over the masked atoms."""
+    return masked_mean(torch.nn.functional.cosine_similarity(prediction, target, dim=-1, eps=1e-12), mask)
 
 
 def dens_generator(seed: int, step: int, rank: int) -> torch.Generator:

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from ..data.graph import Graph
+from ..models.encoders import build_force_encoder
 from ..models.heads import build_noise_head
 from ..models.potential import Potential
 from . import optim
@@ -72,11 +73,7 @@ class EnergyForceTask(lightning.LightningModule):
                 torch.manual_seed(self.dens_seed + 1)
                 self.noise_head = build_noise_head(self.potential.backbone)
                 if dens.force_encoding:
-                    self.force_encoder = self.potential.backbone.make_force_encoder()
-                    if self.force_encoder is None:
-                        raise ValueError(
-                            f"{model_name} cannot take encoded forces (task.dens.force_encoding)"
-                        )
+                    self.force_encoder = build_force_encoder(self.potential.backbone)
 
     def set_statistics(self, references: dict[int, float], scale: float) -> None:
         self.potential.energy_head.set_statistics(references, scale)
@@ -137,7 +134,7 @@ class EnergyForceTask(lightning.LightningModule):
             batch, cfg.sigma, cfg.sigma_max, cfg.corrupt_ratio, structures=chosen, generator=generator
         )
 
-    def dens_forward(self, batch: Graph, corruption: Corruption) -> tuple[dict[str, Tensor], Tensor, Graph]:
+    def dens_forward(self, batch: Graph, corruption: Corruption) -> tuple[dict[str, Tensor], Tensor]:
         """Energies, forces and predicted noise at the corrupted positions, with the corrupted atoms'
         labelled forces encoded. Without a corrupted atom the batch (and its neighbour list) is used
         as is, so ``probability=0`` trains exactly like plain energy/force training."""
@@ -148,14 +145,14 @@ class EnergyForceTask(lightning.LightningModule):
         if self.force_encoder is not None:
             node_inputs = self.force_encoder(graph, batch.forces, mask)
         out = self.potential(graph, compute_forces=True, create_graph=True, node_inputs=node_inputs)
-        return out, self.noise_head(out["features"], graph), graph
+        return out, self.noise_head(out["features"], graph)
 
     def dens_losses(self, batch: Graph) -> dict[str, Tensor]:
         cfg = self.task_cfg.dens
         corruption = self.dens_corruption(
             batch, dens_generator(self.dens_seed, self.global_step, self.global_rank)
         )
-        out, predicted, _ = self.dens_forward(batch, corruption)
+        out, predicted = self.dens_forward(batch, corruption)
         mask = corruption.mask
         if bool(mask.any()):
             structures = None if cfg.energy_on_corrupted else ~structures_with(mask, batch)
@@ -163,8 +160,7 @@ class EnergyForceTask(lightning.LightningModule):
         else:
             parts = self.losses(out, batch)
         parts["noise_loss"] = masked_mse(predicted, corruption.target, mask)
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        weight = dens_weight(cfg.weight, cfg.decay, self.global_step, total)
+        weight = dens_weight(cfg.weight, cfg.decay, self.global_step, optim.total_steps(self))
         parts["loss"] = parts["loss"] + weight * parts["noise_loss"]
         parts["dens_weight"] = parts["loss"].new_tensor(weight)
         parts["corrupted_fraction"] = mask.to(parts["loss"].dtype).mean()
@@ -198,5 +194,4 @@ class EnergyForceTask(lightning.LightningModule):
         groups = optim.param_groups(
             self, self.potential.backbone, self.task_cfg.lr, self.finetune_cfg.backbone_lr_scale
         )
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        return optim.configure(self, groups, self.task_cfg, total)
+        return optim.configure(self, groups, self.task_cfg, optim.total_steps(self))

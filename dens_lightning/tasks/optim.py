@@ -26,6 +26,11 @@ def param_groups(module: nn.Module, backbone: nn.Module, lr: float, backbone_lr_
     return [g for g in groups if g["params"] and g["lr"] > 0]
 
 
+def total_steps(module) -> int:
+    """The optimizer steps the module's trainer will take (1 outside a trainer)."""
+    return int(module.trainer.estimated_stepping_batches) if module._trainer is not None else 1
+
+
 def configure(module, groups: list[dict], task_cfg, total_steps: int) -> dict:
     """The dict Lightning's ``configure_optimizers`` returns."""
     optimizer = torch.optim.AdamW(groups, weight_decay=task_cfg.weight_decay)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..data.graph import Graph
 from ..models.base import build_backbone
+from ..models.encoders import build_force_encoder
 from ..models.heads import build_noise_head
 from ..models.potential import with_neighbors
 from . import optim
@@ -48,9 +49,7 @@ class DenoisingPretraining(lightning.LightningModule):
         dens = self.task_cfg.get("dens")
         self.force_encoder = None
         if dens is not None and dens.enabled and dens.force_encoding:
-            self.force_encoder = self.backbone.make_force_encoder()
-            if self.force_encoder is None:
-                raise ValueError(f"{model_name} cannot take encoded forces (task.dens.force_encoding)")
+            self.force_encoder = build_force_encoder(self.backbone)
 
     def set_force_scale(self, scale: float) -> None:
         """The training force RMS (eV/Å), which the force encoder divides by."""
@@ -97,5 +96,4 @@ class DenoisingPretraining(lightning.LightningModule):
 
     def configure_optimizers(self):
         groups = optim.param_groups(self, self.backbone, self.task_cfg.lr, 1.0)
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        return optim.configure(self, groups, self.task_cfg, total)
+        return optim.configure(self, groups, self.task_cfg, optim.total_steps(self))
