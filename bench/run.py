@@ -121,7 +121,7 @@ def time_pretrain_step(name: str, batch: Graph) -> tuple[float, float]:
     optimizer = torch.optim.AdamW(task.parameters(), lr=1e-4)
 
     def step():
-        loss = task.losses(batch)["loss"]
+        loss = task.losses(batch)["noise"].value
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

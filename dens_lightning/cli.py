@@ -106,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = _training_config(args, "pretrain")
         result = run_pretrain(cfg, args.run_dir, resume=args.resume, progress=not args.no_progress)
+        if not result.is_global_zero:  # the other ranks of a multi-process run stay quiet
+            return 0
         print(f"model: {result.model_path}")
         print(f"finetune it with: python -m dens_lightning finetune --from {result.run_dir}")
         return 0
@@ -118,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_finetune(
             cfg, args.run_dir, resume=args.resume, from_path=args.from_path, progress=not args.no_progress
         )
+        if not result.is_global_zero:
+            return 0
         if result.pretrained_tensors is not None:
             count = result.pretrained_tensors
             print(f"loaded all {count} backbone tensors from {args.from_path}; heads start fresh")

@@ -34,6 +34,7 @@ from .config import model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
 from .errors import InputError
 from .evaluation import evaluate
+from .files import write_text_atomic
 from .tasks.finetune import EnergyForceTask
 
 log = logging.getLogger("dens_lightning")
@@ -46,6 +47,7 @@ class RunResult:
     test_metrics: dict | None
     pretrained_tensors: int | None = None  # backbone tensors loaded with finetune --from
     pretrained_encoder: bool = False  # whether a DeNS-pretrained force encoder was loaded too
+    is_global_zero: bool = True  # False on the other ranks of a multi-process run (they print nothing)
 
 
 def default_run_dir(stage: str) -> Path:
@@ -157,9 +159,11 @@ def _loggers(run_dir: Path) -> list:
 def _callbacks(cfg: DictConfig, run_dir: Path, progress: bool) -> list:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
+    from .tasks.consistency import SameDataOnEveryRank
     from .tasks.ema import EMA
 
     callbacks = [
+        SameDataOnEveryRank(),
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="best",
@@ -193,6 +197,8 @@ def quiet_lightning():
             ".*LeafSpec.*",
             ".*exists and is not empty.*",
             ".*The number of training batches.*",
+            ".*sync_dist=True.*",  # epoch values are logged already reduced over every device
+            ".*Grad strides do not match bucket view strides.*",  # DDP: "not an error"
         ):
             warnings.filterwarnings("ignore", message=message)
         yield
@@ -227,18 +233,15 @@ def _start(run_dir: Path, resume: bool) -> Path | None:
     return last if resume else None
 
 
-def _fit(task, datamodule, cfg: DictConfig, run_dir: Path, resume_from: Path | None, progress: bool):
-    """Train ``task``, then load its best weights (EMA-averaged where enabled); returns the trainer."""
-    trainer = make_trainer(cfg, run_dir, progress)
+def _fit(trainer: lightning.Trainer, task, datamodule, cfg: DictConfig, run_dir: Path, resume_from):
+    """Train ``task``, then load its best weights (EMA-averaged where enabled) on every rank."""
     if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
     with quiet_lightning():
         trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     best = run_dir / "checkpoints" / "best.ckpt"
     if best.exists():
         task.load_state_dict(load_checkpoint(best)["state_dict"])
-    return trainer
 
 
 def encodes_forces(cfg: DictConfig) -> bool:
@@ -246,7 +249,10 @@ def encodes_forces(cfg: DictConfig) -> bool:
     return bool(cfg.task.dens.enabled and cfg.task.dens.force_encoding)
 
 
-def _datamodule(cfg: DictConfig, run_dir: Path, hparams: dict, stage: str) -> AtomsDataModule:
+def _datamodule(
+    cfg: DictConfig, run_dir: Path, hparams: dict, stage: str, trainer: lightning.Trainer
+) -> AtomsDataModule:
+    """Read, split and fit statistics now, on every rank (before the processes meet in ``fit``)."""
     datamodule = AtomsDataModule(
         cfg.data,
         cutoff=hparams["cutoff"],
@@ -256,6 +262,7 @@ def _datamodule(cfg: DictConfig, run_dir: Path, hparams: dict, stage: str) -> At
         require_forces=(cfg.task.forces_weight > 0 and stage != "pretrain") or encodes_forces(cfg),
         dtype=precision_dtype(cfg.trainer.get("precision", "32-true")),
         stage=stage,
+        is_global_zero=trainer.is_global_zero,
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -275,7 +282,8 @@ def run_pretrain(
     resume_from = _start(run_dir, resume)
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
     name, hparams = model_hyperparameters(cfg)
-    datamodule = _datamodule(cfg, run_dir, hparams, "pretrain")
+    trainer = make_trainer(cfg, run_dir, progress)
+    datamodule = _datamodule(cfg, run_dir, hparams, "pretrain", trainer)
     task = DenoisingPretraining(
         model_name=name,
         model_hparams=hparams,
@@ -283,7 +291,7 @@ def run_pretrain(
         neighbor_backend=cfg.data.neighbor_backend,
     )
     task.set_force_scale(datamodule.scale)
-    trainer = _fit(task, datamodule, cfg, run_dir, resume_from, progress)
+    _fit(trainer, task, datamodule, cfg, run_dir, resume_from)
     model_path = run_dir / MODEL_FILE
     if trainer.is_global_zero:
         best = trainer.checkpoint_callback.best_model_score
@@ -296,7 +304,7 @@ def run_pretrain(
             validation={"noise_loss": float(best) if best is not None else None},
         )
         save_model(task.cpu(), model_path, metadata)
-    return RunResult(run_dir=run_dir, model_path=model_path, test_metrics=None)
+    return RunResult(run_dir, model_path, test_metrics=None, is_global_zero=trainer.is_global_zero)
 
 
 def run_finetune(
@@ -317,7 +325,8 @@ def run_finetune(
     if pretrained is not None:
         check_architecture(cfg, pretrained)
     name, hparams = model_hyperparameters(cfg)
-    datamodule = _datamodule(cfg, run_dir, hparams, "finetune")
+    trainer = make_trainer(cfg, run_dir, progress)
+    datamodule = _datamodule(cfg, run_dir, hparams, "finetune", trainer)
 
     task = EnergyForceTask(
         model_name=name,
@@ -333,13 +342,13 @@ def run_finetune(
         _warn_new_elements(datamodule, pretrained)
         encoder_loaded = load_pretrained_encoder(task, pretrained, datamodule.scale)
 
-    trainer = _fit(task, datamodule, cfg, run_dir, resume_from, progress)
-    potential = task.potential.cpu().eval()
+    _fit(trainer, task, datamodule, cfg, run_dir, resume_from)
     test_metrics = None
-    if "test" in datamodule.splits and trainer.is_global_zero:
-        test_metrics = evaluate(
-            potential, datamodule.splits["test"], cfg.data.eval_batch_size or cfg.data.batch_size
-        )
+    if "test" in datamodule.splits:  # on every device, each structure once; the same on every rank
+        with quiet_lightning():
+            trainer.test(task, datamodule=datamodule, verbose=False, weights_only=True)
+        test_metrics = {"n_structures": len(datamodule.splits["test"]), **task.test_results}
+    potential = task.potential.cpu().eval()
     model_path = run_dir / MODEL_FILE
     if trainer.is_global_zero:
         provenance = dict(datamodule.provenance)
@@ -362,13 +371,14 @@ def run_finetune(
         )
         save_model(potential, model_path, metadata)
         if test_metrics is not None:
-            (run_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n")
+            write_text_atomic(run_dir / "test_metrics.json", json.dumps(test_metrics, indent=2) + "\n")
     return RunResult(
         run_dir=run_dir,
         model_path=model_path,
         test_metrics=test_metrics,
         pretrained_tensors=loaded,
         pretrained_encoder=encoder_loaded,
+        is_global_zero=trainer.is_global_zero,
     )
 
 

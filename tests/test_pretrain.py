@@ -17,7 +17,7 @@ from dens_lightning.models import BACKBONES
 from dens_lightning.models.base import Backbone, BackboneConfig, Features, register_backbone
 from dens_lightning.models.heads import GradientNoiseHead, build_noise_head
 from dens_lightning.models.potential import Potential, with_neighbors
-from dens_lightning.tasks.dens import corrupt, masked_cosine, masked_mse
+from dens_lightning.tasks.dens import PRETRAIN, PRETRAIN_VALIDATION, corrupt, draw, masked_cosine, masked_mse
 from dens_lightning.tasks.pretrain import DenoisingPretraining
 
 from .conftest import molecule_graph, random_molecule
@@ -63,7 +63,7 @@ def test_noise_has_the_requested_spread_and_spares_fixed_atoms():
     fixed = torch.zeros(1000, dtype=torch.bool)
     fixed[:100] = True
     graph = graph.replace(fixed=fixed)
-    c = corrupt(graph, sigma=0.2, generator=torch.Generator().manual_seed(0))
+    c = corrupt(graph, sigma=0.2, draws=draw(graph, 0, PRETRAIN, 0))
     assert c.noise[:100].abs().max() == 0 and not c.mask[:100].any()
     assert c.noise[100:].std().item() == pytest.approx(0.2, rel=0.05)
     torch.testing.assert_close(c.pos - graph.pos, c.noise)
@@ -72,9 +72,7 @@ def test_noise_has_the_requested_spread_and_spares_fixed_atoms():
 
 def test_partial_and_multiscale_corruption():
     graph = random_batch(torch.float64, sizes=(50,) * 200)
-    c = corrupt(
-        graph, sigma=0.01, sigma_max=1.0, atom_fraction=0.25, generator=torch.Generator().manual_seed(1)
-    )
+    c = corrupt(graph, sigma=0.01, draws=draw(graph, 1, PRETRAIN, 0), sigma_max=1.0, atom_fraction=0.25)
     assert c.mask.double().mean().item() == pytest.approx(0.25, abs=0.03)
     assert c.noise[~c.mask].abs().max() == 0
     per_structure = c.sigma[graph.ptr[:-1]]
@@ -86,27 +84,31 @@ def test_partial_and_multiscale_corruption():
 
 def test_fixed_seed_reproduces_the_corruption():
     graph = random_batch()
-    first = corrupt(graph, 0.1, generator=torch.Generator().manual_seed(3))
-    second = corrupt(graph, 0.1, generator=torch.Generator().manual_seed(3))
-    third = corrupt(graph, 0.1, generator=torch.Generator().manual_seed(4))
+    first = corrupt(graph, 0.1, draw(graph, 3, PRETRAIN, 7))
+    second = corrupt(graph, 0.1, draw(graph, 3, PRETRAIN, 7))
     torch.testing.assert_close(first.noise, second.noise)
-    assert not torch.equal(first.noise, third.noise)
+    for other in (
+        draw(graph, 4, PRETRAIN, 7),
+        draw(graph, 3, PRETRAIN, 8),
+        draw(graph, 3, PRETRAIN_VALIDATION, 7),
+    ):
+        assert not torch.equal(first.noise, corrupt(graph, 0.1, other).noise)
 
 
 def test_masked_losses():
     target = torch.randn(10, 3)
     mask = torch.zeros(10, dtype=torch.bool)
     prediction = torch.zeros(10, 3, requires_grad=True)
-    empty = masked_mse(prediction, target, mask)
+    empty = masked_mse(prediction, target, mask).value
     assert empty.item() == 0.0
     empty.backward()  # still in the graph: every rank of a DDP run gets a gradient
     assert prediction.grad is not None
     mask[:4] = True
-    assert masked_mse(torch.zeros(10, 3), target, mask).item() == pytest.approx(
+    assert masked_mse(torch.zeros(10, 3), target, mask).value.item() == pytest.approx(
         target[:4].pow(2).mean().item()
     )
-    assert masked_cosine(target, target, mask).item() == pytest.approx(1.0)
-    assert masked_cosine(-target, target, mask).item() == pytest.approx(-1.0)
+    assert masked_cosine(target, target, mask).value.item() == pytest.approx(1.0)
+    assert masked_cosine(-target, target, mask).value.item() == pytest.approx(-1.0)
 
 
 # ------------------------------------------------------------------ noise heads
@@ -180,12 +182,9 @@ def test_validation_noise_is_fixed_across_epochs(pretrained):
     task.load_state_dict(checkpoint["state_dict"])
     task.eval()
     graph = with_neighbors(random_batch(torch.float32), 5.0)
-    losses = []
-    for _ in range(2):
-        generator = torch.Generator().manual_seed(123)
-        losses.append(task.losses(graph, generator)["loss"].item())
+    losses = [task.losses(graph, PRETRAIN_VALIDATION)["noise"].value.item() for _ in range(2)]
     assert losses[0] == losses[1]
-    assert task.losses(graph)["loss"].item() != losses[0]
+    assert task.losses(graph, PRETRAIN, step=5)["noise"].value.item() != losses[0]
 
 
 @pytest.mark.slow

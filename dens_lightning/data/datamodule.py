@@ -1,4 +1,13 @@
-"""Files → seeded splits (saved in the run directory) → statistics → loaders."""
+"""Files → seeded splits (saved in the run directory) → statistics → loaders.
+
+Under DDP every rank builds the same datamodule: the split is a seeded permutation (or the saved
+``splits.json``), so it is identical on every rank, and only rank zero writes ``splits.json``
+(atomically, so a rank starting at the same moment reads all of it or none). Training batches come
+from a :class:`DistributedSampler` seeded with the run's seed, also on one device, so W ranks of
+batch B see exactly the structures one process of batch W·B sees; evaluation sets are dealt out to
+the ranks without the sampler's padding (:class:`ShardSampler`), so no structure counts twice. Each
+rank reads only its own structures: a memory-mapped pretraining store is never read whole.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +19,32 @@ from pathlib import Path
 import lightning
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import InputError
+from ..files import write_text_atomic
 from .graph import Graph, collate
 from .neighbors import neighbor_list
 from .readers import ReadOptions, read_structures
 from .statistics import energy_scale, reference_energies
 from .structures import Structures, StructureView
+
+STATISTICS_SAMPLE = 20_000  # structures of a memory-mapped training set the statistics are fitted on
+
+
+class ShardSampler(DistributedSampler):
+    """Rank ``r`` of ``W`` takes structures ``r, r + W, r + 2W, ...`` in order: every structure once,
+    no padding (the ranks may hold one structure more or less). For validation and test, whose
+    metrics add sums and counts over the ranks and so stay exact."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
 class StructureDataset(Dataset):
@@ -94,10 +121,12 @@ class AtomsDataModule(lightning.LightningDataModule):
         require_forces: bool = True,
         dtype: torch.dtype = torch.float32,
         stage: str = "finetune",
+        is_global_zero: bool = True,
     ):
         """``stage="pretrain"``: no energies needed or used, and the default data is the lazily read
         pretraining set (the embedded conformation store or QM9); forces (and their RMS as the scale)
-        only with ``require_forces`` (DeNS pretraining encodes them)."""
+        only with ``require_forces`` (DeNS pretraining encodes them). Only with ``is_global_zero`` is
+        ``splits.json`` written."""
         super().__init__()
         self.stage = stage
         if stage == "pretrain":
@@ -109,7 +138,9 @@ class AtomsDataModule(lightning.LightningDataModule):
         self.require_energy = require_energy
         self.require_forces = require_forces
         self.dtype = dtype
+        self.is_global_zero = is_global_zero
         self.splits: dict[str, Structures | StructureView] = {}
+        self.split_indices: dict[str, np.ndarray] = {}
         self.provenance: dict = {}
         self.references: dict[int, float] = {}
         self.scale: float = 1.0
@@ -203,6 +234,7 @@ class AtomsDataModule(lightning.LightningDataModule):
             source = cfg.path or cfg.train
             full = self._read(source)
         indices = self._split_indices(full, explicit_val=bool(cfg.val), explicit_test=bool(cfg.test))
+        self.split_indices = indices
         take = full.view if self.lazy else full.subset
         self.splits = {name: take(idx) for name, idx in indices.items()}
         if cfg.val:
@@ -214,8 +246,9 @@ class AtomsDataModule(lightning.LightningDataModule):
                 f"data.split: {list(cfg.split)} leaves no validation structures; set data.val or data.split"
             )
         if self.stage != "pretrain" or self.require_forces:
-            self.references = reference_energies(self.splits["train"])
-            self.scale = energy_scale(self.splits["train"], self.references)
+            fitted_on = self._statistics_set()
+            self.references = reference_energies(fitted_on)
+            self.scale = energy_scale(fitted_on, self.references)
         files = {
             name: path
             for name, path in (("train", source), ("val", cfg.val), ("test", cfg.test))
@@ -229,6 +262,28 @@ class AtomsDataModule(lightning.LightningDataModule):
             "embedded": self.uses_default_data and cfg.source == "embedded",
             **extra,
         }
+
+    def _statistics_set(self) -> Structures:
+        """The training structures the statistics are fitted on: all of them, or for a memory-mapped
+        set a seeded sample of :data:`STATISTICS_SAMPLE` (every rank draws the same)."""
+        train = self.splits["train"]
+        if not isinstance(train, StructureView):
+            return train
+        indices = train.indices
+        if len(indices) > STATISTICS_SAMPLE:
+            rng = np.random.default_rng(self.seed)
+            indices = np.sort(rng.choice(indices, STATISTICS_SAMPLE, replace=False))
+        return train.base.subset(indices)
+
+    def fingerprint(self) -> str:
+        """A digest of the split (the indices into the data, and the sizes of every split) and of the
+        data files: equal on every rank of a run that reads the same data."""
+        digest = hashlib.sha256()
+        for name in sorted(self.split_indices):
+            digest.update(name.encode() + self.split_indices[name].astype(np.int64).tobytes())
+        payload = {"files": self.provenance.get("files"), "sizes": self.provenance.get("sizes")}
+        digest.update(json.dumps(payload, sort_keys=True).encode())
+        return digest.hexdigest()
 
     def _split_indices(
         self, full: Structures, explicit_val: bool, explicit_test: bool
@@ -255,29 +310,32 @@ class AtomsDataModule(lightning.LightningDataModule):
             if size:
                 indices[name] = np.sort(order[start : start + size])
             start += size
-        if saved is not None and self._is_rank_zero():
-            saved.parent.mkdir(parents=True, exist_ok=True)
+        if saved is not None and self.is_global_zero:
             payload = {
                 "seed": self.seed,
                 "total": len(full),
                 "source": full.source,
                 "indices": {k: v.tolist() for k, v in indices.items()},
             }
-            saved.write_text(json.dumps(payload))
+            write_text_atomic(saved, json.dumps(payload))
         return indices
-
-    def _is_rank_zero(self) -> bool:
-        trainer = getattr(self, "trainer", None)
-        return trainer is None or trainer.is_global_zero
 
     # -------------------------------------------------------------- loaders
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        """Batches of ``data.batch_size`` (per device) for training, ``data.eval_batch_size`` else."""
         batch_size = self.cfg.batch_size if shuffle else (self.cfg.eval_batch_size or self.cfg.batch_size)
+        dataset = StructureDataset(self.splits[name], self.dtype)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if shuffle:  # a new permutation each epoch (Lightning calls set_epoch), the same on every rank
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        else:
+            sampler = ShardSampler(dataset, num_replicas=world, rank=rank)
         return DataLoader(
-            StructureDataset(self.splits[name], self.dtype),
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.cfg.num_workers,
             collate_fn=Collater(self.cutoff, self.cfg.neighbor_backend, neighbors=self.stage != "pretrain"),
             persistent_workers=self.cfg.num_workers > 0,

@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
+from ..files import exclusive
 from .sampling import BUNDLED, Sampler, read_molecules, resolve_labeller, to_atoms, write_extxyz
 from .store import write_store
 
@@ -61,7 +62,13 @@ def embedded_dataset(spec, lazy: bool = False) -> Path:
     path = cache_dir() / f"embedded-{params['labeller']}-{digest}{'' if lazy else '.extxyz'}"
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(path):  # every rank of a job may ask at once: one samples, the others wait
+        if not path.exists():
+            _generate(path, params, lazy)
+    return path
+
+
+def _generate(path: Path, params: dict, lazy: bool) -> None:
     sampler = Sampler(
         method=params["method"],
         temperature=params["temperature"],
@@ -74,6 +81,6 @@ def embedded_dataset(spec, lazy: bool = False) -> Path:
     samples = sampler.sample(embedded_molecules(params))
     if lazy:
         write_store(path, samples, lambda: {**params, "sampler": sampler.describe(), **sampler.summary()})
-        return path
-    info = sampler.describe()
-    return write_extxyz(path, [to_atoms(sample, info) for sample in samples])
+    else:
+        info = sampler.describe()
+        write_extxyz(path, [to_atoms(sample, info) for sample in samples])

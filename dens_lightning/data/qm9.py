@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..files import exclusive
 from .graph import Graph
 from .sampling import Sample, bond_graph
 from .store import is_store, open_store, write_store
@@ -60,9 +61,11 @@ def qm9_minima(data_dir: str | Path | None = None) -> Path:
     missing = [name for name in CSV_FILES if not (folder / name).exists()]
     if missing:
         raise InputError(f"{folder}: qm9pack data incomplete, missing {', '.join(missing)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    samples = (sample for name in CSV_FILES for sample in parse_qm9_csv(folder / name))
-    return write_store(path, samples, {"source": "qm9pack", "level": "B3LYP/6-31G(2df,p) minima"})
+    with exclusive(path):  # every rank of a job may ask at once: one parses, the others wait
+        if not is_store(path):
+            samples = (sample for name in CSV_FILES for sample in parse_qm9_csv(folder / name))
+            write_store(path, samples, {"source": "qm9pack", "level": "B3LYP/6-31G(2df,p) minima"})
+    return path
 
 
 class Qm9Conformations:

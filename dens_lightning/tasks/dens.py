@@ -4,6 +4,11 @@ Noise ``eps ~ N(0, sigma^2)`` per atom and Cartesian axis (Å); ``sigma`` is fix
 structure log-uniformly from ``[sigma, sigma_max]`` (multi-scale). Only a random subset of atoms may
 be corrupted (each with probability ``atom_fraction``), never atoms marked fixed. The regression
 target is ``eps / sigma``, of unit variance, so predicting zero scores a loss of 1.
+
+Every random number of a structure comes from a generator keyed by (seed, stream, step, the
+structure's index in its split): a structure is corrupted the same way whatever batch or device it
+lands in, so W processes of batch B draw exactly what one process of batch W·B draws, the ranks of
+a DDP run draw independent noise, and a resumed run draws what the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -15,6 +20,11 @@ import torch
 from torch import Tensor
 
 from ..data.graph import Graph
+from .reduction import Mean, masked_sum
+
+# Streams of draws, so pretraining, its validation and DeNS never reuse each other's numbers.
+PRETRAIN, PRETRAIN_VALIDATION, DENS = 1, 2, 3
+_MASK64 = (1 << 64) - 1
 
 
 @dataclass
@@ -30,84 +40,99 @@ class Corruption:
         return self.noise / self.sigma[:, None]
 
 
-def _uniform(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:
-    device = generator.device if generator is not None else like.device
-    return torch.rand(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+def _mix(x: int) -> int:
+    """The splitmix64 finaliser: a 64-bit integer hash with good avalanche."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
 
 
-def _normal(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:
-    device = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+def structure_seed(seed: int, stream: int, step: int, index: int) -> int:
+    """The generator seed of one structure's draws at one step."""
+    key = _mix(seed & _MASK64)
+    for part in (stream, step, index):
+        key = _mix(key ^ (part & _MASK64))
+    return key
 
 
-def draw_sigma(
-    num_graphs: int, like: Tensor, sigma: float, sigma_max: float | None, generator=None
-) -> Tensor:
-    """One sigma per structure [B]: ``sigma``, or log-uniform on ``[sigma, sigma_max]``."""
+@dataclass
+class Draws:
+    """The random numbers of one batch: uniforms per structure [B, 2] (sigma, DeNS selection) and per
+    atom [N] (partial corruption), and standard normals [N, 3]."""
+
+    structure: Tensor
+    atom: Tensor
+    normal: Tensor
+
+
+def draw(graph: Graph, seed: int, stream: int, step: int) -> Draws:
+    """The draws of ``graph``'s structures, each from its own keyed generator (on the CPU, in float64,
+    then cast: float32 and float64 runs draw the same numbers). Without ``graph.idx`` a structure's
+    index is its place in the batch."""
+    index = graph.idx.tolist() if graph.idx is not None else range(graph.num_graphs)
+    sizes = graph.num_atoms.tolist()
+    structure, atom, normal = [], [], []
+    for i, n in zip(index, sizes):
+        generator = torch.Generator().manual_seed(structure_seed(seed, stream, step, int(i)))
+        uniforms = torch.rand(2 + n, generator=generator, dtype=torch.float64)
+        structure.append(uniforms[:2])
+        atom.append(uniforms[2:])
+        normal.append(torch.randn(n, 3, generator=generator, dtype=torch.float64))
+    like = graph.pos
+    return Draws(
+        structure=torch.stack(structure).to(like.device, like.dtype),
+        atom=torch.cat(atom).to(like.device, like.dtype),
+        normal=torch.cat(normal).to(like.device, like.dtype),
+    )
+
+
+def draw_sigma(uniform: Tensor, sigma: float, sigma_max: float | None) -> Tensor:
+    """One sigma per structure [B] from uniforms [B]: ``sigma``, or log-uniform on ``[sigma, sigma_max]``."""
     if sigma_max is None or sigma_max <= sigma:
-        return like.new_full((num_graphs,), float(sigma))
-    u = _uniform((num_graphs,), like, generator)
-    return torch.exp(math.log(sigma) + u * (math.log(sigma_max) - math.log(sigma)))
+        return torch.full_like(uniform, float(sigma))
+    return torch.exp(math.log(sigma) + uniform * (math.log(sigma_max) - math.log(sigma)))
 
 
 def corrupt(
     graph: Graph,
     sigma: float,
+    draws: Draws,
     sigma_max: float | None = None,
     atom_fraction: float = 1.0,
     structures: Tensor | None = None,
-    generator: torch.Generator | None = None,
 ) -> Corruption:
-    """Add Gaussian noise to the positions of ``graph``.
+    """Add Gaussian noise to the positions of ``graph``, using ``draws`` (see :func:`draw`).
 
     ``structures`` (bool [B]) limits corruption to some structures (DeNS corrupts a structure with
-    probability ``p``); ``generator`` makes the draw reproducible (validation uses fixed seeds).
+    probability ``p``).
     """
     pos = graph.pos
-    n = pos.shape[0]
-    per_structure = draw_sigma(graph.num_graphs, pos, sigma, sigma_max, generator)
-    atom_sigma = per_structure[graph.batch]
-    mask = torch.ones(n, dtype=torch.bool, device=pos.device)
+    atom_sigma = draw_sigma(draws.structure[:, 0], sigma, sigma_max)[graph.batch]
+    mask = torch.ones(pos.shape[0], dtype=torch.bool, device=pos.device)
     if atom_fraction < 1.0:
-        mask = _uniform((n,), pos, generator) < atom_fraction
+        mask = draws.atom < atom_fraction
     if structures is not None:
         mask = mask & structures[graph.batch]
     if graph.fixed is not None:
         mask = mask & ~graph.fixed
-    noise = _normal((n, 3), pos, generator) * atom_sigma[:, None] * mask[:, None]
+    noise = draws.normal * atom_sigma[:, None] * mask[:, None]
     return Corruption(pos=pos + noise, noise=noise, sigma=atom_sigma, mask=mask)
 
 
-def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` [K] or [K, ...] over the rows in ``mask`` [K]; 0, still in the graph, when
-    the mask is empty."""
-    weights = mask.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1))).expand_as(values)
-    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+def masked_mse(prediction: Tensor, target: Tensor, mask: Tensor) -> Mean:
+    """Squared error per component over the masked atoms (0, still in the graph, when none are)."""
+    return masked_sum((prediction - target).pow(2), mask)
 
 
-def masked_mse(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean squared error per component over the masked atoms; 0 (still in the graph, so every
-    parameter gets a gradient and DDP does not hang) when no atom is masked."""
-    return masked_mean((prediction - target).pow(2), mask)
+def masked_cosine(prediction: Tensor, target: Tensor, mask: Tensor) -> Mean:
+    """Cosine similarity between predicted and true noise vectors over the masked atoms."""
+    return masked_sum(torch.nn.functional.cosine_similarity(prediction, target, dim=-1, eps=1e-12), mask)
 
 
-def masked_cosine(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean cosine similarity between predicted and true noise vectors over the masked atoms."""
-    return masked_mean(torch.nn.functional.cosine_similarity(prediction, target, dim=-1, eps=1e-12), mask)
-
-
-def dens_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """The CPU generator of one training step's DeNS draws. Separate from the global RNG, so turning
-    DeNS on changes neither the initialisation nor the data order, and a resumed run draws the same
-    corruption at the same step."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
-
-
-def select_structures(
-    num_graphs: int, probability: float, like: Tensor, generator: torch.Generator
-) -> Tensor:
+def select_structures(draws: Draws, probability: float) -> Tensor:
     """bool [B]: each structure chosen for corruption with ``probability``."""
-    return _uniform((num_graphs,), like, generator) < probability
+    return draws.structure[:, 1] < probability
 
 
 def dens_weight(weight: float, decay: str, step: int, total_steps: int) -> float:

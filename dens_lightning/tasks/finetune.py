@@ -14,18 +14,10 @@ from ..models.encoders import build_force_encoder
 from ..models.heads import build_noise_head
 from ..models.potential import Potential
 from . import optim
-from .dens import (
-    Corruption,
-    corrupt,
-    dens_generator,
-    dens_weight,
-    masked_mean,
-    masked_mse,
-    select_structures,
-    structures_with,
-)
-from .logging import log_parts
+from .dens import DENS, Corruption, corrupt, dens_weight, draw, masked_mse, select_structures, structures_with
+from .logging import log_epoch_means, log_parts
 from .metrics import EnergyForceMetrics
+from .reduction import Mean, MeanAccumulator, combine, masked_sum
 
 
 class EnergyForceTask(lightning.LightningModule):
@@ -44,6 +36,9 @@ class EnergyForceTask(lightning.LightningModule):
     (``energy_on_corrupted=false``: only structures with no corrupted atom). Every term is a masked
     mean that stays in the graph when its mask is empty (no DDP hang). Validation and test never
     corrupt nor encode.
+
+    Every mean is over the whole step or evaluation set on all devices (:mod:`.reduction`), and the
+    DeNS draws are keyed by structure (:mod:`.dens`): W devices of batch B train like one of W·B.
     """
 
     def __init__(
@@ -62,6 +57,9 @@ class EnergyForceTask(lightning.LightningModule):
         self.register_buffer("loss_scale", torch.ones(()))
         self.val_metrics = EnergyForceMetrics()
         self.test_metrics = EnergyForceMetrics()
+        self.val_terms = MeanAccumulator(("energy_loss", "forces_loss"))
+        self.test_terms = MeanAccumulator(("energy_loss", "forces_loss"))
+        self.test_results: dict[str, float] = {}  # the last test epoch's metrics (every rank)
         if self.finetune_cfg.freeze_backbone:
             self.potential.backbone.requires_grad_(False)
         self.dens_seed = torch.initial_seed()
@@ -95,44 +93,45 @@ class EnergyForceTask(lightning.LightningModule):
     def transfer_batch_to_device(self, batch: Graph, device: torch.device, dataloader_idx: int) -> Graph:
         return batch.to(device, dtype=self.dtype)
 
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        weights = {"energy_loss": self.task_cfg.energy_weight, "forces_loss": self.task_cfg.forces_weight}
+        return {k: float(w) for k, w in weights.items() if w > 0}
+
     def losses(
         self,
         out: dict[str, Tensor],
         batch: Graph,
         structures: Tensor | None = None,
         atoms: Tensor | None = None,
-    ) -> dict[str, Tensor]:
-        """Energy and force terms; ``structures`` [B] and ``atoms`` [N] (bool) restrict them (DeNS)."""
+    ) -> dict[str, Mean]:
+        """The energy and force terms that have weight: squared errors per structure (energy per atom)
+        and per force component, in units of the scale; ``structures`` [B] and ``atoms`` [N] (bool)
+        restrict them (DeNS)."""
         scale = self.loss_scale
-        parts: dict[str, Tensor] = {}
-        total = out["energy"].new_zeros(())
+        terms: dict[str, Mean] = {}
         if self.task_cfg.energy_weight > 0:
             per_atom = (out["energy"] - batch.energy) / batch.num_atoms.to(out["energy"].dtype)
-            squared = (per_atom / scale).pow(2)
-            parts["energy_loss"] = squared.mean() if structures is None else masked_mean(squared, structures)
-            total = total + self.task_cfg.energy_weight * parts["energy_loss"]
+            terms["energy_loss"] = masked_sum((per_atom / scale).pow(2), structures)
         if self.uses_forces:
-            squared = ((out["forces"] - batch.forces) / scale).pow(2)
-            parts["forces_loss"] = squared.mean() if atoms is None else masked_mean(squared, atoms)
-            total = total + self.task_cfg.forces_weight * parts["forces_loss"]
-        parts["loss"] = total
-        return parts
+            terms["forces_loss"] = masked_sum(((out["forces"] - batch.forces) / scale).pow(2), atoms)
+        return terms
 
     def training_step(self, batch: Graph, batch_idx: int) -> Tensor:
         if self.dens_enabled:
-            parts = self.dens_losses(batch)
+            loss, logged = self.dens_losses(batch)
         else:
             out = self.potential(batch, compute_forces=self.uses_forces, create_graph=True)
-            parts = self.losses(out, batch)
-        log_parts(self, "train", parts, batch.num_graphs, on_step=True)
-        return parts["loss"]
+            loss, logged = combine(self, self.losses(out, batch), self.loss_weights)
+        log_parts(self, "train", logged, batch.num_graphs)
+        return loss
 
-    def dens_corruption(self, batch: Graph, generator: torch.Generator) -> Corruption:
+    def dens_corruption(self, batch: Graph, step: int = 0) -> Corruption:
+        """The DeNS corruption of ``batch`` at training step ``step`` (draws keyed per structure)."""
         cfg = self.task_cfg.dens
-        chosen = select_structures(batch.num_graphs, cfg.probability, batch.pos, generator)
-        return corrupt(
-            batch, cfg.sigma, cfg.sigma_max, cfg.corrupt_ratio, structures=chosen, generator=generator
-        )
+        draws = draw(batch, self.dens_seed, DENS, step)
+        chosen = select_structures(draws, cfg.probability)
+        return corrupt(batch, cfg.sigma, draws, cfg.sigma_max, cfg.corrupt_ratio, structures=chosen)
 
     def dens_forward(self, batch: Graph, corruption: Corruption) -> tuple[dict[str, Tensor], Tensor]:
         """Energies, forces and predicted noise at the corrupted positions, with the corrupted atoms'
@@ -147,48 +146,57 @@ class EnergyForceTask(lightning.LightningModule):
         out = self.potential(graph, compute_forces=True, create_graph=True, node_inputs=node_inputs)
         return out, self.noise_head(out["features"], graph)
 
-    def dens_losses(self, batch: Graph) -> dict[str, Tensor]:
-        cfg = self.task_cfg.dens
-        corruption = self.dens_corruption(
-            batch, dens_generator(self.dens_seed, self.global_step, self.global_rank)
-        )
+    def dens_terms(self, batch: Graph, corruption: Corruption) -> dict[str, Mean]:
+        """The energy and force terms (restricted as the class docstring says), ``noise_loss`` over the
+        corrupted atoms and ``corrupted_fraction`` (logged only)."""
         out, predicted = self.dens_forward(batch, corruption)
         mask = corruption.mask
-        if bool(mask.any()):
-            structures = None if cfg.energy_on_corrupted else ~structures_with(mask, batch)
-            parts = self.losses(out, batch, structures=structures, atoms=~mask)
-        else:
-            parts = self.losses(out, batch)
-        parts["noise_loss"] = masked_mse(predicted, corruption.target, mask)
-        weight = dens_weight(cfg.weight, cfg.decay, self.global_step, optim.total_steps(self))
-        parts["loss"] = parts["loss"] + weight * parts["noise_loss"]
-        parts["dens_weight"] = parts["loss"].new_tensor(weight)
-        parts["corrupted_fraction"] = mask.to(parts["loss"].dtype).mean()
-        return parts
+        structures = None
+        if not self.task_cfg.dens.energy_on_corrupted:
+            structures = ~structures_with(mask, batch)
+        terms = self.losses(out, batch, structures=structures, atoms=~mask)
+        terms["noise_loss"] = masked_mse(predicted, corruption.target, mask)
+        terms["corrupted_fraction"] = masked_sum(mask.to(predicted.dtype))
+        return terms
 
-    def _evaluate(self, batch: Graph, metrics: EnergyForceMetrics, prefix: str) -> None:
+    def dens_losses(self, batch: Graph) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(loss, logged)`` of one DeNS training step."""
+        cfg = self.task_cfg.dens
+        terms = self.dens_terms(batch, self.dens_corruption(batch, self.global_step))
+        weight = dens_weight(cfg.weight, cfg.decay, self.global_step, optim.total_steps(self))
+        loss, logged = combine(self, terms, {**self.loss_weights, "noise_loss": weight})
+        logged["dens_weight"] = logged["loss"].new_tensor(weight)
+        return loss, logged
+
+    def _evaluate(self, batch: Graph, metrics: EnergyForceMetrics, terms: MeanAccumulator) -> None:
         with torch.enable_grad():
             out = self.potential(batch, compute_forces=True, create_graph=False)
         if batch.energy is not None and (batch.forces is not None or not self.uses_forces):
-            log_parts(self, prefix, self.losses(out, batch), batch.num_graphs, on_step=False)
+            terms.update(self.losses(out, batch))
         metrics.update(out["energy"], batch.energy, batch.num_atoms, out["forces"], batch.forces)
 
     def validation_step(self, batch: Graph, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics, "val")
+        self._evaluate(batch, self.val_metrics, self.val_terms)
 
     def test_step(self, batch: Graph, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, "test")
+        self._evaluate(batch, self.test_metrics, self.test_terms)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
+        self._log_epoch("val", self.val_metrics, self.val_terms)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
+        self.test_results = self._log_epoch("test", self.test_metrics, self.test_terms)
 
-    def _log_metrics(self, prefix: str, metrics: EnergyForceMetrics) -> None:
-        for name, value in metrics.compute().items():
-            self.log(f"{prefix}/{name}", value, prog_bar=name == "forces_mae_meV_per_A")
+    def _log_epoch(self, prefix: str, metrics: EnergyForceMetrics, terms: MeanAccumulator) -> dict:
+        """Log the epoch's errors and loss terms (means over the whole set on every device)."""
+        means = terms.compute()
+        terms.reset()
+        if means:
+            means["loss"] = sum(w * means.get(k, 0.0) for k, w in self.loss_weights.items())
+        errors = metrics.compute()
         metrics.reset()
+        log_epoch_means(self, prefix, {**means, **errors}, prog_bar=("forces_mae_meV_per_A",))
+        return errors
 
     def configure_optimizers(self):
         groups = optim.param_groups(

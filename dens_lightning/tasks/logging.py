@@ -33,16 +33,21 @@ class RunCSVLogger(CSVLogger):
         return self._experiment
 
 
-def log_parts(module, prefix: str, parts: dict, batch_size: int, on_step: bool, prog_bar=("loss",)) -> None:
-    """Log each loss term as ``prefix/name``: per step and per epoch in training, per epoch (synced
-    across devices) in evaluation."""
+def log_parts(module, prefix: str, parts: dict, batch_size: int, prog_bar=("loss", "cosine")) -> None:
+    """Log each training term as ``prefix/name``, per step and as an epoch mean. The values are
+    already means over every device (see :func:`.reduction.combine`), so nothing is synced here."""
     for name, value in parts.items():
         module.log(
             f"{prefix}/{name}",
             value,
             batch_size=batch_size,
-            on_step=on_step,
+            on_step=True,
             on_epoch=True,
-            sync_dist=not on_step,
             prog_bar=name in prog_bar,
         )
+
+
+def log_epoch_means(module, prefix: str, means: dict[str, float], prog_bar=()) -> None:
+    """Log means that an accumulator already added over the epoch and every device."""
+    for name, value in means.items():
+        module.log(f"{prefix}/{name}", value, prog_bar=name in prog_bar)

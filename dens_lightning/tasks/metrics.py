@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection
 
 # Names match the `test` command's JSON keys (DESIGN section 3).
 METRIC_NAMES = (
@@ -16,7 +17,9 @@ METRIC_NAMES = (
 
 
 class EnergyForceMetrics(nn.Module):
-    """``sync=False`` for an evaluation that runs on one process only (never gathers across ranks)."""
+    """Sums of errors and counts, in float64 whatever the model's precision (a float32 sum over
+    10^6 force components keeps only ~4 digits), added across ranks when computed.
+    ``sync=False`` for an evaluation that runs on one process only (never gathers across ranks)."""
 
     def __init__(self, sync: bool = True):
         super().__init__()
@@ -28,6 +31,9 @@ class EnergyForceMetrics(nn.Module):
         self.forces = MetricCollection(
             {"mae": MeanAbsoluteError(**options), "rmse": MeanSquaredError(squared=False, **options)}
         )
+        for metric in self.modules():
+            if isinstance(metric, Metric):
+                metric.set_dtype(torch.float64)
 
     def update(
         self,

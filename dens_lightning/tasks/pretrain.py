@@ -5,10 +5,12 @@ labelled forces of the corrupted atoms are encoded into the backbone's input, so
 non-equilibrium structure has one well-defined target; the corruption is still ``task.noise``'s
 (``atom_fraction < 1`` gives DeNS's partial corruption).
 
-Each training step corrupts the batch afresh; validation uses fixed seeds (one per batch), so the
-validation loss of different epochs compares like with like.
+Each training step corrupts the batch afresh; a validation structure is always corrupted the same
+way, so the validation loss of different epochs compares like with like. Every draw is keyed by the
+structure (see :mod:`.dens`), so the numbers do not depend on the batch size or the device count.
 Logged: ``loss`` (MSE on ``eps / sigma``; 1.0 is the loss of predicting zero) and ``cosine`` (the
-mean cosine similarity between predicted and true noise vectors).
+mean cosine similarity between predicted and true noise vectors), means over every noised atom of
+the step (training) or of the whole validation set (validation), across all devices.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from ..models.encoders import build_force_encoder
 from ..models.heads import build_noise_head
 from ..models.potential import with_neighbors
 from . import optim
-from .dens import Corruption, corrupt, masked_cosine, masked_mse
-from .logging import log_parts
+from .dens import PRETRAIN, PRETRAIN_VALIDATION, Corruption, corrupt, draw, masked_cosine, masked_mse
+from .logging import log_epoch_means, log_parts
+from .reduction import Mean, MeanAccumulator, combine
 
-VALIDATION_SEED = 2_147_483_629  # offset of the fixed validation noise seeds
+WEIGHTS = {"noise": 1.0}
 
 
 class DenoisingPretraining(lightning.LightningModule):
@@ -46,6 +49,8 @@ class DenoisingPretraining(lightning.LightningModule):
         self.backbone = build_backbone(model_name, model_hparams)
         self.noise_head = build_noise_head(self.backbone)
         self.neighbor_backend = neighbor_backend
+        self.seed = torch.initial_seed()
+        self.val_terms = MeanAccumulator(("noise", "cosine"))
         dens = self.task_cfg.get("dens")
         self.force_encoder = None
         if dens is not None and dens.enabled and dens.force_encoding:
@@ -59,9 +64,10 @@ class DenoisingPretraining(lightning.LightningModule):
     def transfer_batch_to_device(self, batch: Graph, device: torch.device, dataloader_idx: int) -> Graph:
         return batch.to(device, dtype=self.dtype)
 
-    def corrupt(self, batch: Graph, generator: torch.Generator | None = None) -> Corruption:
+    def corrupt(self, batch: Graph, stream: int = PRETRAIN, step: int = 0) -> Corruption:
         noise = self.task_cfg.noise
-        return corrupt(batch, noise.sigma, noise.sigma_max, noise.atom_fraction, generator=generator)
+        draws = draw(batch, self.seed, stream, step)
+        return corrupt(batch, noise.sigma, draws, noise.sigma_max, noise.atom_fraction)
 
     def predict_noise(self, batch: Graph, noisy_pos: Tensor, encode: Tensor | None = None) -> Tensor:
         """Predicted ``eps / sigma`` [N, 3] at the corrupted positions (neighbours rebuilt there);
@@ -75,24 +81,30 @@ class DenoisingPretraining(lightning.LightningModule):
                 node_inputs = self.force_encoder(graph, batch.forces, encode)
             return self.noise_head(self.backbone(graph, node_inputs), graph)
 
-    def losses(self, batch: Graph, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        corruption = self.corrupt(batch, generator)
+    def losses(self, batch: Graph, stream: int = PRETRAIN, step: int = 0) -> dict[str, Mean]:
+        """``noise`` (squared error of each component of ``eps / sigma``) and ``cosine``, over the
+        noised atoms."""
+        corruption = self.corrupt(batch, stream, step)
         predicted = self.predict_noise(batch, corruption.pos, corruption.mask)
         return {
-            "loss": masked_mse(predicted, corruption.target, corruption.mask),
+            "noise": masked_mse(predicted, corruption.target, corruption.mask),
             "cosine": masked_cosine(predicted.detach(), corruption.target, corruption.mask),
         }
 
     def training_step(self, batch: Graph, batch_idx: int) -> Tensor:
-        parts = self.losses(batch)
-        log_parts(self, "train", parts, batch.num_graphs, on_step=True, prog_bar=("loss", "cosine"))
-        return parts["loss"]
+        loss, logged = combine(self, self.losses(batch, PRETRAIN, self.global_step), WEIGHTS)
+        log_parts(self, "train", {"loss": logged["loss"], "cosine": logged["cosine"]}, batch.num_graphs)
+        return loss
 
     def validation_step(self, batch: Graph, batch_idx: int) -> None:
-        generator = torch.Generator().manual_seed(VALIDATION_SEED + batch_idx)
-        parts = self.losses(batch, generator)
-        parts = {k: v.detach() for k, v in parts.items()}
-        log_parts(self, "val", parts, batch.num_graphs, on_step=False, prog_bar=("loss", "cosine"))
+        self.val_terms.update(self.losses(batch, PRETRAIN_VALIDATION))
+
+    def on_validation_epoch_end(self) -> None:
+        means = self.val_terms.compute()
+        self.val_terms.reset()
+        if "noise" in means:
+            means["loss"] = means.pop("noise")
+        log_epoch_means(self, "val", means, prog_bar=("loss", "cosine"))
 
     def configure_optimizers(self):
         groups = optim.param_groups(self, self.backbone, self.task_cfg.lr, 1.0)

@@ -1,0 +1,308 @@
+"""Multi-process training: exact means across ranks, samplers, the rank consistency check, and
+pretrain / finetune / DeNS on 2 CPU processes (gloo) against 1 process of twice the batch."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from dens_lightning.config import load_config
+from dens_lightning.data.datamodule import AtomsDataModule, ShardSampler
+from dens_lightning.tasks.consistency import disagreement
+from dens_lightning.tasks.reduction import MeanAccumulator, combine, masked_sum
+
+from .conftest import TINY_EMBEDDED, TINY_MODEL
+
+# ------------------------------------------------------------------ exact means across ranks
+
+
+class FakeRanks:
+    """Stands in for a trainer of ``W`` ranks: ``reduce`` adds what every rank contributes."""
+
+    def __init__(self, contributions):
+        self.contributions = contributions  # what each rank passes to reduce, in rank order
+        self.world_size = len(contributions)
+        self.strategy = self
+
+    def reduce(self, tensor, reduce_op):
+        assert reduce_op == "sum"
+        return sum(self.contributions)
+
+
+def test_two_ranks_train_with_the_gradient_of_the_whole_batch():
+    """Ranks holding different numbers of atoms: the average of the ranks' gradients (what DDP
+    applies) is the gradient of the mean over all atoms, not the mean of the ranks' means."""
+    torch.manual_seed(0)
+    weight = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    data = [torch.randn(n, 3, dtype=torch.float64) for n in (2, 7)]  # atoms on rank 0 and rank 1
+
+    def terms(x):
+        return {"forces_loss": masked_sum((x * weight).pow(2)), "cosine": masked_sum(x[:, 0])}
+
+    whole = torch.cat(data)
+    expected = torch.autograd.grad((whole * weight).pow(2).mean(), weight)[0]
+    local = [terms(x) for x in data]
+    stacked = [torch.stack([t[k].total.detach() for k in t] + [t[k].count for k in t]) for t in local]
+    grads, logged = [], []
+    for rank in range(2):
+        module = SimpleNamespace(_trainer=FakeRanks(stacked))
+        loss, log = combine(module, local[rank], {"forces_loss": 1.0})
+        grads.append(torch.autograd.grad(loss, weight, retain_graph=True)[0])
+        logged.append(log)
+    torch.testing.assert_close((grads[0] + grads[1]) / 2, expected)
+    naive = sum(torch.autograd.grad((x * weight).pow(2).mean(), weight)[0] for x in data) / 2
+    assert not torch.allclose(naive, expected)  # what dividing by each rank's own count would do
+    for log in logged:
+        torch.testing.assert_close(log["loss"], (whole * weight).pow(2).mean().detach())
+        torch.testing.assert_close(log["cosine"], whole[:, 0].mean())
+
+
+def test_one_process_combine_is_the_plain_weighted_mean():
+    values = torch.randn(5, 3, requires_grad=True)
+    mask = torch.tensor([True, False, True, True, False])
+    loss, logged = combine(
+        SimpleNamespace(_trainer=None),
+        {"a": masked_sum(values.pow(2), mask), "b": masked_sum(values[:, 0])},
+        {"a": 2.0, "b": 0.5},
+    )
+    expected = 2.0 * values[mask].pow(2).mean() + 0.5 * values[:, 0].mean()
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(logged["loss"], expected.detach())
+
+
+def test_evaluation_means_do_not_depend_on_batches_or_ranks():
+    values = torch.randn(23, 3, dtype=torch.float64)
+    whole = MeanAccumulator(("x",))
+    whole.update({"x": masked_sum(values)})
+    split = MeanAccumulator(("x",))
+    for chunk in torch.split(values, 4):  # uneven batches, as a rank's share would come
+        split.update({"x": masked_sum(chunk)})
+    assert split.compute()["x"] == pytest.approx(whole.compute()["x"], rel=1e-14)
+    assert whole.compute()["x"] == pytest.approx(float(values.mean()), rel=1e-14)
+
+
+# ------------------------------------------------------------------ samplers and sharding
+
+
+def test_shard_sampler_deals_every_structure_once_without_padding():
+    for size in (0, 1, 7, 10):
+        shards = [list(ShardSampler(range(size), num_replicas=3, rank=r)) for r in range(3)]
+        assert sorted(i for shard in shards for i in shard) == list(range(size))
+        assert [len(s) for s in shards] == [len(ShardSampler(range(size), 3, r)) for r in range(3)]
+
+
+TINY_PRETRAIN = [*TINY_EMBEDDED, "data.embedded.smiles_file=null"]
+
+
+def datamodule(tmp_path, world: int, rank: int, stage="finetune", batch=4, **data):
+    data_args = TINY_PRETRAIN if stage == "pretrain" else TINY_EMBEDDED
+    cfg = load_config(stage, None, [*data_args, f"data.batch_size={batch}"])
+    for key, value in data.items():
+        OmegaConf.update(cfg, f"data.{key}", value)
+    module = AtomsDataModule(
+        cfg.data,
+        cutoff=5.0,
+        seed=cfg.seed,
+        run_dir=tmp_path,
+        require_forces=stage != "pretrain",
+        stage=stage,
+        is_global_zero=rank == 0,
+    )
+    module.trainer = SimpleNamespace(world_size=world, global_rank=rank)
+    module.prepare_data()
+    module.setup("fit")
+    return module
+
+
+def indices(loader) -> list[list[int]]:
+    return [batch.idx.tolist() for batch in loader]
+
+
+def test_ranks_together_see_the_batches_of_one_process_of_the_whole_batch(tmp_path):
+    """Rank r of W with batch B, step k: together the ranks hold exactly what one process of batch
+    W·B holds at step k, in every epoch; evaluation sets are dealt out whole."""
+    one = datamodule(tmp_path / "one", 1, 0, batch=8)
+    ranks = [datamodule(tmp_path / f"r{r}", 2, r, batch=4) for r in (0, 1)]
+    for epoch in (0, 1):
+        for module in (one, *ranks):
+            loader = module.train_dataloader()
+            loader.sampler.set_epoch(epoch)
+            module.order = indices(loader)
+        assert len(ranks[0].order) == len(one.order)
+        for k, batch in enumerate(one.order):
+            assert sorted(ranks[0].order[k] + ranks[1].order[k]) == sorted(batch)
+    assert one.order != indices(one.train_dataloader())  # the default epoch 0 differs from epoch 1
+    val = [i for module in ranks for batch in indices(module.val_dataloader()) for i in batch]
+    assert sorted(val) == list(range(len(one.splits["val"])))
+    assert ranks[0].fingerprint() == ranks[1].fingerprint() == one.fingerprint()
+
+
+def test_each_rank_reads_only_its_share_of_a_memory_mapped_store(tmp_path, monkeypatch):
+    """The pretraining store is memory-mapped; a rank's loader asks it for its own structures only."""
+    modules = [datamodule(tmp_path / f"r{r}", 2, r, stage="pretrain") for r in (0, 1)]
+    base = modules[0].splits["train"].base
+    assert isinstance(base.pos, np.memmap)
+    reads = {0: set(), 1: set()}
+    for rank, module in enumerate(modules):
+        store = module.splits["train"].base
+        original = type(store).graph
+
+        def recording(self, i, dtype=torch.float32, rank=rank, original=original):
+            reads[rank].add(int(i))
+            return original(self, i, dtype)
+
+        monkeypatch.setattr(type(store), "graph", recording)
+        list(module.train_dataloader())
+        monkeypatch.undo()
+    train = set(modules[0].splits["train"].indices.tolist())
+    assert reads[0] | reads[1] == train
+    assert abs(len(reads[0]) - len(reads[1])) <= 1 and len(reads[0] & reads[1]) <= 1  # padding
+
+
+def test_rank_disagreements_are_named():
+    zero = {"fingerprint": "abc", "references": {1: -13.6, 6: -1030.0}, "scale": 1.5}
+    assert disagreement(dict(zero), zero) is None
+    assert disagreement({**zero, "scale": 1.5 * (1 + 1e-12)}, zero) is None  # round-off is fine
+    assert "split" in disagreement({**zero, "fingerprint": "abd"}, zero)
+    assert "elements" in disagreement({**zero, "references": {1: -13.6}}, zero)
+    assert "statistics" in disagreement({**zero, "references": {1: -13.6, 6: -1031.0}}, zero)
+
+
+# ------------------------------------------------------------------ 2 processes through the CLI
+#
+# Both arms run as subprocesses with one thread each, in float64, with a fixed seed: data, draws
+# and initialisation are the same, and W·B structures of a step are the same structures in both
+# arms. What may differ is only the order of floating-point additions (two half-batch sums added by
+# the all-reduce, against one sum), ~1e-16 relative per operation. Measured over these 8 Adam steps:
+# 3e-15 relative in the weights, 1e-15 in the logged losses; the 1e-9 tolerance leaves a margin of
+# 10^6. A wrong reduction moves the numbers far more: each rank dividing by its own atom count
+# (the molecules here have 8 and 9 atoms) shifted the validation loss by 9e-5 and the weights by 8e-2.
+
+TOLERANCE = 1e-9
+COMMON = [
+    "--no-progress",
+    *TINY_EMBEDDED,
+    *TINY_MODEL,
+    "seed=7",
+    "trainer.precision=64",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.accelerator=cpu",
+    "task.warmup_steps=2",
+    "task.ema_decay=null",
+    "data.eval_batch_size=2",
+]
+SPLIT = ["data.split=[32,7,9]"]  # 48 structures of two sizes; odd evaluation sets (no padding)
+
+
+def cli(*argv, processes=1, launcher="lightning", timeout=300, **env):
+    """Run the CLI in fresh processes (one thread each); ``launcher="torchrun"`` starts every rank at
+    once, as ``torchrun`` or ``srun`` do, instead of Lightning starting the others."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}
+    devices = [f"trainer.devices={processes}"] if argv[0] in ("pretrain", "finetune") else []
+    if processes > 1:
+        devices.append("trainer.strategy=ddp")
+    if launcher == "torchrun":
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={processes}",
+        ]
+        command += ["-m", "dens_lightning", *argv, *devices]
+    else:
+        command = [sys.executable, "-m", "dens_lightning", *argv, *devices]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done
+
+
+def history(run_dir) -> dict[str, list[float]]:
+    """Every numeric column of ``metrics.csv`` as the list of its logged values, in order."""
+    with open(run_dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = {key for row in rows for key, value in row.items() if value and not key.startswith("lr-")}
+    return {key: [float(r[key]) for r in rows if r.get(key)] for key in sorted(columns - {"epoch", "step"})}
+
+
+def assert_same_run(a, b, columns):
+    ha, hb = history(a), history(b)
+    for column in columns:
+        assert len(ha[column]) == len(hb[column]) > 0, column
+        np.testing.assert_allclose(ha[column], hb[column], rtol=TOLERANCE, atol=1e-12, err_msg=column)
+    ta, tb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        torch.testing.assert_close(ta[key], tb[key], rtol=TOLERANCE, atol=1e-12, msg=key)
+
+
+@pytest.mark.slow
+def test_finetune_two_processes_of_batch_b_equal_one_of_2b_and_test_metrics_match(tmp_path):
+    two, one, half = tmp_path / "two", tmp_path / "one", tmp_path / "half"
+    cli("finetune", "--run-dir", str(two), *COMMON, *SPLIT, "data.batch_size=4", processes=2)
+    cli("finetune", "--run-dir", str(one), *COMMON, *SPLIT, "data.batch_size=8")
+    columns = ["train/loss_step", "train/forces_loss_step", "val/loss", "val/forces_mae_meV_per_A"]
+    assert len(history(two)["train/loss_step"]) == 8 and len(history(two)["val/loss"]) == 2
+    assert_same_run(two, one, columns + ["val/energy_mae_meV", "test/energy_mae_meV"])
+    # the reference: one process of batch B takes other steps, and the numbers move well apart
+    cli("finetune", "--run-dir", str(half), *COMMON, *SPLIT, "data.batch_size=4", "trainer.max_steps=8")
+    assert abs(history(half)["val/loss"][0] / history(one)["val/loss"][0] - 1) > 1e-3
+
+    # the 2-process test metrics (each rank half the test set) equal one process testing the same model
+    metrics = json.loads((two / "test_metrics.json").read_text())
+    split = json.loads((two / "splits.json").read_text())
+    frames = ase.io.read(split["source"], index=":")
+    test_file = tmp_path / "test.extxyz"
+    ase.io.write(test_file, [frames[i] for i in split["indices"]["test"]], format="extxyz")
+    alone = json.loads(cli("test", "--model", str(two), "--data", str(test_file)).stdout)
+    assert metrics["n_structures"] == alone["n_structures"] == 9
+    for key, value in alone.items():
+        assert metrics[key] == pytest.approx(value, rel=TOLERANCE), key
+
+
+@pytest.mark.slow
+def test_dens_finetune_two_processes_equal_one(tmp_path):
+    dens = ["task.dens.enabled=true", "task.dens.probability=0.5", "task.dens.corrupt_ratio=0.5"]
+    two, one = tmp_path / "two", tmp_path / "one"
+    cli("finetune", "--run-dir", str(two), *COMMON, *SPLIT, *dens, "data.batch_size=4", processes=2)
+    cli("finetune", "--run-dir", str(one), *COMMON, *SPLIT, *dens, "data.batch_size=8")
+    fraction = history(two)["train/corrupted_fraction_step"]
+    assert min(fraction) > 0 and max(fraction) < 1  # some atoms corrupted at every step, not all
+    columns = ["train/loss_step", "train/noise_loss_step", "train/corrupted_fraction_step", "val/loss"]
+    assert_same_run(two, one, columns)
+
+
+@pytest.mark.slow
+def test_pretrain_two_processes_equal_one_then_finetune_from_it(tmp_path):
+    two, one = tmp_path / "two", tmp_path / "one"
+    pre = ["pretrain", *COMMON, "data.embedded.smiles_file=null", "data.split=[40,8]"]
+    pre.append("task.noise.atom_fraction=0.5")
+    cli(*pre, "--run-dir", str(two), "data.batch_size=4", processes=2)
+    cli(*pre, "--run-dir", str(one), "data.batch_size=8")
+    assert_same_run(two, one, ["train/loss_step", "train/cosine_step", "val/loss", "val/cosine"])
+    tuned = tmp_path / "tuned"
+    cli("finetune", "--from", str(two), "--run-dir", str(tuned), *COMMON, "data.batch_size=4", processes=2)
+    assert (tuned / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_starts_every_rank_at_once_and_they_share_one_data_cache(tmp_path):
+    """All ranks start together (as under torchrun or srun): both may find the data set missing,
+    one generates it while the other waits, only rank 0 writes the run directory."""
+    cache, run = tmp_path / "cache", tmp_path / "run"  # an empty cache: both ranks find no data
+    argv = ["finetune", "--run-dir", str(run), *COMMON, "data.batch_size=4"]
+    done = cli(*argv, processes=2, launcher="torchrun", DENS_LIGHTNING_CACHE=str(cache))
+    assert (run / "model.safetensors").exists() and (run / "test_metrics.json").exists()
+    assert done.stdout.count("model: ") == 1  # rank 1 prints nothing
+    assert len([p for p in cache.iterdir() if not p.name.endswith(".lock")]) == 1
+    assert not list(run.glob(".*tmp*")) and not list(cache.glob(".*tmp*"))  # nothing half-written
