@@ -18,7 +18,11 @@ TRAINING_COMMANDS = ("pretrain", "finetune")
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML file merged over the packaged default")
+    parser.add_argument(
+        "--config",
+        action="append",
+        help="YAML file merged over the packaged default (repeatable: merged in order)",
+    )
     parser.add_argument("--run-dir", type=Path, help="run directory (default runs/<stage>/<timestamp>)")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint"

@@ -135,12 +135,12 @@ def _error(err: OmegaConfBaseException, where: str) -> InputError:
 
 def load_config(
     stage: str,
-    config_file: str | None = None,
+    config_file: str | list[str] | None = None,
     overrides: list[str] | None = None,
     base_model: dict[str, Any] | None = None,
 ) -> DictConfig:
-    """Resolve the config of ``stage``: packaged default, then ``config_file``, then ``key=value``
-    overrides; validate it; return it.
+    """Resolve the config of ``stage``: packaged default, then ``config_file`` (one file, or several
+    merged in order), then ``key=value`` overrides; validate it; return it.
 
     ``base_model`` (a pretrained backbone's name and hyperparameters) replaces the packaged default's
     ``model`` section, so a finetune config inherits the pretrained architecture and only keys the
@@ -153,8 +153,9 @@ def load_config(
     if base_model is not None:
         default.model = OmegaConf.create(dict(base_model))
     layers: list[tuple[str, DictConfig]] = [(str(CONFIG_DIR / f"{stage}.yaml"), default)]
-    if config_file is not None:
-        layers.append((config_file, _load_yaml(Path(config_file))))
+    files = [config_file] if isinstance(config_file, str) else list(config_file or [])
+    for file in files:
+        layers.append((file, _load_yaml(Path(file))))
     if overrides:
         bad = [o for o in overrides if "=" not in o]
         if bad:

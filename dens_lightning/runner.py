@@ -110,7 +110,9 @@ def pretrained_backbone(path: str | Path) -> Pretrained:
 
 
 def finetune_config(
-    from_path: str | Path | None, config_file: str | None = None, overrides: list[str] | None = None
+    from_path: str | Path | None,
+    config_file: str | list[str] | None = None,
+    overrides: list[str] | None = None,
 ) -> DictConfig:
     """The finetune config for ``finetune --from from_path``: the pretrained backbone's architecture
     replaces the packaged default's ``model`` section, then ``config_file`` and ``overrides`` apply."""
