@@ -246,6 +246,22 @@ def _fit(trainer: lightning.Trainer, task, datamodule, cfg: DictConfig, run_dir:
         task.load_state_dict(load_checkpoint(best)["state_dict"])
 
 
+def check_strategy(strategy) -> None:
+    """Refuse FSDP. Force training differentiates the model twice (forces ``-dE/dr``, then the
+    loss; so does SchNet's gradient noise head), and FSDP reshards the parameters when the first
+    backward ends, so the second one meets freed storage (FSDP supports one backward per step,
+    pytorch/pytorch#106637). Denoising with a vector head would run, but these backbones (< 2M
+    parameters) fit on every device, where sharding them only adds communication, and the end-of-run
+    export would have to gather sharded parameters: DDP does all of this."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if isinstance(strategy, FSDPStrategy):
+        raise InputError(
+            "trainer.strategy=fsdp: not supported; force training differentiates the model twice, which "
+            "FSDP cannot, and these backbones fit on one device: use trainer.strategy=ddp"
+        )
+
+
 def encodes_forces(cfg: DictConfig) -> bool:
     """Whether the run encodes labelled forces into the backbone's input (DeNS)."""
     return bool(cfg.task.dens.enabled and cfg.task.dens.force_encoding)
@@ -285,6 +301,7 @@ def run_pretrain(
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
     name, hparams = model_hyperparameters(cfg)
     trainer = make_trainer(cfg, run_dir, progress)
+    check_strategy(trainer.strategy)
     datamodule = _datamodule(cfg, run_dir, hparams, "pretrain", trainer)
     task = DenoisingPretraining(
         model_name=name,
@@ -328,6 +345,7 @@ def run_finetune(
         check_architecture(cfg, pretrained)
     name, hparams = model_hyperparameters(cfg)
     trainer = make_trainer(cfg, run_dir, progress)
+    check_strategy(trainer.strategy)
     datamodule = _datamodule(cfg, run_dir, hparams, "finetune", trainer)
 
     task = EnergyForceTask(

@@ -306,3 +306,15 @@ def test_torchrun_starts_every_rank_at_once_and_they_share_one_data_cache(tmp_pa
     assert done.stdout.count("model: ") == 1  # rank 1 prints nothing
     assert len([p for p in cache.iterdir() if not p.name.endswith(".lock")]) == 1
     assert not list(run.glob(".*tmp*")) and not list(cache.glob(".*tmp*"))  # nothing half-written
+
+
+def test_fsdp_is_refused_with_the_reason():
+    """Lightning runs FSDP on GPUs only, so this checks the refusal, not an FSDP run."""
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+
+    from dens_lightning.errors import InputError
+    from dens_lightning.runner import check_strategy
+
+    with pytest.raises(InputError, match="differentiates the model twice.*trainer.strategy=ddp"):
+        check_strategy(FSDPStrategy())
+    check_strategy(DDPStrategy())
