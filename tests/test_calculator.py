@@ -1,0 +1,62 @@
+"""The ASE calculator: the model's energies and forces through ASE, one structure or many."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
+
+from dens_lightning.artifacts import model_metadata, save_model
+from dens_lightning.calculator import DensCalculator
+
+from .conftest import molecule_graph, periodic_graph, random_molecule
+from .test_artifacts import small_potential
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    potential = small_potential(torch.float64)
+    return save_model(potential, tmp_path / "model.safetensors", model_metadata(potential, stage="finetune"))
+
+
+def molecule(n: int, seed: int) -> Atoms:
+    z, pos = random_molecule(n, np.random.default_rng(seed))
+    return Atoms(numbers=z, positions=pos)
+
+
+def test_calculator_forces_are_the_models(model_file):
+    calc = DensCalculator(model_file)
+    atoms = molecule(9, 1)
+    atoms.calc = calc
+    out = calc.potential(molecule_graph(atoms.numbers, atoms.positions))
+    assert atoms.get_potential_energy() == pytest.approx(float(out["energy"][0].detach()), rel=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), out["forces"].detach().numpy(), rtol=1e-10, atol=1e-12)
+    # forces are minus the gradient of the energy ASE sees (central differences)
+    step, i = 1e-5, 4
+    energies = []
+    for sign in (1, -1):
+        moved = atoms.copy()
+        moved.positions[i, 0] += sign * step
+        moved.calc = calc
+        energies.append(moved.get_potential_energy())
+    assert atoms.get_forces()[i, 0] == pytest.approx(-(energies[0] - energies[1]) / (2 * step), rel=1e-5)
+
+
+def test_many_structures_in_one_call_equal_one_by_one(model_file):
+    calc = DensCalculator(model_file)
+    images = [molecule(n, seed) for seed, n in enumerate((5, 9, 13))]
+    energies, forces = calc.batch(images)
+    for atoms, energy, force in zip(images, energies, forces):
+        atoms.calc = calc
+        assert energy == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
+        np.testing.assert_allclose(force, atoms.get_forces(), rtol=1e-10, atol=1e-12)
+
+
+def test_periodic_cells_reach_the_model(model_file):
+    calc = DensCalculator(model_file)
+    atoms = bulk("C", "diamond", a=3.57).repeat((2, 1, 1))
+    atoms.rattle(0.05, seed=3)
+    atoms.calc = calc
+    out = calc.potential(periodic_graph(atoms))
+    assert atoms.get_potential_energy() == pytest.approx(float(out["energy"][0].detach()), rel=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), out["forces"].detach().numpy(), rtol=1e-10, atol=1e-12)
