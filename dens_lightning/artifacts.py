@@ -8,7 +8,6 @@ provenance; loading rebuilds the registered backbone from it, so no code travels
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 
 from . import __version__
 from .errors import InputError
+from .files import replacing
 from .models.potential import Potential
 
 METADATA_KEY = "dens_lightning"
@@ -61,13 +61,10 @@ def save_model(module: torch.nn.Module, path: str | Path, metadata: dict) -> Pat
     """Write ``module``'s weights and ``metadata`` atomically (a temporary file, then a rename)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().contiguous().cpu() for name, t in module.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
-    os.replace(tmp, path)
-    return path
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    return Path(path)
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -25,7 +25,7 @@ def evaluate(
         shuffle=False,
         collate_fn=Collater(potential.cutoff, potential.neighbor_backend),
     )
-    metrics = EnergyForceMetrics(sync=False).to(device)  # may run on rank zero alone after DDP
+    metrics = EnergyForceMetrics(sync=False).to(device)  # one process: never gathers across ranks
     was_training = potential.training
     potential.eval()
     for batch in loader:

@@ -216,11 +216,13 @@ def make_trainer(cfg: DictConfig, run_dir: Path, progress: bool = True) -> light
     kwargs["default_root_dir"] = str(run_dir)
     try:
         with quiet_lightning():
-            return lightning.Trainer(
+            trainer = lightning.Trainer(
                 logger=_loggers(run_dir), callbacks=_callbacks(cfg, run_dir, progress), **kwargs
             )
     except (ValueError, TypeError, lightning.fabric.utilities.exceptions.MisconfigurationException) as err:
         raise InputError(f"config: trainer: {str(err).splitlines()[0]}") from err
+    check_strategy(trainer.strategy)
+    return trainer
 
 
 def _start(run_dir: Path, resume: bool) -> Path | None:
@@ -301,7 +303,6 @@ def run_pretrain(
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
     name, hparams = model_hyperparameters(cfg)
     trainer = make_trainer(cfg, run_dir, progress)
-    check_strategy(trainer.strategy)
     datamodule = _datamodule(cfg, run_dir, hparams, "pretrain", trainer)
     task = DenoisingPretraining(
         model_name=name,
@@ -345,7 +346,6 @@ def run_finetune(
         check_architecture(cfg, pretrained)
     name, hparams = model_hyperparameters(cfg)
     trainer = make_trainer(cfg, run_dir, progress)
-    check_strategy(trainer.strategy)
     datamodule = _datamodule(cfg, run_dir, hparams, "finetune", trainer)
 
     task = EnergyForceTask(

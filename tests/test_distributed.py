@@ -3,9 +3,12 @@ pretrain / finetune / DeNS on 2 CPU processes (gloo) against 1 process of twice 
 
 import csv
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import ase.io
@@ -17,6 +20,7 @@ from safetensors.torch import load_file
 
 from dens_lightning.config import load_config
 from dens_lightning.data.datamodule import AtomsDataModule, ShardSampler
+from dens_lightning.files import exclusive, replacing, write_text_atomic
 from dens_lightning.tasks.consistency import disagreement
 from dens_lightning.tasks.reduction import MeanAccumulator, combine, masked_sum
 
@@ -168,6 +172,36 @@ def test_each_rank_reads_only_its_share_of_a_memory_mapped_store(tmp_path, monke
     assert abs(len(reads[0]) - len(reads[1])) <= 1 and len(reads[0] & reads[1]) <= 1  # padding
 
 
+def make_once(path: str, log: str) -> None:
+    """What every rank does for a cached data set: under the lock, make it unless it is there."""
+    with exclusive(path):
+        if not os.path.exists(path):
+            with open(log, "a") as handle:
+                handle.write(f"{os.getpid()}\n")
+            time.sleep(0.3)  # long enough for the other process to arrive while this one works
+            Path(path).write_text("made")
+
+
+def test_processes_asking_at_once_make_a_cached_file_once(tmp_path):
+    target, log = tmp_path / "data", tmp_path / "makers.log"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=make_once, args=(str(target), str(log))) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert len(log.read_text().split()) == 1  # without the lock both find it missing and make it
+
+
+def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = write_text_atomic(tmp_path / "splits.json", "old")
+    with pytest.raises(RuntimeError), replacing(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old" and sorted(tmp_path.iterdir()) == [target]
+
+
 def test_rank_disagreements_are_named():
     zero = {"fingerprint": "abc", "references": {1: -13.6, 6: -1030.0}, "scale": 1.5}
     assert disagreement(dict(zero), zero) is None
@@ -297,8 +331,9 @@ def test_pretrain_two_processes_equal_one_then_finetune_from_it(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_starts_every_rank_at_once_and_they_share_one_data_cache(tmp_path):
-    """All ranks start together (as under torchrun or srun): both may find the data set missing,
-    one generates it while the other waits, only rank 0 writes the run directory."""
+    """All ranks start together (as under torchrun or srun), both on an empty data cache: the run
+    completes with one data set in the cache (generating it once is the lock's test above), one
+    rank printing, and nothing half-written."""
     cache, run = tmp_path / "cache", tmp_path / "run"  # an empty cache: both ranks find no data
     argv = ["finetune", "--run-dir", str(run), *COMMON, "data.batch_size=4"]
     done = cli(*argv, processes=2, launcher="torchrun", DENS_LIGHTNING_CACHE=str(cache))

@@ -18,7 +18,6 @@ through RDKit or GFN2-xTB through tblite.
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -413,9 +412,8 @@ def write_extxyz(path: str | Path, frames: list) -> Path:
     never sees half a file."""
     import ase.io
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    ase.io.write(tmp, frames, format="extxyz")
-    os.replace(tmp, path)
-    return path
+    from ..files import replacing
+
+    with replacing(path) as tmp:
+        ase.io.write(tmp, frames, format="extxyz")
+    return Path(path)

@@ -10,14 +10,13 @@ the set was made). The directory is written under a temporary name and renamed w
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..files import replacing
 from .sampling import Sample
 from .structures import Structures
 
@@ -49,19 +48,17 @@ def write_store(path: str | Path, samples: Iterable[Sample], info: dict | Callab
     if len(energy) == len(sizes):
         arrays["energy"] = np.asarray(energy, dtype=np.float64)
         arrays["forces"] = np.concatenate(forces)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, array in arrays.items():
-        np.save(tmp / f"{name}.npy", array)
     info = {
         **(info() if callable(info) else info),
         "smiles": list(smiles),
         "structures": len(sizes),
         "atoms": int(arrays["ptr"][-1]),
     }
-    (tmp / INFO).write_text(json.dumps(info, indent=1))
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.mkdir()
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", array)
+        (tmp / INFO).write_text(json.dumps(info, indent=1))
     return path
 
 

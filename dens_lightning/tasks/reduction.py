@@ -63,7 +63,7 @@ def combine(module, terms: dict[str, Mean], weights: dict[str, float]) -> tuple[
     local = torch.stack(
         [terms[k].total.detach() for k in names] + [terms[k].count.detach().to(dtype) for k in names]
     )
-    summed = strategy.reduce(local.clone(), reduce_op="sum") if strategy is not None else local
+    summed = strategy.reduce(local, reduce_op="sum") if strategy is not None else local
     totals, counts = summed[: len(names)], summed[len(names) :].clamp_min(1.0)
     loss = terms[names[0]].total.new_zeros(())
     logged = {}
