@@ -1,5 +1,5 @@
-"""An ASE calculator around a trained model: energies (eV) and forces (eV/Å) for dynamics,
-relaxations and anything else ASE drives.
+"""An ASE calculator around a trained model: energies (eV), forces (eV/Å) and, for periodic cells,
+stress (eV/Å³) for dynamics, relaxations and anything else ASE drives.
 
     from dens_lightning.calculator import DensCalculator
     atoms.calc = DensCalculator("runs/finetune/aspirin")   # a run directory, model file or model
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from .data.graph import collate
 from .data.structures import Structures
@@ -31,14 +32,15 @@ def atoms_structures(images: Sequence[Atoms]) -> Structures:
 
 
 class DensCalculator(Calculator):
-    """Energies and forces of a dens_lightning model. ``model``: a run directory, a
+    """Energies and forces of a dens_lightning model, and the stress of cells periodic in all three
+    directions (from the strain derivative; ASE's sign and Voigt order). ``model``: a run directory, a
     ``model.safetensors`` file or a loaded :class:`Potential`; ``device``: where it runs.
 
     The model runs in its own precision (float64 models give float64 dynamics). ``batch`` evaluates
     many structures in one call (one batched forward).
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, model: str | Path | Potential, device: str | torch.device = "cpu", **kwargs):
         super().__init__(**kwargs)
@@ -50,17 +52,29 @@ class DensCalculator(Calculator):
         self.device = torch.device(device)
         self.dtype = next(self.potential.parameters()).dtype
 
-    def batch(self, images: Sequence[Atoms]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Energies [B] (eV) and forces ([N_b, 3] each, eV/Å) of many structures at once."""
+    def batch(self, images: Sequence[Atoms]) -> list[dict[str, float | np.ndarray]]:
+        """The results of many structures from one batched forward, one dict per structure as ASE
+        keeps them: ``energy`` and ``free_energy`` (eV), ``forces`` [N_b, 3] (eV/Å), and ``stress``
+        (Voigt [6], eV/Å³) for cells periodic in all three directions."""
         structures = atoms_structures(images)
         graph = collate([structures.graph(i, self.dtype) for i in range(len(images))])
-        out = self.potential(graph.to(self.device), compute_forces=True, create_graph=False)
+        periodic = [bool(np.all(a.pbc)) for a in images]
+        out = self.potential(
+            graph.to(self.device), compute_forces=True, create_graph=False, compute_stress=any(periodic)
+        )
         energies = out["energy"].detach().cpu().double().numpy()
         forces = out["forces"].detach().cpu().double().numpy()
         ptr = graph.ptr.tolist()
-        return energies, [forces[ptr[i] : ptr[i + 1]] for i in range(len(images))]
+        results = []
+        for i in range(len(images)):
+            result = {"energy": float(energies[i]), "free_energy": float(energies[i])}
+            result["forces"] = forces[ptr[i] : ptr[i + 1]]
+            if periodic[i]:
+                stress = out["stress"][i].detach().cpu().double().numpy()
+                result["stress"] = full_3x3_to_voigt_6_stress(stress)
+            results.append(result)
+        return results
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
-        (energy,), (forces,) = self.batch([self.atoms])
-        self.results = {"energy": float(energy), "free_energy": float(energy), "forces": forces}
+        (self.results,) = self.batch([self.atoms])

@@ -169,6 +169,29 @@ def test_periodic_images_wrapping_changes_nothing(name, dtype):
     torch.testing.assert_close(f3, torch.cat([f0, f0]), **tol)
 
 
+def triclinic_cell():
+    """A rattled, sheared cell of four atoms of elements the test heads know."""
+    atoms = bulk("NaCl", "rocksalt", a=4.2).repeat((2, 1, 1))
+    atoms.numbers[:] = [6, 8, 7, 1]
+    atoms.set_cell(atoms.cell.array + [[0.0, 0.1, 0.2], [0.15, 0.0, -0.1], [0.0, 0.2, 0.0]], scale_atoms=True)
+    atoms.rattle(0.05, seed=5)
+    return atoms
+
+
+def test_stress_is_the_strain_derivative_of_the_energy(name):
+    """The analytic stress equals central differences of the energy under strain (ASE's numerical
+    stress): the backbone sees geometry only through edge vectors, images included."""
+    from ase.calculators.fd import calculate_numerical_stress
+
+    from dens_lightning.calculator import DensCalculator
+
+    atoms = triclinic_cell()
+    atoms.calc = DensCalculator(make_potential(name, torch.float64))
+    stress = atoms.get_stress()
+    assert np.abs(stress).max() > 1e-4  # the cell is under stress, so the comparison means something
+    np.testing.assert_allclose(stress, calculate_numerical_stress(atoms, eps=1e-5), rtol=1e-5, atol=1e-9)
+
+
 def test_float64_model_agrees_with_float32(name):
     rng = np.random.default_rng(5)
     z, pos = random_molecule(8, rng)

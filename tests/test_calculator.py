@@ -5,10 +5,13 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk
+from ase.calculators.calculator import PropertyNotImplementedError
+from scipy.spatial.transform import Rotation
 
 from dens_lightning.artifacts import model_metadata, save_model
 from dens_lightning.calculator import DensCalculator
 
+from . import test_backbones as suite
 from .conftest import molecule_graph, periodic_graph, random_molecule
 from .test_artifacts import small_potential
 
@@ -45,11 +48,16 @@ def test_calculator_forces_are_the_models(model_file):
 def test_many_structures_in_one_call_equal_one_by_one(model_file):
     calc = DensCalculator(model_file)
     images = [molecule(n, seed) for seed, n in enumerate((5, 9, 13))]
-    energies, forces = calc.batch(images)
-    for atoms, energy, force in zip(images, energies, forces):
+    cell = bulk("C", "diamond", a=3.57)
+    cell.rattle(0.05, seed=4)
+    images.insert(1, cell)
+    results = calc.batch(images)
+    for atoms, result in zip(images, results):
         atoms.calc = calc
-        assert energy == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
-        np.testing.assert_allclose(force, atoms.get_forces(), rtol=1e-10, atol=1e-12)
+        assert result["energy"] == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
+        np.testing.assert_allclose(result["forces"], atoms.get_forces(), rtol=1e-10, atol=1e-12)
+        assert ("stress" in result) == bool(atoms.pbc.all())
+    np.testing.assert_allclose(results[1]["stress"], images[1].get_stress(), rtol=1e-10, atol=1e-12)
 
 
 def test_periodic_cells_reach_the_model(model_file):
@@ -60,3 +68,26 @@ def test_periodic_cells_reach_the_model(model_file):
     out = calc.potential(periodic_graph(atoms))
     assert atoms.get_potential_energy() == pytest.approx(float(out["energy"][0].detach()), rel=1e-12)
     np.testing.assert_allclose(atoms.get_forces(), out["forces"].detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_stress_is_rotation_covariant_and_zero_for_no_interaction():
+    calc = DensCalculator(suite.make_potential("painn", torch.float64))
+    atoms = suite.triclinic_cell()
+    atoms.calc = calc
+    stress = atoms.get_stress(voigt=False)
+    rotation = Rotation.from_euler("xyz", [0.3, -1.1, 2.0]).as_matrix()
+    rotated = atoms.copy()
+    rotated.set_cell(atoms.cell.array @ rotation.T, scale_atoms=True)
+    rotated.calc = calc
+    np.testing.assert_allclose(rotated.get_stress(voigt=False), rotation @ stress @ rotation.T, atol=1e-10)
+    # atoms farther apart than the cutoff in every image: no energy depends on the cell
+    sparse = Atoms("CO", positions=[[0, 0, 0], [5, 5, 5]], cell=np.eye(3) * 10.0, pbc=True)
+    sparse.calc = calc
+    np.testing.assert_allclose(sparse.get_stress(), 0.0, atol=1e-12)
+
+
+def test_molecules_have_no_stress(model_file):
+    atoms = molecule(5, 0)
+    atoms.calc = DensCalculator(model_file)
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_stress()

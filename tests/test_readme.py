@@ -49,6 +49,7 @@ def test_readme_backbone_passes_the_conformance_suite(mynet, tmp_path, capsys):
         suite.test_periodic_images_wrapping_changes_nothing(mynet, dtype)
         suite.test_noise_prediction_is_equivariant(mynet, dtype, molecules)
     suite.test_forces_are_minus_finite_difference_gradient(mynet, molecules)
+    suite.test_stress_is_the_strain_derivative_of_the_energy(mynet)
     suite.test_no_gradient_leaks_between_molecules(mynet, batch_of)
     suite.test_energy_smooth_as_atom_crosses_cutoff(mynet)
     suite.test_backbones_without_force_encoding_refuse_node_inputs(mynet, molecules)

@@ -22,8 +22,34 @@ def with_neighbors(graph: Graph, cutoff: float, backend: str = "auto") -> Graph:
     return graph.replace(edge_index=edge_index, edge_shift=edge_shift)
 
 
+def strained(graph: Graph, displacement: Tensor) -> Graph:
+    """``graph`` under the homogeneous deformation ``r -> r (1 + ε)`` of each structure, ``ε`` the
+    symmetric part of ``displacement`` [B, 3, 3] (row vectors, as ``cell``): atoms and the
+    periodic-image shifts of its edges move together, so derivatives in ``ε`` are strain derivatives."""
+    symmetric = 0.5 * (displacement + displacement.transpose(1, 2))
+    pos = graph.pos + torch.einsum("ni,nij->nj", graph.pos, symmetric[graph.batch])
+    shift = graph.edge_shift
+    if shift is not None:
+        edge_structure = graph.batch[graph.edge_index[1]]
+        shift = shift + torch.einsum("ei,eij->ej", shift, symmetric[edge_structure])
+    return graph.replace(pos=pos, edge_shift=shift)
+
+
+def stress_from_virial(virial: Tensor, cell: Tensor, pbc: Tensor) -> Tensor:
+    """Stress ``-virial / V`` [B, 3, 3] (eV/Å³; ASE's sign: positive under tension) of structures
+    periodic in all three directions; NaN for the others, which have no volume."""
+    volume = torch.linalg.det(cell).abs()
+    periodic = pbc.all(dim=1) & (volume > 0)
+    stress = -virial / torch.where(periodic, volume, torch.ones_like(volume))[:, None, None]
+    return torch.where(periodic[:, None, None], stress, torch.full_like(stress, float("nan")))
+
+
 class Potential(nn.Module):
-    """Energy (eV) and forces ``-dE/dpos`` (eV/Å) of every structure in a batch.
+    """Energy (eV) and forces ``-dE/dpos`` (eV/Å) of every structure in a batch; on request the
+    virial ``-dE/dε`` (eV) and stress (eV/Å³) from the strain derivative.
+
+    Every backbone sees geometry only through :func:`~dens_lightning.models.base.edge_vectors`
+    (position differences plus periodic shifts), which is what makes the strain derivative right.
 
     ``metadata`` describes the model for sharing (see :mod:`dens_lightning.artifacts`).
     """
@@ -54,24 +80,36 @@ class Potential(nn.Module):
         compute_forces: bool = True,
         create_graph: bool | None = None,
         node_inputs: dict[str, Tensor] | None = None,
+        compute_stress: bool = False,
     ) -> dict[str, Tensor]:
-        """Returns ``energy`` [B] and, with ``compute_forces``, ``forces`` [N, 3]. ``create_graph``
-        (default: whether the module is training) keeps the force graph for a force loss."""
+        """Returns ``energy`` [B] and, with ``compute_forces``, ``forces`` [N, 3]; with
+        ``compute_stress``, also ``virial`` [B, 3, 3] and ``stress`` [B, 3, 3] (NaN where a structure is
+        not periodic in all three directions). ``create_graph`` (default: whether the module is
+        training) keeps the force graph for a force loss."""
         if graph.z.numel() and int(graph.z.max()) > self.backbone.config.max_z:
             raise ValueError(
                 f"atomic number {int(graph.z.max())} exceeds model.max_z={self.backbone.config.max_z}"
             )
         graph = self.prepare(graph)
         pos = graph.pos
-        if compute_forces and not pos.requires_grad:
+        if (compute_forces or compute_stress) and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
             graph = graph.replace(pos=pos)
-        with torch.enable_grad() if compute_forces else contextlib.nullcontext():
+        differentiate = compute_forces or compute_stress
+        with torch.enable_grad() if differentiate else contextlib.nullcontext():
+            inputs = [pos]
+            if compute_stress:
+                displacement = torch.zeros_like(graph.cell).requires_grad_(True)
+                graph = strained(graph, displacement)
+                inputs.append(displacement)
             features = self.backbone(graph, node_inputs)
             energy = self.energy_head(features, graph.z, graph.batch, graph.num_graphs)
             out = {"energy": energy, "features": features}
-            if compute_forces:
+            if differentiate:
                 keep = self.training if create_graph is None else create_graph
-                (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=keep, retain_graph=keep)
-                out["forces"] = -grad
+                grads = torch.autograd.grad(energy.sum(), inputs, create_graph=keep, retain_graph=keep)
+                out["forces"] = -grads[0]
+                if compute_stress:
+                    out["virial"] = -grads[1]
+                    out["stress"] = stress_from_virial(-grads[1], graph.cell, graph.pbc)
         return out
