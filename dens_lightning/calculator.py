@@ -16,19 +16,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .data.graph import collate
-from .data.structures import Structures
+from .data.atoms import atoms_graph
 from .models.potential import Potential
-
-
-def atoms_structures(images: Sequence[Atoms]) -> Structures:
-    """ASE structures (positions in Å) as :class:`Structures`; cells and periodicity kept."""
-    return Structures.from_frames(
-        numbers=[a.numbers for a in images],
-        positions=[a.positions for a in images],
-        cells=[np.asarray(a.cell.array) for a in images],
-        pbcs=[np.asarray(a.pbc) for a in images],
-    )
 
 
 class DensCalculator(Calculator):
@@ -56,8 +45,7 @@ class DensCalculator(Calculator):
         """The results of many structures from one batched forward, one dict per structure as ASE
         keeps them: ``energy`` and ``free_energy`` (eV), ``forces`` [N_b, 3] (eV/Å), and ``stress``
         (Voigt [6], eV/Å³) for cells periodic in all three directions."""
-        structures = atoms_structures(images)
-        graph = collate([structures.graph(i, self.dtype) for i in range(len(images))])
+        graph = atoms_graph(images, self.dtype)
         periodic = [bool(np.all(a.pbc)) for a in images]
         out = self.potential(
             graph.to(self.device), compute_forces=True, create_graph=False, compute_stress=any(periodic)

@@ -80,7 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="what a model file holds, as one JSON object")
     info.add_argument("path", type=Path)
 
-    for sub in (pretrain, finetune, test, sample, info):
+    export = commands.add_parser(
+        "export", help="energy, forces and virial as one ahead-of-time graph, for use outside Python"
+    )
+    export.add_argument("path", type=Path, help="model.safetensors or a run directory")
+    export.add_argument("--out", required=True, type=Path, help="output file (.pt2)")
+    export.add_argument(
+        "--format",
+        choices=("pt2", "aoti"),
+        default="pt2",
+        help="pt2: torch.export program; aoti: AOTInductor package for C++ (needs a C++ compiler)",
+    )
+    export.add_argument("--device", default="cpu", help="device the exported graph runs on (cpu, cuda)")
+
+    for sub in (pretrain, finetune, test, sample, info, export):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser
 
@@ -146,6 +159,12 @@ def run(args: argparse.Namespace) -> int:
         from .artifacts import read_metadata, resolve_model_path
 
         print(json.dumps(read_metadata(resolve_model_path(args.path)), indent=2))
+        return 0
+    if args.command == "export":
+        from . import load_model
+        from .export import export_and_check
+
+        print(json.dumps(export_and_check(load_model(args.path), args.out, args.format, args.device)))
         return 0
     raise AssertionError(args.command)
 

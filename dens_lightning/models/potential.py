@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+from ase import Atoms
 from torch import Tensor, nn
 
+from ..data.atoms import atoms_graph
 from ..data.graph import Graph
 from ..data.neighbors import neighbor_list
 from .base import Backbone, build_backbone
@@ -76,7 +79,7 @@ class Potential(nn.Module):
 
     def forward(
         self,
-        graph: Graph,
+        graph: Graph | Atoms | Sequence[Atoms],
         compute_forces: bool = True,
         create_graph: bool | None = None,
         node_inputs: dict[str, Tensor] | None = None,
@@ -84,13 +87,28 @@ class Potential(nn.Module):
     ) -> dict[str, Tensor]:
         """Returns ``energy`` [B] and, with ``compute_forces``, ``forces`` [N, 3]; with
         ``compute_stress``, also ``virial`` [B, 3, 3] and ``stress`` [B, 3, 3] (NaN where a structure is
-        not periodic in all three directions). ``create_graph`` (default: whether the module is
-        training) keeps the force graph for a force loss."""
+        not periodic in all three directions). ``graph``: a batch, or ASE ``Atoms`` (one or a list).
+        ``create_graph`` (default: whether the module is training) keeps the force graph for a force
+        loss."""
+        if not isinstance(graph, Graph):
+            weight = next(self.parameters())
+            graph = atoms_graph(graph, weight.dtype).to(weight.device)
         if graph.z.numel() and int(graph.z.max()) > self.backbone.config.max_z:
             raise ValueError(
                 f"atomic number {int(graph.z.max())} exceeds model.max_z={self.backbone.config.max_z}"
             )
-        graph = self.prepare(graph)
+        return self.evaluate(self.prepare(graph), compute_forces, create_graph, node_inputs, compute_stress)
+
+    def evaluate(
+        self,
+        graph: Graph,
+        compute_forces: bool = True,
+        create_graph: bool | None = None,
+        node_inputs: dict[str, Tensor] | None = None,
+        compute_stress: bool = False,
+    ) -> dict[str, Tensor]:
+        """:meth:`forward` on a batch that has its neighbour list, without checks that read the data
+        (so it traces with symbolic shapes, see :mod:`dens_lightning.export`)."""
         pos = graph.pos
         if (compute_forces or compute_stress) and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
