@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="what a model file holds, as one JSON object")
     info.add_argument("path", type=Path)
+    info.add_argument("--card", action="store_true", help="the model card (Markdown) instead of JSON")
 
     export = commands.add_parser(
         "export", help="energy, forces and virial as one ahead-of-time graph, for use outside Python"
@@ -158,7 +159,13 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "info":
         from .artifacts import read_metadata, resolve_model_path
 
-        print(json.dumps(read_metadata(resolve_model_path(args.path)), indent=2))
+        metadata = read_metadata(resolve_model_path(args.path))
+        if args.card:
+            from .card import model_card
+
+            print(model_card(metadata, str(args.path)))
+        else:
+            print(json.dumps(metadata, indent=2))
         return 0
     if args.command == "export":
         from . import load_model

@@ -290,6 +290,13 @@ def _datamodule(
     return datamodule
 
 
+def write_model_card(run_dir: Path, metadata: dict) -> None:
+    """``README.md`` of the run directory: what the model is, from its metadata."""
+    from .card import model_card
+
+    write_text_atomic(run_dir / "README.md", model_card(metadata, str(run_dir)))
+
+
 def run_pretrain(
     cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = False, progress: bool = True
 ) -> RunResult:
@@ -324,6 +331,7 @@ def run_pretrain(
             validation={"noise_loss": float(best) if best is not None else None},
         )
         save_model(task.cpu(), model_path, metadata)
+        write_model_card(run_dir, metadata)
     return RunResult(run_dir, model_path, test_metrics=None, is_global_zero=trainer.is_global_zero)
 
 
@@ -390,6 +398,7 @@ def run_finetune(
             test_metrics=test_metrics,
         )
         save_model(potential, model_path, metadata)
+        write_model_card(run_dir, metadata)
         if test_metrics is not None:
             write_text_atomic(run_dir / "test_metrics.json", json.dumps(test_metrics, indent=2) + "\n")
     return RunResult(

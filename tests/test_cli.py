@@ -57,6 +57,7 @@ def test_finetune_writes_the_run_directory(trained):
         "test_metrics.json",
         "checkpoints/last.ckpt",
         "checkpoints/best.ckpt",
+        "README.md",
     ):
         assert (trained / name).exists(), name
     metrics = json.loads((trained / "test_metrics.json").read_text())
@@ -65,6 +66,28 @@ def test_finetune_writes_the_run_directory(trained):
     assert model.metadata["stage"] == "finetune"
     assert model.metadata["data"]["labeller"] in ("xtb", "mmff")
     assert model.metadata["elements"] == [1, 6, 8]
+
+
+@pytest.mark.slow
+def test_the_model_card_explains_the_model_and_its_code_runs(trained, tmp_path, capsys):
+    card = (trained / "README.md").read_text()
+    metrics = json.loads((trained / "test_metrics.json").read_text())
+    assert card.startswith("# schnet interatomic potential")
+    assert "| elements | H, C, O |" in card
+    assert f"{metrics['forces_mae_meV_per_A']:.2f}" in card
+    assert f"({metrics['n_structures']} structures)" in card
+    assert "hidden_channels=16" in card and "labels: " in card
+    # the card's Python runs as written
+    code = card.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {"atoms": Atoms("OCH3", positions=np.random.default_rng(0).uniform(0, 2.5, (5, 3)))}
+    exec(code, namespace)
+    assert namespace["out"]["forces"].shape == (5, 3)
+    assert namespace["atoms"].get_potential_energy() == pytest.approx(float(namespace["out"]["energy"][0]))
+    # a model file copied alone still explains itself
+    alone = tmp_path / "model.safetensors"
+    alone.write_bytes((trained / "model.safetensors").read_bytes())
+    assert main(["info", "--card", str(alone)]) == 0
+    assert capsys.readouterr().out.strip() == card.replace(str(trained), str(alone)).strip()
 
 
 @pytest.mark.slow

@@ -163,6 +163,9 @@ def test_pretraining_learns_to_denoise(pretrained):
     metadata = read_metadata(pretrained / "model.safetensors")
     assert metadata["stage"] == "pretrain"
     assert metadata["noise"]["sigma"] == 0.1
+    card = (pretrained / "README.md").read_text()
+    assert "denoising-pretrained backbone" in card and "not a potential" in card
+    assert f"python -m dens_lightning finetune --from {pretrained}" in card
     assert metadata["data"]["embedded_store"]["sampler"]["method"] == "normal-mode"
     assert set(metadata["elements"]) <= {1, 6, 7, 8, 9, 16, 17}
     assert metadata["validation"]["noise_loss"] == pytest.approx(min(loss), rel=1e-5)

@@ -130,4 +130,6 @@ class Potential(nn.Module):
                 if compute_stress:
                     out["virial"] = -grads[1]
                     out["stress"] = stress_from_virial(-grads[1], graph.cell, graph.pbc)
+                if not keep:  # the graph is spent: hand back plain tensors
+                    out = {k: v.detach() if isinstance(v, Tensor) else v for k, v in out.items()}
         return out
