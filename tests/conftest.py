@@ -82,3 +82,25 @@ TINY_MODEL = [
     "model.num_interactions=2",
     "model.num_rbf=8",
 ]
+
+FAST = ["--no-progress", *TINY_EMBEDDED, *TINY_MODEL, "data.batch_size=8", "task.warmup_steps=2"]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A small SchNet finetuned on the tiny embedded set (ethanol and acetic acid, H C O)."""
+    from dens_lightning.cli import main
+
+    run_dir = tmp_path_factory.mktemp("run") / "finetune"
+    argv = [
+        "finetune",
+        "--run-dir",
+        str(run_dir),
+        *FAST,
+        "trainer.max_epochs=20",
+        "task.lr=5e-3",
+        "data.batch_size=4",
+        "task.scheduler=none",
+    ]
+    assert main(argv) == 0
+    return run_dir

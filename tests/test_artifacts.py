@@ -39,13 +39,24 @@ def test_round_trip_gives_identical_predictions(tmp_path):
     assert loaded.metadata["elements"] == [1, 6, 8]
     assert loaded.metadata["energy_references_eV"]["6"] == pytest.approx(-1030.0)
     assert loaded.metadata["backbone"]["hyperparameters"]["hidden_channels"] == 8
-    # saving the loaded model again gives the same tensors
+    # saving the loaded model again gives the same file, byte for byte: tensors, dtypes and metadata
     again = save_model(loaded, tmp_path / "again.safetensors", loaded.metadata)
+    assert again.read_bytes() == path.read_bytes()
+
+
+@pytest.mark.slow
+def test_trained_model_saved_loaded_and_saved_again_is_byte_stable(trained, tmp_path):
     from safetensors.torch import load_file
 
-    first, second = load_file(str(path)), load_file(str(again))
+    original = trained / "model.safetensors"
+    model = load_model(original)
+    again = save_model(model, tmp_path / "again.safetensors", model.metadata)
+    first, second = load_file(str(original)), load_file(str(again))
     assert first.keys() == second.keys()
-    assert all(torch.equal(first[k], second[k]) for k in first)
+    for name in first:
+        assert first[name].dtype == second[name].dtype, name
+        assert first[name].numpy().tobytes() == second[name].numpy().tobytes(), name
+    assert again.read_bytes() == original.read_bytes()
 
 
 def test_float64_model_stays_float64(tmp_path):

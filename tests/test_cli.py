@@ -16,9 +16,7 @@ from dens_lightning import load_model
 from dens_lightning.cli import main
 from dens_lightning.tasks.metrics import METRIC_NAMES
 
-from .conftest import TINY_EMBEDDED, TINY_MODEL
-
-FAST = ["--no-progress", *TINY_EMBEDDED, *TINY_MODEL, "data.batch_size=8", "task.warmup_steps=2"]
+from .conftest import FAST
 
 
 def read_metrics(run_dir):
@@ -28,23 +26,6 @@ def read_metrics(run_dir):
 
 def column(rows, name):
     return [float(r[name]) for r in rows if r.get(name)]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run") / "finetune"
-    argv = [
-        "finetune",
-        "--run-dir",
-        str(run_dir),
-        *FAST,
-        "trainer.max_epochs=20",
-        "task.lr=5e-3",
-        "data.batch_size=4",
-        "task.scheduler=none",
-    ]
-    assert main(argv) == 0
-    return run_dir
 
 
 @pytest.mark.slow
