@@ -19,6 +19,7 @@ import time
 
 import torch
 from aspirin import ASPIRIN, ROOT, aspirin_overrides
+from run import replace_section
 
 START, END = "<!-- multi-device -->", "<!-- /multi-device -->"
 
@@ -82,11 +83,7 @@ def main() -> None:
         *rows,
         END,
     ]
-    out = ROOT / "BENCHMARKS.md"
-    text = out.read_text() if out.exists() else ""
-    if START in text:
-        text = text[: text.index(START)] + text[text.index(END) + len(END) :].lstrip("\n")
-    out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section) + "\n")
+    replace_section(ROOT / "BENCHMARKS.md", START, END, section)
     print("\n".join(section))
 
 

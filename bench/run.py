@@ -12,6 +12,7 @@ Measures (median of repeats, with the spread):
 from __future__ import annotations
 
 import platform
+import re
 import statistics
 import sys
 import time
@@ -149,7 +150,22 @@ def bench_sampler() -> list[str]:
     return rows
 
 
-MULTI_DEVICE = "<!-- multi-device -->"
+KEPT_SECTION = re.compile(r"<!-- ([\w-]+) -->.*?<!-- /\1 -->\n?", re.S)
+
+
+def kept_sections(text: str) -> list[str]:
+    """The sections other scripts write between ``<!-- name -->`` and ``<!-- /name -->``, which a
+    ``make bench`` run keeps (bench/multi_device.py, bench/export.py)."""
+    return [match.group(0).rstrip("\n") for match in KEPT_SECTION.finditer(text)]
+
+
+def replace_section(path: Path, start: str, end: str, section: list[str]) -> None:
+    """Write ``section`` (its first line ``start``, its last ``end``) into ``path`` in place of the
+    previous one, or at the end."""
+    text = path.read_text() if path.exists() else ""
+    if start in text:
+        text = text[: text.index(start)] + text[text.index(end) + len(end) :].lstrip("\n")
+    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section) + "\n")
 
 
 def main() -> None:
@@ -188,9 +204,8 @@ def main() -> None:
         "",
     ]
     out = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-    kept = out.read_text() if out.exists() else ""
-    if MULTI_DEVICE in kept:  # written by bench/multi_device.py, kept across `make bench`
-        lines.append(kept[kept.index(MULTI_DEVICE) :].rstrip("\n") + "\n")
+    for section in kept_sections(out.read_text() if out.exists() else ""):
+        lines += [section, ""]
     out.write_text("\n".join(lines))
     print("\n".join(lines))
 

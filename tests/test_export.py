@@ -1,6 +1,7 @@
 """export: the exported graph gives the eager model's energies, forces and virial, at any size."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -73,6 +74,9 @@ def test_exported_program_loads_with_torch_alone(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="AOTInductor needs a C++ compiler"
+)
 def test_aoti_package_matches_eager(tmp_path):
     """AOTInductor: compiled C++ (the library C++ programs load), here loaded back in Python."""
     potential = finetuned("schnet")
