@@ -125,16 +125,16 @@ def export_model(
         raise InputError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
     program = trace(potential, device)
     metadata = json.dumps({**potential.metadata, "export": export_description(format, device)})
-    with replacing(out) as tmp:
-        if format == "pt2":
-            torch.export.save(program, str(tmp), extra_files={METADATA_FILE: metadata})
-        else:
-            from torch._inductor import aoti_compile_and_package
+    buffer = io.BytesIO()  # torch wants a name ending in .pt2 or a buffer; the temporary is neither
+    if format == "pt2":
+        torch.export.save(program, buffer, extra_files={METADATA_FILE: metadata})
+    else:
+        from torch._inductor import aoti_compile_and_package
 
-            configs = {"aot_inductor.metadata": {METADATA_FILE: metadata}}
-            buffer = io.BytesIO()  # the package path must end in .pt2; the temporary does not
-            aoti_compile_and_package(program, package_path=buffer, inductor_configs=configs)
-            tmp.write_bytes(buffer.getvalue())
+        configs = {"aot_inductor.metadata": {METADATA_FILE: metadata}}
+        aoti_compile_and_package(program, package_path=buffer, inductor_configs=configs)
+    with replacing(out) as tmp:
+        tmp.write_bytes(buffer.getvalue())
     return Path(out)
 
 
