@@ -22,13 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import aspirin_like_batch, replace_section, timed  # noqa: E402
+from run import aspirin_like_batch, timed, write_section  # noqa: E402
 
 from dens_lightning.export import ExportedModel, export_model, graph_inputs  # noqa: E402
 from dens_lightning.models import BACKBONES  # noqa: E402
 from dens_lightning.models.potential import Potential  # noqa: E402
-
-START, END = "<!-- export -->", "<!-- /export -->"
 
 
 def bench_backbone(name: str, folder: Path) -> list[str]:
@@ -64,18 +62,18 @@ def main() -> None:
         for name in sorted(BACKBONES):
             rows += bench_backbone(name, Path(folder))
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    section = [
-        START,
-        "## Inference: eager against exported (energy + forces + virial)",
-        "",
-        f"`python bench/export.py`; {machine}, torch {torch.__version__}, float32, CPU. Median of 30",
-        "calls, neighbour list built beforehand; molecules of 21 atoms; each backbone at its default size.",
-        "",
-        *rows,
-        END,
-    ]
-    replace_section(ROOT / "BENCHMARKS.md", START, END, section)
-    print("\n".join(section))
+    write_section(
+        "export",
+        [
+            "## Inference: eager against exported (energy + forces + virial)",
+            "",
+            f"`python bench/export.py`; {machine}, torch {torch.__version__}, float32, CPU. Median of",
+            "30 calls, neighbour list built beforehand; molecules of 21 atoms; each backbone at its",
+            "default size.",
+            "",
+            *rows,
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ import time
 
 import torch
 from aspirin import ASPIRIN, ROOT, aspirin_overrides
-from run import replace_section
-
-START, END = "<!-- multi-device -->", "<!-- /multi-device -->"
+from run import write_section
 
 
 def wall_time(processes: int, steps: int, batch: int, backbone: str, accelerator: str, threads: int) -> float:
@@ -73,18 +71,17 @@ def main() -> None:
             rows.append(f"| {backbone} | {processes} | {args.batch} | {rate:.0f} |")
             print(rows[-1], flush=True)
     command = "python bench/multi_device.py " + " ".join(sys.argv[1:])
-    section = [
-        START,
-        "## Multi-device finetune throughput: whole training steps through the CLI (DDP)",
-        "",
-        f"`{command.strip()}` on {device} ({threads} cores), torch {torch.__version__}, rMD17 aspirin,",
-        f"float32; (structures of {args.steps[1]} steps - of {args.steps[0]}) / (time difference).",
-        "",
-        *rows,
-        END,
-    ]
-    replace_section(ROOT / "BENCHMARKS.md", START, END, section)
-    print("\n".join(section))
+    write_section(
+        "multi-device",
+        [
+            "## Multi-device finetune throughput: whole training steps through the CLI (DDP)",
+            "",
+            f"`{command.strip()}` on {device} ({threads} cores), torch {torch.__version__}, rMD17 aspirin,",
+            f"float32; (structures of {args.steps[1]} steps - of {args.steps[0]}) / (time difference).",
+            "",
+            *rows,
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -159,13 +159,16 @@ def kept_sections(text: str) -> list[str]:
     return [match.group(0).rstrip("\n") for match in KEPT_SECTION.finditer(text)]
 
 
-def replace_section(path: Path, start: str, end: str, section: list[str]) -> None:
-    """Write ``section`` (its first line ``start``, its last ``end``) into ``path`` in place of the
-    previous one, or at the end."""
+def write_section(name: str, lines: list[str]) -> None:
+    """Put ``lines`` into BENCHMARKS.md between ``<!-- name -->`` and ``<!-- /name -->``, in place of
+    the previous section of that name or at the end, and print them."""
+    path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     text = path.read_text() if path.exists() else ""
     if start in text:
         text = text[: text.index(start)] + text[text.index(end) + len(end) :].lstrip("\n")
-    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section) + "\n")
+    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join([start, *lines, end]) + "\n")
+    print("\n".join(lines))
 
 
 def main() -> None:
