@@ -14,7 +14,7 @@ from pathlib import Path
 from .data.sampling import METHODS
 from .errors import InputError
 
-TRAINING_COMMANDS = ("pretrain", "finetune")
+TRAINING_COMMANDS = ("pretrain", "finetune", "experiment")  # take key=value overrides
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--device", default="cpu", help="device the exported graph runs on (cpu, cuda)")
 
-    for sub in (pretrain, finetune, test, sample, info, export):
+    experiment = commands.add_parser("experiment", help="experiments built from many runs")
+    kinds = experiment.add_subparsers(dest="experiment", required=True)
+    transfer = kinds.add_parser(
+        "transfer", help="pretrained against scratch over training-set sizes and seeds (resumable)"
+    )
+    transfer.add_argument("--config", required=True, type=Path, help="configs/experiment/*.yaml")
+    transfer.add_argument("--run-dir", type=Path, help="output folder (default runs/experiment/<name>)")
+    transfer.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+
+    for sub in (pretrain, finetune, test, sample, info, export, experiment, transfer):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser
 
@@ -172,6 +181,15 @@ def run(args: argparse.Namespace) -> int:
         from .export import export_and_check
 
         print(json.dumps(export_and_check(load_model(args.path), args.out, args.format, args.device)))
+        return 0
+    if args.command == "experiment":
+        from .experiment.transfer import TransferExperiment, load_experiment
+
+        spec = load_experiment(args.config, args.overrides)
+        out = args.run_dir or Path("runs") / "experiment" / spec.name
+        rows = TransferExperiment(spec, out, progress=not args.no_progress).run()
+        files = ", ".join(str(out / name) for name in ("results.csv", "learning_curve.png", "summary.md"))
+        print(f"{len(rows)} runs; results: {files}")
         return 0
     raise AssertionError(args.command)
 

@@ -1,0 +1,224 @@
+"""Transfer-learning experiment: does pretraining pay off, and how much data does it save?
+
+Pretrain once (or reuse a model file), then finetune from the pretrained backbone and from scratch at
+several training-set sizes and seeds, with the same finetune budget for every arm, optionally with and
+without DeNS. Every run is a normal run directory under the experiment's folder; a finished run is
+read back, an interrupted one resumed, so the whole experiment picks up where it stopped.
+
+The splits are drawn here, once, and written to each run's ``splits.json``: validation and test sets
+are the same for every run, and the training sets of one seed are nested (the 50 structures of the
+50-size run are among the 100 of the 100-size run), so arms and sizes differ only in what they vary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from ..errors import InputError
+from ..files import write_text_atomic
+
+
+@dataclass
+class PretrainSpec:
+    model: str | None = None  # a model file or pretrain run directory to reuse; None: pretrain here
+    overrides: list[str] = field(default_factory=list)  # dotted overrides of the pretrain config
+
+
+@dataclass
+class TransferConfig:
+    """``configs/experiment/*.yaml``; every key is checked."""
+
+    name: str = "transfer"
+    model: list[str] = field(default_factory=list)  # model.* overrides, for pretraining and scratch runs
+    pretrain: PretrainSpec = field(default_factory=PretrainSpec)
+    finetune: list[str] = field(default_factory=list)  # overrides of every finetune run (data, budget)
+    sizes: list[int] = field(default_factory=lambda: [16, 32, 64])  # training-set sizes
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    dens: list[bool] = field(default_factory=lambda: [False])  # [false, true]: with and without DeNS
+    validation: int = 16  # validation structures, the same for every run
+    test: int = 64  # test structures, the same for every run (0 when data.test names a file)
+    split_seed: int = 0  # draws the validation and test sets
+
+
+@dataclass(frozen=True)
+class Arm:
+    pretrained: bool
+    dens: bool
+
+    @property
+    def name(self) -> str:
+        return ("pretrained" if self.pretrained else "scratch") + ("+dens" if self.dens else "")
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> TransferConfig:
+    """The experiment config of ``path`` over the defaults, then ``key=value`` overrides, checked."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: experiment config not found")
+    try:
+        cfg = OmegaConf.merge(
+            OmegaConf.structured(TransferConfig),
+            OmegaConf.load(path),
+            OmegaConf.from_dotlist(overrides or []),
+        )
+    except Exception as err:  # OmegaConf names the key and the expected type
+        raise InputError(f"{path}: {str(err).splitlines()[0]}") from err
+    spec: TransferConfig = OmegaConf.to_object(cfg)
+    if not spec.sizes or min(spec.sizes) < 1:
+        raise InputError(f"{path}: sizes {spec.sizes}: expected training-set sizes of at least 1")
+    if not spec.seeds:
+        raise InputError(f"{path}: seeds: expected at least one seed")
+    return spec
+
+
+def arms(spec: TransferConfig) -> list[Arm]:
+    return [Arm(pretrained, dens) for dens in spec.dens for pretrained in (False, True)]
+
+
+def draw_splits(total: int, spec: TransferConfig, explicit_test: bool) -> tuple[dict, dict[int, np.ndarray]]:
+    """Fixed validation and test indices, and per seed a permutation of the remaining pool whose
+    first ``n`` entries are the training set of size ``n``."""
+    order = np.random.default_rng(spec.split_seed).permutation(total)
+    n_test = 0 if explicit_test else spec.test
+    needed = n_test + spec.validation + max(spec.sizes)
+    if needed > total:
+        raise InputError(
+            f"experiment: {spec.validation} validation + {n_test} test + {max(spec.sizes)} training "
+            f"structures need {needed}, the data has {total}"
+        )
+    fixed = {"val": np.sort(order[n_test : n_test + spec.validation])}
+    if n_test:
+        fixed["test"] = np.sort(order[:n_test])
+    pool = order[n_test + spec.validation :]
+    pools = {seed: np.random.default_rng([spec.split_seed, seed]).permutation(pool) for seed in spec.seeds}
+    return fixed, pools
+
+
+class TransferExperiment:
+    """Runs and collects the experiment in ``out``."""
+
+    def __init__(self, spec: TransferConfig, out: str | Path, progress: bool = False):
+        self.spec = spec
+        self.out = Path(out)
+        self.progress = progress
+
+    # ------------------------------------------------------------------ data
+
+    def finetune_overrides(self) -> list[str]:
+        return list(self.spec.finetune)
+
+    def data_file(self) -> tuple[Path, int, bool]:
+        """The data file every finetune run reads (the embedded default resolved to its cached file),
+        its number of structures, and whether the test set comes from its own file."""
+        from ..config import load_config
+        from ..data.datamodule import AtomsDataModule
+        from ..data.readers import read_structures
+
+        cfg = load_config("finetune", overrides=[*self.spec.model, *self.finetune_overrides()])
+        if cfg.data.train or cfg.data.val:
+            raise InputError(
+                "experiment: give the data as data.path (and optionally data.test), not data.train"
+            )
+        path = cfg.data.path
+        if not path:
+            from ..data.embedded import embedded_dataset
+
+            path = str(embedded_dataset(cfg.data.embedded, lazy=False))
+        options = AtomsDataModule(cfg.data, cutoff=float(cfg.model.cutoff)).read_options()
+        return Path(path), len(read_structures(path, options)), bool(cfg.data.test)
+
+    # ------------------------------------------------------------------ runs
+
+    def pretrained_model(self) -> Path:
+        """The reused model, or the experiment's own pretraining run (made once)."""
+        if self.spec.pretrain.model:
+            return Path(self.spec.pretrain.model)
+        from ..config import load_config
+        from ..runner import run_pretrain
+
+        run_dir = self.out / "pretrain"
+        if not (run_dir / "model.safetensors").exists():
+            cfg = load_config("pretrain", overrides=[*self.spec.model, *self.spec.pretrain.overrides])
+            resume = (run_dir / "checkpoints" / "last.ckpt").exists()
+            timed(lambda: run_pretrain(cfg, run_dir, resume=resume, progress=self.progress), run_dir)
+        return run_dir
+
+    def run_dir(self, arm: Arm, size: int, seed: int) -> Path:
+        return self.out / "runs" / f"{arm.name}-n{size}-seed{seed}"
+
+    def finetune(self, arm: Arm, size: int, seed: int, data: Path, splits: dict, pretrained: Path | None):
+        """One finetune run, skipped when finished and resumed when interrupted."""
+        from ..runner import finetune_config, run_finetune
+
+        run_dir = self.run_dir(arm, size, seed)
+        if (run_dir / "model.safetensors").exists():
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / "splits.json").exists():
+            payload = {"seed": seed, "total": splits["total"], "source": str(data)}
+            payload["indices"] = {k: np.asarray(v).tolist() for k, v in splits["indices"].items()}
+            write_text_atomic(run_dir / "splits.json", json.dumps(payload))
+        overrides = [
+            *self.finetune_overrides(),
+            f"data.path={data}",
+            f"seed={seed}",
+            f"task.dens.enabled={arm.dens}",
+        ]
+        source = pretrained if arm.pretrained else None
+        resume = (run_dir / "checkpoints" / "last.ckpt").exists()
+        cfg = finetune_config(source, overrides=overrides if source else [*self.spec.model, *overrides])
+        timed(
+            lambda: run_finetune(cfg, run_dir, resume=resume, from_path=source, progress=self.progress),
+            run_dir,
+        )
+
+    def run(self) -> list[dict]:
+        """Every run of the experiment (finished ones are read back), then the report files."""
+        from .report import write_report
+
+        data, total, explicit_test = self.data_file()
+        fixed, pools = draw_splits(total, self.spec, explicit_test)
+        needs_pretrained = any(arm.pretrained for arm in arms(self.spec))
+        pretrained = self.pretrained_model() if needs_pretrained else None
+        for size in sorted(self.spec.sizes):
+            for seed in self.spec.seeds:
+                indices = {**fixed, "train": np.sort(pools[seed][:size])}
+                for arm in arms(self.spec):
+                    splits = {"total": total, "indices": indices}
+                    self.finetune(arm, size, seed, data, splits, pretrained)
+        rows = self.rows()
+        write_report(self.out, rows, self.spec)
+        return rows
+
+    def rows(self) -> list[dict]:
+        """One row per finished run: the arm, size, seed, test errors and wall time."""
+        rows = []
+        for size in sorted(self.spec.sizes):
+            for seed in self.spec.seeds:
+                for arm in arms(self.spec):
+                    run_dir = self.run_dir(arm, size, seed)
+                    metrics_file = run_dir / "test_metrics.json"
+                    if not metrics_file.exists():
+                        continue
+                    row = {"arm": arm.name, "pretrained": arm.pretrained, "dens": arm.dens}
+                    row |= {"train_size": size, "seed": seed, **json.loads(metrics_file.read_text())}
+                    wall = run_dir / "wall_seconds.txt"
+                    row["wall_seconds"] = float(wall.read_text()) if wall.exists() else None
+                    row["run_dir"] = str(run_dir)
+                    rows.append(row)
+        return rows
+
+
+def timed(run, run_dir: Path) -> None:
+    """Run, and add the wall time to the run's ``wall_seconds.txt`` (resumed runs add up)."""
+    start = time.perf_counter()
+    run()
+    wall = run_dir / "wall_seconds.txt"
+    before = float(wall.read_text()) if wall.exists() else 0.0
+    write_text_atomic(wall, f"{before + time.perf_counter() - start:.1f}\n")

@@ -1,0 +1,96 @@
+"""experiment transfer: every arm, size and seed runs once on the same validation and test sets, with
+nested training sets; an interrupted experiment picks up where it stopped; the report has every arm."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from dens_lightning import load_model
+from dens_lightning.cli import main
+from dens_lightning.errors import InputError
+from dens_lightning.experiment.transfer import TransferConfig, draw_splits, load_experiment
+
+TINY = """
+name: tiny
+model: [model.hidden_channels=16, model.num_filters=16, model.num_interactions=2, model.num_rbf=8]
+pretrain:
+  overrides: [trainer.max_epochs=1, data.embedded.limit=3, data.embedded.samples=4,
+              data.embedded.conformers=1, data.batch_size=8]
+finetune: ["data.embedded.smiles=[CCO,CC(=O)O]", data.embedded.conformers=2, data.embedded.samples=12,
+           trainer.max_epochs=2, data.batch_size=4, task.warmup_steps=2]
+sizes: [4, 8]
+seeds: [0, 1]
+validation: 4
+test: 8
+"""
+
+
+def read_rows(out: Path) -> list[dict]:
+    with open(out / "results.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_splits_are_fixed_for_validation_and_test_and_nested_for_training():
+    spec = TransferConfig(sizes=[5, 10, 20], seeds=[0, 1], validation=6, test=9)
+    fixed, pools = draw_splits(60, spec, explicit_test=False)
+    assert len(fixed["val"]) == 6 and len(fixed["test"]) == 9
+    assert not set(fixed["val"]) & set(fixed["test"])
+    for pool in pools.values():
+        assert not set(pool) & (set(fixed["val"]) | set(fixed["test"]))
+        assert set(pool[:5]) < set(pool[:10]) < set(pool[:20])  # nested training sets
+    assert list(pools[0][:5]) != list(pools[1][:5])  # seeds draw different training sets
+    with pytest.raises(InputError, match="need 35, the data has 30"):
+        draw_splits(30, spec, explicit_test=False)
+
+
+def test_bad_experiment_keys_are_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("sizes: [4]\nseedz: [0]\n")
+    with pytest.raises(InputError, match="seedz"):
+        load_experiment(path)
+    path.write_text("sizes: [0, 4]\n")
+    with pytest.raises(InputError, match="sizes"):
+        load_experiment(path)
+
+
+@pytest.mark.slow
+def test_transfer_experiment_runs_every_arm_and_resumes(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "exp"
+    argv = ["experiment", "transfer", "--config", str(config), "--run-dir", str(out), "--no-progress"]
+    assert main(argv) == 0
+    rows = read_rows(out)
+    assert {(r["arm"], r["train_size"], r["seed"]) for r in rows} == {
+        (arm, size, seed) for arm in ("scratch", "pretrained") for size in ("4", "8") for seed in ("0", "1")
+    }
+    assert (out / "learning_curve.png").stat().st_size > 10_000
+    summary = (out / "summary.md").read_text()
+    assert "| 8 | pretrained | 2 |" in summary and "| 4 | scratch | 2 |" in summary
+    # the same validation and test structures everywhere; nested training sets per seed
+    splits = {r["run_dir"]: json.loads(Path(r["run_dir"], "splits.json").read_text()) for r in rows}
+    splits = {run: saved["indices"] for run, saved in splits.items()}
+    assert len({json.dumps(s["test"]) for s in splits.values()}) == 1
+    assert len({json.dumps(s["val"]) for s in splits.values()}) == 1
+    small, large = (splits[str(out / "runs" / f"scratch-n{n}-seed0")]["train"] for n in (4, 8))
+    assert set(small) < set(large)
+    assert (
+        splits[str(out / "runs" / "pretrained-n8-seed1")]["train"]
+        == splits[str(out / "runs" / "scratch-n8-seed1")]["train"]
+    )  # arms see the same data
+    # the pretrained arm starts from the experiment's pretraining
+    origin = load_model(out / "runs" / "pretrained-n4-seed0").metadata["data"]["pretrained_from"]
+    assert origin["path"] == str(out / "pretrain" / "model.safetensors") and origin["tensors_loaded"] > 0
+    assert "pretrained_from" not in load_model(out / "runs" / "scratch-n4-seed0").metadata["data"]
+    # interrupted: one run lost its results; rerunning trains that run only
+    lost = out / "runs" / "scratch-n8-seed1"
+    (lost / "model.safetensors").unlink()
+    (lost / "test_metrics.json").unlink()
+    kept = out / "runs" / "pretrained-n4-seed0" / "model.safetensors"
+    before = kept.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert (lost / "model.safetensors").exists() and kept.stat().st_mtime_ns == before
+    assert len(read_rows(out)) == 8
