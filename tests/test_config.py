@@ -41,11 +41,23 @@ def test_packaged_default_shows_every_key(stage):
 
 
 @pytest.mark.parametrize(
-    "path", sorted(REPO_CONFIGS.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}"
+    "path",
+    sorted(p for p in REPO_CONFIGS.glob("*/*.yaml") if p.parent.name != "experiment"),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
 )
 def test_every_shipped_config_file_loads(path):
     cfg = load_config("finetune", str(path))
     assert cfg.stage == "finetune"
+
+
+@pytest.mark.parametrize("path", sorted(REPO_CONFIGS.glob("experiment/*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_experiment_config_loads_and_its_overrides_are_valid(path):
+    from dens_lightning.experiment.transfer import load_experiment
+
+    spec = load_experiment(path)
+    assert spec.sizes and spec.seeds
+    load_config("pretrain", overrides=[*spec.model, *spec.pretrain.overrides])
+    load_config("finetune", overrides=[*spec.model, *spec.finetune])
 
 
 def test_overrides_win_over_file_over_default(tmp_path):
