@@ -34,7 +34,7 @@ def bench_backbone(name: str, folder: Path) -> list[str]:
     potential = Potential.build(name, {}).eval()
     batches = {size: potential.prepare(aspirin_like_batch(size)) for size in (1, 32)}
     rows = []
-    runners = {"eager": lambda g: potential.evaluate(g, create_graph=False, compute_stress=True)}
+    runners = {"eager": lambda g: potential.evaluate(g, create_graph=False, compute_virial=True)}
     export_seconds = {}
     for format in ("pt2", "aoti"):
         start = time.perf_counter()

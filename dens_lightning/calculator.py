@@ -48,18 +48,18 @@ class DensCalculator(Calculator):
         graph = atoms_graph(images, self.dtype)
         periodic = [bool(np.all(a.pbc)) for a in images]
         out = self.potential(
-            graph.to(self.device), compute_forces=True, create_graph=False, compute_stress=any(periodic)
+            graph.to(self.device), compute_forces=True, create_graph=False, compute_virial=any(periodic)
         )
-        energies = out["energy"].detach().cpu().double().numpy()
-        forces = out["forces"].detach().cpu().double().numpy()
+        energies = out["energy"].cpu().double().numpy()
+        forces = out["forces"].cpu().double().numpy()
         ptr = graph.ptr.tolist()
         results = []
         for i in range(len(images)):
             result = {"energy": float(energies[i]), "free_energy": float(energies[i])}
             result["forces"] = forces[ptr[i] : ptr[i + 1]]
-            if periodic[i]:
-                stress = out["stress"][i].detach().cpu().double().numpy()
-                result["stress"] = full_3x3_to_voigt_6_stress(stress)
+            if periodic[i]:  # stress = -virial / V (ASE's sign: positive under tension)
+                virial = out["virial"][i].cpu().double().numpy()
+                result["stress"] = full_3x3_to_voigt_6_stress(-virial / images[i].get_volume())
             results.append(result)
         return results
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from .data.sampling import METHODS
 from .errors import InputError
 
-TRAINING_COMMANDS = ("pretrain", "finetune", "experiment")  # take key=value overrides
+OVERRIDE_COMMANDS = ("pretrain", "finetune", "experiment")  # take key=value overrides
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     not_overrides = [a for a in extra if a.startswith("-") or "=" not in a]
-    if not_overrides or (extra and args.command not in TRAINING_COMMANDS):
+    if not_overrides or (extra and args.command not in OVERRIDE_COMMANDS):
         parser.error(f"unrecognized arguments: {' '.join(not_overrides or extra)}")
     args.overrides = extra
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

@@ -127,7 +127,7 @@ class RunConfig:
     trainer: dict[str, Any] = field(default_factory=dict)
 
 
-def _error(err: OmegaConfBaseException, where: str) -> InputError:
+def config_error(err: OmegaConfBaseException, where: str) -> InputError:
     message = str(err).splitlines()[0]
     key = getattr(err, "full_key", None)
     return InputError(f"{where}: {key}: {message}" if key else f"{where}: {message}")
@@ -149,13 +149,13 @@ def load_config(
     if stage not in STAGES:
         raise InputError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
     schema = OmegaConf.structured(RunConfig)
-    default = _load_yaml(CONFIG_DIR / f"{stage}.yaml")
+    default = load_yaml(CONFIG_DIR / f"{stage}.yaml")
     if base_model is not None:
         default.model = OmegaConf.create(dict(base_model))
     layers: list[tuple[str, DictConfig]] = [(str(CONFIG_DIR / f"{stage}.yaml"), default)]
     files = [config_file] if isinstance(config_file, str) else list(config_file or [])
     for file in files:
-        layers.append((file, _load_yaml(Path(file))))
+        layers.append((file, load_yaml(Path(file))))
     if overrides:
         bad = [o for o in overrides if "=" not in o]
         if bad:
@@ -163,13 +163,13 @@ def load_config(
         try:
             layers.append(("overrides", OmegaConf.from_dotlist(overrides)))
         except OmegaConfBaseException as err:
-            raise _error(err, "overrides") from err
+            raise config_error(err, "overrides") from err
     cfg = schema
     for where, layer in layers:
         try:
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as err:
-            raise _error(err, where) from err
+            raise config_error(err, where) from err
     cfg.stage = stage
     if base_model is not None and cfg.model.get("name") != base_model["name"]:
         raise InputError(
@@ -180,7 +180,7 @@ def load_config(
     return cfg
 
 
-def _load_yaml(path: Path) -> DictConfig:
+def load_yaml(path: Path) -> DictConfig:
     if not path.exists():
         raise InputError(f"{path}: config file not found")
     try:

@@ -32,6 +32,14 @@ from .structures import Structures, StructureView
 STATISTICS_SAMPLE = 20_000  # structures of a memory-mapped training set the statistics are fitted on
 
 
+def write_splits(path: Path, seed: int, total: int, source, indices: dict[str, np.ndarray]) -> None:
+    """``splits.json``: the indices of each split into the ``total`` structures of ``source``; a run
+    directory that holds one reuses it instead of drawing its own."""
+    payload = {"seed": seed, "total": total, "source": str(source)}
+    payload["indices"] = {name: np.asarray(idx).tolist() for name, idx in indices.items()}
+    write_text_atomic(path, json.dumps(payload))
+
+
 class ShardSampler(DistributedSampler):
     """Rank ``r`` of ``W`` takes structures ``r, r + W, r + 2W, ...`` in order: every structure once,
     no padding (the ranks may hold one structure more or less). For validation and test, whose
@@ -311,13 +319,7 @@ class AtomsDataModule(lightning.LightningDataModule):
                 indices[name] = np.sort(order[start : start + size])
             start += size
         if saved is not None and self.is_global_zero:
-            payload = {
-                "seed": self.seed,
-                "total": len(full),
-                "source": full.source,
-                "indices": {k: v.tolist() for k, v in indices.items()},
-            }
-            write_text_atomic(saved, json.dumps(payload))
+            write_splits(saved, self.seed, len(full), full.source, indices)
         return indices
 
     # -------------------------------------------------------------- loaders

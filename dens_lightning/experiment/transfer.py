@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,17 +59,18 @@ class Arm:
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> TransferConfig:
     """The experiment config of ``path`` over the defaults, then ``key=value`` overrides, checked."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: experiment config not found")
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..config import config_error, load_yaml
+
     try:
         cfg = OmegaConf.merge(
             OmegaConf.structured(TransferConfig),
-            OmegaConf.load(path),
+            load_yaml(Path(path)),
             OmegaConf.from_dotlist(overrides or []),
         )
-    except Exception as err:  # OmegaConf names the key and the expected type
-        raise InputError(f"{path}: {str(err).splitlines()[0]}") from err
+    except OmegaConfBaseException as err:
+        raise config_error(err, str(path)) from err
     spec: TransferConfig = OmegaConf.to_object(cfg)
     if not spec.sizes or min(spec.sizes) < 1:
         raise InputError(f"{path}: sizes {spec.sizes}: expected training-set sizes of at least 1")
@@ -108,11 +110,6 @@ class TransferExperiment:
         self.out = Path(out)
         self.progress = progress
 
-    # ------------------------------------------------------------------ data
-
-    def finetune_overrides(self) -> list[str]:
-        return list(self.spec.finetune)
-
     def data_file(self) -> tuple[Path, int, bool]:
         """The data file every finetune run reads (the embedded default resolved to its cached file),
         its number of structures, and whether the test set comes from its own file."""
@@ -120,10 +117,10 @@ class TransferExperiment:
         from ..data.datamodule import AtomsDataModule
         from ..data.readers import read_structures
 
-        cfg = load_config("finetune", overrides=[*self.spec.model, *self.finetune_overrides()])
+        cfg = load_config("finetune", overrides=[*self.spec.model, *self.spec.finetune])
         if cfg.data.train or cfg.data.val:
             raise InputError(
-                "experiment: give the data as data.path (and optionally data.test), not data.train"
+                "experiment: give the data as data.path (and optionally data.test), not data.train/data.val"
             )
         path = cfg.data.path
         if not path:
@@ -132,8 +129,6 @@ class TransferExperiment:
             path = str(embedded_dataset(cfg.data.embedded, lazy=False))
         options = AtomsDataModule(cfg.data, cutoff=float(cfg.model.cutoff)).read_options()
         return Path(path), len(read_structures(path, options)), bool(cfg.data.test)
-
-    # ------------------------------------------------------------------ runs
 
     def pretrained_model(self) -> Path:
         """The reused model, or the experiment's own pretraining run (made once)."""
@@ -149,23 +144,24 @@ class TransferExperiment:
             timed(lambda: run_pretrain(cfg, run_dir, resume=resume, progress=self.progress), run_dir)
         return run_dir
 
-    def run_dir(self, arm: Arm, size: int, seed: int) -> Path:
-        return self.out / "runs" / f"{arm.name}-n{size}-seed{seed}"
+    def runs(self) -> Iterator[tuple[Arm, int, int, Path]]:
+        """Every (arm, size, seed) of the experiment and its run directory, smallest sizes first."""
+        for size in sorted(self.spec.sizes):
+            for seed in self.spec.seeds:
+                for arm in arms(self.spec):
+                    yield arm, size, seed, self.out / "runs" / f"{arm.name}-n{size}-seed{seed}"
 
-    def finetune(self, arm: Arm, size: int, seed: int, data: Path, splits: dict, pretrained: Path | None):
-        """One finetune run, skipped when finished and resumed when interrupted."""
+    def finetune(self, arm: Arm, seed: int, run_dir: Path, data: Path, total: int, indices: dict, pretrained):
+        """One finetune run on the given split, skipped when finished and resumed when interrupted."""
+        from ..data.datamodule import write_splits
         from ..runner import finetune_config, run_finetune
 
-        run_dir = self.run_dir(arm, size, seed)
         if (run_dir / "model.safetensors").exists():
             return
-        run_dir.mkdir(parents=True, exist_ok=True)
         if not (run_dir / "splits.json").exists():
-            payload = {"seed": seed, "total": splits["total"], "source": str(data)}
-            payload["indices"] = {k: np.asarray(v).tolist() for k, v in splits["indices"].items()}
-            write_text_atomic(run_dir / "splits.json", json.dumps(payload))
+            write_splits(run_dir / "splits.json", seed, total, data, indices)
         overrides = [
-            *self.finetune_overrides(),
+            *self.spec.finetune,
             f"data.path={data}",
             f"seed={seed}",
             f"task.dens.enabled={arm.dens}",
@@ -184,14 +180,10 @@ class TransferExperiment:
 
         data, total, explicit_test = self.data_file()
         fixed, pools = draw_splits(total, self.spec, explicit_test)
-        needs_pretrained = any(arm.pretrained for arm in arms(self.spec))
-        pretrained = self.pretrained_model() if needs_pretrained else None
-        for size in sorted(self.spec.sizes):
-            for seed in self.spec.seeds:
-                indices = {**fixed, "train": np.sort(pools[seed][:size])}
-                for arm in arms(self.spec):
-                    splits = {"total": total, "indices": indices}
-                    self.finetune(arm, size, seed, data, splits, pretrained)
+        pretrained = self.pretrained_model()
+        for arm, size, seed, run_dir in self.runs():
+            indices = {**fixed, "train": np.sort(pools[seed][:size])}
+            self.finetune(arm, seed, run_dir, data, total, indices, pretrained)
         rows = self.rows()
         write_report(self.out, rows, self.spec)
         return rows
@@ -199,19 +191,16 @@ class TransferExperiment:
     def rows(self) -> list[dict]:
         """One row per finished run: the arm, size, seed, test errors and wall time."""
         rows = []
-        for size in sorted(self.spec.sizes):
-            for seed in self.spec.seeds:
-                for arm in arms(self.spec):
-                    run_dir = self.run_dir(arm, size, seed)
-                    metrics_file = run_dir / "test_metrics.json"
-                    if not metrics_file.exists():
-                        continue
-                    row = {"arm": arm.name, "pretrained": arm.pretrained, "dens": arm.dens}
-                    row |= {"train_size": size, "seed": seed, **json.loads(metrics_file.read_text())}
-                    wall = run_dir / "wall_seconds.txt"
-                    row["wall_seconds"] = float(wall.read_text()) if wall.exists() else None
-                    row["run_dir"] = str(run_dir)
-                    rows.append(row)
+        for arm, size, seed, run_dir in self.runs():
+            metrics_file = run_dir / "test_metrics.json"
+            if not metrics_file.exists():
+                continue
+            row = {"arm": arm.name, "pretrained": arm.pretrained, "dens": arm.dens}
+            row |= {"train_size": size, "seed": seed, **json.loads(metrics_file.read_text())}
+            wall = run_dir / "wall_seconds.txt"
+            row["wall_seconds"] = float(wall.read_text()) if wall.exists() else None
+            row["run_dir"] = str(run_dir)
+            rows.append(row)
         return rows
 
 

@@ -115,8 +115,13 @@ def edge_vectors(graph: Graph) -> tuple[Tensor, Tensor]:
     return vec, torch.linalg.vector_norm(vec, dim=-1)
 
 
+def gaussians(values: Tensor, centers: Tensor, width: Tensor | float) -> Tensor:
+    """exp(-(x - μ_k)² / 2w²) of every value [...] and centre [K]: [..., K]."""
+    return torch.exp(-0.5 * ((values[..., None] - centers) / width) ** 2)
+
+
 class GaussianRBF(nn.Module):
-    """exp(-(d - μ_k)² / 2w²) with centres evenly spaced on [0, cutoff] and w their spacing."""
+    """:func:`gaussians` of distances, centres evenly spaced on [0, cutoff] and w their spacing."""
 
     def __init__(self, num_rbf: int, cutoff: float):
         super().__init__()
@@ -125,7 +130,7 @@ class GaussianRBF(nn.Module):
         self.register_buffer("width", (centers[1] - centers[0]).reshape(()))
 
     def forward(self, distance: Tensor) -> Tensor:
-        return torch.exp(-0.5 * ((distance[:, None] - self.centers) / self.width) ** 2)
+        return gaussians(distance, self.centers, self.width)
 
 
 def degree_sizes(lmax: int) -> list[int]:

@@ -24,7 +24,7 @@ from e3nn import o3
 from torch import Tensor, nn
 
 from ..data.graph import Graph
-from .base import cosine_cutoff, degree_of_row, edge_vectors
+from .base import cosine_cutoff, degree_of_row, edge_vectors, gaussians
 
 MAGNITUDE_RANGE = 4.0  # force magnitudes embedded up to this many training force RMS
 NUM_BASIS = 16  # Gaussians of the magnitude (and of the edge projections)
@@ -33,8 +33,7 @@ NUM_BASIS = 16  # Gaussians of the magnitude (and of the edge projections)
 def gaussian_basis(values: Tensor, low: float, high: float, count: int) -> Tensor:
     """[..., count] Gaussians with centres evenly spaced on [low, high] and width their spacing."""
     centers = torch.linspace(low, high, count, dtype=values.dtype, device=values.device)
-    width = (high - low) / (count - 1)
-    return torch.exp(-0.5 * ((values[..., None] - centers) / width) ** 2)
+    return gaussians(values, centers, (high - low) / (count - 1))
 
 
 def build_force_encoder(backbone) -> ForceEncoder:

@@ -38,18 +38,9 @@ def strained(graph: Graph, displacement: Tensor) -> Graph:
     return graph.replace(pos=pos, edge_shift=shift)
 
 
-def stress_from_virial(virial: Tensor, cell: Tensor, pbc: Tensor) -> Tensor:
-    """Stress ``-virial / V`` [B, 3, 3] (eV/Å³; ASE's sign: positive under tension) of structures
-    periodic in all three directions; NaN for the others, which have no volume."""
-    volume = torch.linalg.det(cell).abs()
-    periodic = pbc.all(dim=1) & (volume > 0)
-    stress = -virial / torch.where(periodic, volume, torch.ones_like(volume))[:, None, None]
-    return torch.where(periodic[:, None, None], stress, torch.full_like(stress, float("nan")))
-
-
 class Potential(nn.Module):
     """Energy (eV) and forces ``-dE/dpos`` (eV/Å) of every structure in a batch; on request the
-    virial ``-dE/dε`` (eV) and stress (eV/Å³) from the strain derivative.
+    virial ``-dE/dε`` (eV), the strain derivative (a periodic cell's stress is ``-virial / V``).
 
     Every backbone sees geometry only through :func:`~dens_lightning.models.base.edge_vectors`
     (position differences plus periodic shifts), which is what makes the strain derivative right.
@@ -83,11 +74,10 @@ class Potential(nn.Module):
         compute_forces: bool = True,
         create_graph: bool | None = None,
         node_inputs: dict[str, Tensor] | None = None,
-        compute_stress: bool = False,
+        compute_virial: bool = False,
     ) -> dict[str, Tensor]:
         """Returns ``energy`` [B] and, with ``compute_forces``, ``forces`` [N, 3]; with
-        ``compute_stress``, also ``virial`` [B, 3, 3] and ``stress`` [B, 3, 3] (NaN where a structure is
-        not periodic in all three directions). ``graph``: a batch, or ASE ``Atoms`` (one or a list).
+        ``compute_virial``, also ``virial`` [B, 3, 3]. ``graph``: a batch, or ASE ``Atoms`` (one or a list).
         ``create_graph`` (default: whether the module is training) keeps the force graph for a force
         loss."""
         if not isinstance(graph, Graph):
@@ -97,7 +87,7 @@ class Potential(nn.Module):
             raise ValueError(
                 f"atomic number {int(graph.z.max())} exceeds model.max_z={self.backbone.config.max_z}"
             )
-        return self.evaluate(self.prepare(graph), compute_forces, create_graph, node_inputs, compute_stress)
+        return self.evaluate(self.prepare(graph), compute_forces, create_graph, node_inputs, compute_virial)
 
     def evaluate(
         self,
@@ -105,18 +95,18 @@ class Potential(nn.Module):
         compute_forces: bool = True,
         create_graph: bool | None = None,
         node_inputs: dict[str, Tensor] | None = None,
-        compute_stress: bool = False,
+        compute_virial: bool = False,
     ) -> dict[str, Tensor]:
         """:meth:`forward` on a batch that has its neighbour list, without checks that read the data
         (so it traces with symbolic shapes, see :mod:`dens_lightning.export`)."""
         pos = graph.pos
-        if (compute_forces or compute_stress) and not pos.requires_grad:
+        if (compute_forces or compute_virial) and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
             graph = graph.replace(pos=pos)
-        differentiate = compute_forces or compute_stress
+        differentiate = compute_forces or compute_virial
         with torch.enable_grad() if differentiate else contextlib.nullcontext():
             inputs = [pos]
-            if compute_stress:
+            if compute_virial:
                 displacement = torch.zeros_like(graph.cell).requires_grad_(True)
                 graph = strained(graph, displacement)
                 inputs.append(displacement)
@@ -127,9 +117,8 @@ class Potential(nn.Module):
                 keep = self.training if create_graph is None else create_graph
                 grads = torch.autograd.grad(energy.sum(), inputs, create_graph=keep, retain_graph=keep)
                 out["forces"] = -grads[0]
-                if compute_stress:
+                if compute_virial:
                     out["virial"] = -grads[1]
-                    out["stress"] = stress_from_virial(-grads[1], graph.cell, graph.pbc)
                 if not keep:  # the graph is spent: hand back plain tensors
                     out = {k: v.detach() if isinstance(v, Tensor) else v for k, v in out.items()}
         return out
