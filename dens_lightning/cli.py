@@ -27,7 +27,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or model summary (for logs)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     test.add_argument("--energy-key")
     test.add_argument("--forces-key")
+    test.add_argument(
+        "--per-structure", type=Path, metavar="CSV", help="also write each structure's errors to this CSV"
+    )
 
     sample = commands.add_parser(
         "sample", help="non-equilibrium conformations of molecules with RDKit, written as extxyz"
@@ -101,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transfer.add_argument("--config", required=True, type=Path, help="configs/experiment/*.yaml")
     transfer.add_argument("--run-dir", type=Path, help="output folder (default runs/experiment/<name>)")
-    transfer.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    transfer.add_argument(
+        "--no-progress", action="store_true", help="no progress bars or model summaries (for logs)"
+    )
 
     for sub in (pretrain, finetune, test, sample, info, export, experiment, transfer):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -163,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         from .runner import test_model
 
         options = ReadOptions(units=args.units, energy_key=args.energy_key, forces_key=args.forces_key)
-        print(json.dumps(test_model(args.model, args.data, args.batch_size, options)))
+        print(json.dumps(test_model(args.model, args.data, args.batch_size, options, args.per_structure)))
         return 0
     if args.command == "info":
         from .artifacts import read_metadata, resolve_model_path

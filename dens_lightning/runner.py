@@ -33,7 +33,7 @@ from .artifacts import (
 from .config import model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
 from .errors import InputError
-from .evaluation import evaluate
+from .evaluation import evaluate, structure_errors, write_structure_errors
 from .files import write_text_atomic
 from .tasks.finetune import EnergyForceTask
 
@@ -212,6 +212,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, progress: bool = True) -> light
     kwargs.setdefault("log_every_n_steps", 10)
     kwargs.setdefault("gradient_clip_val", 10.0)
     kwargs.setdefault("enable_progress_bar", progress)
+    kwargs.setdefault("enable_model_summary", progress)  # quiet logs; trainer.enable_model_summary=true
     kwargs["inference_mode"] = False  # validation needs autograd for forces
     kwargs["default_root_dir"] = str(run_dir)
     try:
@@ -471,13 +472,20 @@ def _check_elements(datamodule: AtomsDataModule, hparams: dict) -> None:
 
 
 def test_model(
-    model_path: str | Path, data_path: str | Path, batch_size: int = 64, read_options=None
+    model_path: str | Path,
+    data_path: str | Path,
+    batch_size: int = 64,
+    read_options=None,
+    per_structure: str | Path | None = None,
 ) -> dict:
-    """The ``test`` command: errors of a model file on a data file."""
+    """The ``test`` command: errors of a model file on a data file; with ``per_structure``, each
+    structure's errors are also written to that CSV file."""
     from .data.readers import read_structures
 
     potential = load_potential(resolve_model_path(model_path))
     structures = read_structures(data_path, read_options)
     if structures.energy is None and structures.forces is None:
         raise InputError(f"{data_path}: no energies or forces to test against")
+    if per_structure:
+        write_structure_errors(per_structure, structure_errors(potential, structures, batch_size))
     return evaluate(potential, structures, batch_size)

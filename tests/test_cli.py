@@ -106,10 +106,26 @@ def test_test_and_info_commands(trained, tmp_path, capsys):
     data = tmp_path / "frames.extxyz"
     ase.io.write(data, atoms)
     capsys.readouterr()
-    assert main(["test", "--model", str(trained / "model.safetensors"), "--data", str(data)]) == 0
+    per_structure = tmp_path / "errors.csv"
+    argv = ["test", "--model", str(trained / "model.safetensors"), "--data", str(data)]
+    assert main([*argv, "--per-structure", str(per_structure)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n_structures"] == 3
     assert set(METRIC_NAMES) <= set(result)
+    # the per-structure errors add up to the summary, and each row is its own frame's
+    with open(per_structure) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["index"]) for r in rows] == [0, 1, 2] and {r["num_atoms"] for r in rows} == {"6"}
+    energy_errors = np.array([float(r["energy_error_meV"]) for r in rows])
+    assert np.abs(energy_errors).mean() == pytest.approx(result["energy_mae_meV"], rel=1e-4)
+    forces_mae = np.mean([float(r["forces_mae_meV_per_A"]) for r in rows])  # equal sizes: plain mean
+    assert forces_mae == pytest.approx(result["forces_mae_meV_per_A"], rel=1e-4)
+    forces_rmse = np.sqrt(np.mean([float(r["forces_rmse_meV_per_A"]) ** 2 for r in rows]))
+    assert forces_rmse == pytest.approx(result["forces_rmse_meV_per_A"], rel=1e-4)
+    model = load_model(trained)
+    predicted = model(atoms[1])["energy"].item()
+    assert float(rows[1]["predicted_energy_eV"]) == pytest.approx(predicted, abs=1e-4)
+    assert float(rows[1]["energy_error_meV"]) == pytest.approx(1e3 * (predicted + 100.0), abs=0.1)
     assert main(["info", str(trained)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["backbone"]["name"] == "schnet"

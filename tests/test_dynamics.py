@@ -8,7 +8,7 @@ import pytest
 import torch
 from ase import units
 from ase.build import molecule
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
@@ -38,7 +38,7 @@ def test_nve_conserves_energy(trained, dtype):
     atoms = molecule("CH3CH2OH")
     atoms.calc = DensCalculator(load_model(trained).to(dtype))
     assert BFGS(atoms, logfile=None).run(fmax=0.01, steps=300)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
     Stationary(atoms)
     ZeroRotation(atoms)
     energies = nve_energies(atoms, steps=1000)

@@ -3,13 +3,16 @@ nested training sets; an interrupted experiment picks up where it stopped; the r
 
 import csv
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dens_lightning import load_model
 from dens_lightning.cli import main
 from dens_lightning.errors import InputError
+from dens_lightning.experiment.report import read_structure_errors
 from dens_lightning.experiment.transfer import TransferConfig, draw_splits, load_experiment
 
 TINY = """
@@ -24,6 +27,7 @@ sizes: [4, 8]
 seeds: [0, 1]
 validation: 4
 test: 8
+energy_bins: 2
 """
 
 
@@ -74,6 +78,31 @@ def test_transfer_experiment_runs_every_arm_and_resumes(tmp_path, capsys):
     splits = {run: saved["indices"] for run, saved in splits.items()}
     assert len({json.dumps(s["test"]) for s in splits.values()}) == 1
     assert len({json.dumps(s["val"]) for s in splits.values()}) == 1
+    # each run's test errors in 2 equal-count energy bins, which add up to its overall test errors
+    with open(out / "energy_bins.csv") as handle:
+        bins = list(csv.DictReader(handle))
+    assert len(bins) == 2 * len(rows)
+    for row in rows:
+        mine = [
+            b
+            for b in bins
+            if (b["arm"], b["train_size"], b["seed"]) == (row["arm"], row["train_size"], row["seed"])
+        ]
+        counts = [int(b["n_structures"]) for b in mine]
+        assert counts == [4, 4]
+        assert float(mine[0]["energy_above_lowest_from_eV"]) == 0.0
+        assert (
+            float(mine[0]["energy_above_lowest_to_eV"])
+            <= float(mine[1]["energy_above_lowest_from_eV"]) + 1e-9
+        )
+        pooled = math.sqrt(sum(n * float(b["energy_rmse_meV"]) ** 2 for n, b in zip(counts, mine)) / 8)
+        assert pooled == pytest.approx(float(row["energy_rmse_meV"]), rel=1e-3)
+        per_structure = read_structure_errors(Path(row["run_dir"]) / "test_structures.csv")
+        weights = 3 * per_structure["num_atoms"]
+        forces_rmse = np.sqrt(np.sum(weights * per_structure["forces_rmse_meV_per_A"] ** 2) / weights.sum())
+        assert forces_rmse == pytest.approx(float(row["forces_rmse_meV_per_A"]), rel=1e-3)
+    assert "## Test RMSE by energy above the lowest test structure" in summary
+    assert (out / "error_by_energy.png").stat().st_size > 10_000
     small, large = (splits[str(out / "runs" / f"scratch-n{n}-seed0")]["train"] for n in (4, 8))
     assert set(small) < set(large)
     assert (

@@ -1,6 +1,8 @@
 """The experiment's report: ``results.csv`` (one row per run), ``learning_curve.png`` (test MAE
 against training-set size, log-log, one line per arm: the mean over seeds, the band from the lowest
-to the highest seed) and ``summary.md`` (the table, and pretrained/scratch ratios)."""
+to the highest seed) and ``summary.md`` (the table, and pretrained/scratch ratios). With
+``energy_bins``, also ``energy_bins.csv`` and ``error_by_energy.png``: the test RMSE in equal-count
+bins of each test structure's energy above the test set's lowest, and a table of it in the summary."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import csv
 import io
 import statistics
 from pathlib import Path
+
+import numpy as np
 
 from ..files import replacing, write_text_atomic
 
@@ -37,22 +41,31 @@ def by_arm_and_size(rows: list[dict], key: str) -> dict[str, dict[int, list[floa
     return grouped
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict], columns=COLUMNS) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
 
 
-def plot(path: Path, rows: list[dict], title: str) -> None:
-    import matplotlib
+def new_figure(panels: int):
+    """A figure of ``panels`` side by side, outside pyplot (no backend switched, nothing kept open)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    figure = Figure(figsize=(5 * panels, 4), layout="constrained")
+    return figure, figure.subplots(1, panels)
+
+
+def save_png(figure, path: Path) -> None:
+    with replacing(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+
+
+def plot(path: Path, rows: list[dict], title: str) -> None:
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    figure, axes = plt.subplots(1, len(PANELS), figsize=(10, 4), constrained_layout=True)
+    figure, axes = new_figure(len(PANELS))
     for ax, (key, label) in zip(axes, PANELS):
         for arm, sizes in sorted(by_arm_and_size(rows, key).items()):
             xs = sorted(sizes)
@@ -70,9 +83,7 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
     figure.suptitle(title)
-    with replacing(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
-    plt.close(figure)
+    save_png(figure, path)
 
 
 def summary(rows: list[dict], title: str) -> str:
@@ -112,6 +123,123 @@ def summary(rows: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+BIN_COLUMNS = (
+    "arm",
+    "train_size",
+    "seed",
+    "bin",
+    "energy_above_lowest_from_eV",
+    "energy_above_lowest_to_eV",
+    "n_structures",
+    "energy_rmse_meV",
+    "forces_rmse_meV_per_A",
+    "energy_mae_meV",
+    "forces_mae_meV_per_A",
+)
+
+
+def read_structure_errors(path: Path) -> dict[str, np.ndarray]:
+    """The columns of a per-structure error CSV (``evaluation.write_structure_errors``)."""
+    with open(path, newline="") as handle:
+        records = list(csv.DictReader(handle))
+    return {name: np.array([float(r[name]) for r in records]) for name in records[0]}
+
+
+def binned_errors(rows: list[dict], n_bins: int) -> list[dict]:
+    """Per run and bin: the test errors of the structures whose reference energy above the test set's
+    lowest falls in the bin. Bins hold equal numbers of structures; the test set is the same for every
+    run, so are the bins."""
+    out = []
+    for row in rows:
+        path = Path(row["run_dir"]) / "test_structures.csv"
+        if not path.exists():
+            continue
+        errors = read_structure_errors(path)
+        above = errors["energy_eV"] - errors["energy_eV"].min()
+        edges = np.quantile(above, np.linspace(0, 1, n_bins + 1))
+        which = np.clip(np.searchsorted(edges, above, side="right") - 1, 0, n_bins - 1)
+        components = 3 * errors["num_atoms"]
+        for b in range(n_bins):
+            sel = which == b
+            weights = components[sel]
+            out.append(
+                {
+                    "arm": row["arm"],
+                    "train_size": row["train_size"],
+                    "seed": row["seed"],
+                    "bin": b,
+                    "energy_above_lowest_from_eV": float(edges[b]),
+                    "energy_above_lowest_to_eV": float(edges[b + 1]),
+                    "n_structures": int(sel.sum()),
+                    "energy_rmse_meV": float(np.sqrt(np.mean(errors["energy_error_meV"][sel] ** 2))),
+                    "forces_rmse_meV_per_A": float(
+                        np.sqrt(np.sum(weights * errors["forces_rmse_meV_per_A"][sel] ** 2) / weights.sum())
+                    ),
+                    "energy_mae_meV": float(np.mean(np.abs(errors["energy_error_meV"][sel]))),
+                    "forces_mae_meV_per_A": float(
+                        np.sum(weights * errors["forces_mae_meV_per_A"][sel]) / weights.sum()
+                    ),
+                }
+            )
+    return out
+
+
+def binned_summary(binned: list[dict]) -> list[str]:
+    """The binned RMSE as a markdown table: one row per size and arm, one column per bin (seed means)."""
+    bins = sorted({b["bin"] for b in binned})
+    edges = {b["bin"]: (b["energy_above_lowest_from_eV"], b["energy_above_lowest_to_eV"]) for b in binned}
+    counts = {b["bin"]: b["n_structures"] for b in binned}
+    header = [f"{edges[b][0]:.2f}–{edges[b][1]:.2f} eV ({counts[b]})" for b in bins]
+    lines = [
+        "",
+        "## Test RMSE by energy above the lowest test structure",
+        "",
+        "Equal-count bins of each test structure's reference energy above the test set's lowest "
+        "(for one molecule, a proxy for the temperature it was sampled at). Energy RMSE (meV) / "
+        "force RMSE (meV/Å), mean over seeds.",
+        "",
+        "| training structures | arm | " + " | ".join(header) + " |",
+        "|---|---|" + "---|" * len(bins),
+    ]
+    groups: dict[tuple[int, str], dict[int, list[dict]]] = {}
+    for b in binned:
+        groups.setdefault((b["train_size"], b["arm"]), {}).setdefault(b["bin"], []).append(b)
+    for (size, arm), per_bin in sorted(groups.items()):
+        cells = []
+        for b in bins:
+            seeds = per_bin.get(b, [])
+            energy = statistics.fmean(x["energy_rmse_meV"] for x in seeds) if seeds else float("nan")
+            forces = statistics.fmean(x["forces_rmse_meV_per_A"] for x in seeds) if seeds else float("nan")
+            cells.append(f"{energy:.1f} / {forces:.1f}")
+        lines.append(f"| {size} | {arm} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_binned(path: Path, binned: list[dict], title: str) -> None:
+    """Force and energy RMSE against the bins' mean position, one line per arm at the largest size."""
+    size = max(b["train_size"] for b in binned)
+    figure, axes = new_figure(2)
+    keys = (("forces_rmse_meV_per_A", "force RMSE (meV/Å)"), ("energy_rmse_meV", "energy RMSE (meV)"))
+    for ax, (key, label) in zip(axes, keys):
+        for arm in sorted({b["arm"] for b in binned}):
+            per_bin: dict[int, list[dict]] = {}
+            for b in binned:
+                if b["arm"] == arm and b["train_size"] == size:
+                    per_bin.setdefault(b["bin"], []).append(b)
+            centres = [
+                0.5 * (v[0]["energy_above_lowest_from_eV"] + v[0]["energy_above_lowest_to_eV"])
+                for _, v in sorted(per_bin.items())
+            ]
+            values = [statistics.fmean(x[key] for x in v) for _, v in sorted(per_bin.items())]
+            ax.plot(centres, values, marker="o", label=arm)
+        ax.set_xlabel("energy above the lowest test structure (eV), bin centre")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend()
+    figure.suptitle(f"{title}: {size} training structures")
+    save_png(figure, path)
+
+
 def _spread(values: list[float]) -> str:
     mean = statistics.fmean(values)
     return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ({min(values):.1f}–{max(values):.1f})"
@@ -125,4 +253,10 @@ def write_report(out: Path, rows: list[dict], spec) -> None:
         return
     title = f"Transfer experiment {spec.name}: pretrained against scratch"
     plot(out / "learning_curve.png", rows, title)
-    write_text_atomic(out / "summary.md", summary(rows, title))
+    text = summary(rows, title)
+    binned = binned_errors(rows, spec.energy_bins) if spec.energy_bins else []
+    if binned:
+        write_csv(out / "energy_bins.csv", binned, BIN_COLUMNS)
+        plot_binned(out / "error_by_energy.png", binned, title)
+        text += "\n".join(binned_summary(binned)) + "\n"
+    write_text_atomic(out / "summary.md", text)

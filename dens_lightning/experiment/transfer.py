@@ -45,6 +45,8 @@ class TransferConfig:
     validation: int = 16  # validation structures, the same for every run
     test: int = 64  # test structures, the same for every run (0 when data.test names a file)
     split_seed: int = 0  # draws the validation and test sets
+    energy_bins: int = 0  # >0: also report test errors in this many equal-count bins of each test
+    #                       structure's energy above the test set's lowest (one molecule: a temperature proxy)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Tra
         raise InputError(f"{path}: sizes {spec.sizes}: expected training-set sizes of at least 1")
     if not spec.seeds:
         raise InputError(f"{path}: seeds: expected at least one seed")
+    if spec.energy_bins < 0:
+        raise InputError(f"{path}: energy_bins {spec.energy_bins}: expected 0 (off) or a number of bins")
     return spec
 
 
@@ -110,14 +114,22 @@ class TransferExperiment:
         self.out = Path(out)
         self.progress = progress
 
-    def data_file(self) -> tuple[Path, int, bool]:
-        """The data file every finetune run reads (the embedded default resolved to its cached file),
-        its number of structures, and whether the test set comes from its own file."""
+    def _finetune_config(self):
         from ..config import load_config
+
+        return load_config("finetune", overrides=[*self.spec.model, *self.spec.finetune])
+
+    def _read(self, path: str | Path):
         from ..data.datamodule import AtomsDataModule
         from ..data.readers import read_structures
 
-        cfg = load_config("finetune", overrides=[*self.spec.model, *self.spec.finetune])
+        cfg = self._finetune_config()
+        return read_structures(path, AtomsDataModule(cfg.data, cutoff=float(cfg.model.cutoff)).read_options())
+
+    def data_file(self) -> tuple[Path, int, str | None]:
+        """The data file every finetune run reads (the embedded default resolved to its cached file),
+        its number of structures, and the test file (None: the test set is drawn from the data file)."""
+        cfg = self._finetune_config()
         if cfg.data.train or cfg.data.val:
             raise InputError(
                 "experiment: give the data as data.path (and optionally data.test), not data.train/data.val"
@@ -127,8 +139,7 @@ class TransferExperiment:
             from ..data.embedded import embedded_dataset
 
             path = str(embedded_dataset(cfg.data.embedded, lazy=False))
-        options = AtomsDataModule(cfg.data, cutoff=float(cfg.model.cutoff)).read_options()
-        return Path(path), len(read_structures(path, options)), bool(cfg.data.test)
+        return Path(path), len(self._read(path)), cfg.data.test or None
 
     def pretrained_model(self) -> Path:
         """The reused model, or the experiment's own pretraining run (made once)."""
@@ -178,12 +189,15 @@ class TransferExperiment:
         """Every run of the experiment (finished ones are read back), then the report files."""
         from .report import write_report
 
-        data, total, explicit_test = self.data_file()
-        fixed, pools = draw_splits(total, self.spec, explicit_test)
+        data, total, test_file = self.data_file()
+        fixed, pools = draw_splits(total, self.spec, bool(test_file))
         pretrained = self.pretrained_model()
         for arm, size, seed, run_dir in self.runs():
             indices = {**fixed, "train": np.sort(pools[seed][:size])}
             self.finetune(arm, seed, run_dir, data, total, indices, pretrained)
+            if self.spec.energy_bins and not (run_dir / STRUCTURE_ERRORS).exists():
+                test = self._read(test_file) if test_file else self._read(data).subset(fixed["test"])
+                write_test_structure_errors(run_dir, test)
         rows = self.rows()
         write_report(self.out, rows, self.spec)
         return rows
@@ -202,6 +216,18 @@ class TransferExperiment:
             row["run_dir"] = str(run_dir)
             rows.append(row)
         return rows
+
+
+STRUCTURE_ERRORS = "test_structures.csv"
+
+
+def write_test_structure_errors(run_dir: Path, test) -> None:
+    """Each test structure's errors with the run's model, in ``test_structures.csv``."""
+    from ..artifacts import load_potential
+    from ..evaluation import structure_errors, write_structure_errors
+
+    errors = structure_errors(load_potential(run_dir / "model.safetensors"), test)
+    write_structure_errors(run_dir / STRUCTURE_ERRORS, errors)
 
 
 def timed(run, run_dir: Path) -> None:
