@@ -99,3 +99,24 @@ def test_embedded_smiles_and_smiles_file_together_are_refused(capsys, tmp_path):
     assert "data.embedded.smiles_file='bundled'" in err and "smiles_file=null" in err
     assert main(["finetune", "--run-dir", str(tmp_path / "r"), "data.embedded.smiles=[]"]) == 2
     assert "data.embedded.smiles is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in REPO_CONFIGS.glob("experiment/*.yaml") if "../shared/data" in p.read_text()),
+    ids=lambda p: p.name,
+)
+def test_experiment_configs_on_the_shared_data_fit_their_files(path):
+    from dens_lightning.experiment.transfer import TransferExperiment, draw_splits, load_experiment
+
+    spec = load_experiment(path)
+    experiment = TransferExperiment(spec, "unused")
+    finetune = load_config("finetune", overrides=[*spec.model, *spec.finetune])
+    needed = [p for p in (finetune.data.path, finetune.data.test) if p]
+    if not all(Path(p).exists() for p in needed):
+        pytest.skip("../shared/data is not on this machine")
+    data, total, test_file = experiment.data_file()
+    fixed, pools = draw_splits(total, spec, bool(test_file))  # raises when the sizes do not fit
+    assert len(pools[spec.seeds[0]]) >= max(spec.sizes)
+    if test_file:
+        assert spec.test == 0 and len(experiment.read(test_file)) > 0

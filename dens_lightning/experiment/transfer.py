@@ -119,7 +119,8 @@ class TransferExperiment:
 
         return load_config("finetune", overrides=[*self.spec.model, *self.spec.finetune])
 
-    def _read(self, path: str | Path):
+    def read(self, path: str | Path):
+        """The structures of ``path``, read with the finetune runs' data options (units, keys)."""
         from ..data.datamodule import AtomsDataModule
         from ..data.readers import read_structures
 
@@ -139,7 +140,7 @@ class TransferExperiment:
             from ..data.embedded import embedded_dataset
 
             path = str(embedded_dataset(cfg.data.embedded, lazy=False))
-        return Path(path), len(self._read(path)), cfg.data.test or None
+        return Path(path), len(self.read(path)), cfg.data.test or None
 
     def pretrained_model(self) -> Path:
         """The reused model, or the experiment's own pretraining run (made once)."""
@@ -196,7 +197,7 @@ class TransferExperiment:
             indices = {**fixed, "train": np.sort(pools[seed][:size])}
             self.finetune(arm, seed, run_dir, data, total, indices, pretrained)
             if self.spec.energy_bins and not (run_dir / STRUCTURE_ERRORS).exists():
-                test = self._read(test_file) if test_file else self._read(data).subset(fixed["test"])
+                test = self.read(test_file) if test_file else self.read(data).subset(fixed["test"])
                 write_test_structure_errors(run_dir, test)
         rows = self.rows()
         write_report(self.out, rows, self.spec)
