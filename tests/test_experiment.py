@@ -13,7 +13,13 @@ from dens_lightning import load_model
 from dens_lightning.cli import main
 from dens_lightning.errors import InputError
 from dens_lightning.experiment.report import read_structure_errors
-from dens_lightning.experiment.transfer import TransferConfig, draw_splits, load_experiment
+from dens_lightning.experiment.transfer import (
+    TransferConfig,
+    TransferExperiment,
+    arms,
+    draw_splits,
+    load_experiment,
+)
 
 TINY = """
 name: tiny
@@ -47,6 +53,18 @@ def test_splits_are_fixed_for_validation_and_test_and_nested_for_training():
     assert list(pools[0][:5]) != list(pools[1][:5])  # seeds draw different training sets
     with pytest.raises(InputError, match="need 35, the data has 30"):
         draw_splits(30, spec, explicit_test=False)
+
+
+def test_dens_on_and_off_doubles_the_arms(tmp_path):
+    spec = TransferConfig(sizes=[4], seeds=[0], dens=[False, True])
+    assert [arm.name for arm in arms(spec)] == ["scratch", "pretrained", "scratch+dens", "pretrained+dens"]
+    runs = list(TransferExperiment(spec, tmp_path).runs())
+    assert [run_dir.name for *_, run_dir in runs] == [
+        "scratch-n4-seed0",
+        "pretrained-n4-seed0",
+        "scratch+dens-n4-seed0",
+        "pretrained+dens-n4-seed0",
+    ]
 
 
 def test_bad_experiment_keys_are_named(tmp_path):
