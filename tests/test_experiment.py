@@ -12,7 +12,7 @@ import pytest
 from dens_lightning import load_model
 from dens_lightning.cli import main
 from dens_lightning.errors import InputError
-from dens_lightning.experiment.report import read_structure_errors
+from dens_lightning.experiment.report import read_structure_errors, scratch_size_for
 from dens_lightning.experiment.transfer import (
     TransferConfig,
     TransferExperiment,
@@ -141,3 +141,11 @@ def test_transfer_experiment_runs_every_arm_and_resumes(tmp_path, capsys):
     assert main(argv) == 0
     assert (lost / "model.safetensors").exists() and kept.stat().st_mtime_ns == before
     assert len(read_rows(out)) == 8
+
+
+def test_scratch_size_for_inverts_a_power_law_learning_curve():
+    curve = {n: 1000.0 * n**-0.5 for n in (50, 100, 200)}  # error ~ size^-1/2, a straight line in log-log
+    for size in (50, 70, 141, 200):
+        assert scratch_size_for(1000.0 * size**-0.5, curve) == f"{size}"
+    assert scratch_size_for(10.0, curve) == "> 200"  # below what scratch reached: more than measured
+    assert scratch_size_for(500.0, curve) == "< 50"

@@ -1,6 +1,6 @@
 """The experiment's report: ``results.csv`` (one row per run), ``learning_curve.png`` (test MAE
 against training-set size, log-log, one line per arm: the mean over seeds, the band from the lowest
-to the highest seed) and ``summary.md`` (the table, and pretrained/scratch ratios). With
+to the highest seed) and ``summary.md`` (the table, pretrained/scratch ratios, matched scratch sizes). With
 ``energy_bins``, also ``energy_bins.csv`` and ``error_by_energy.png``: the test RMSE in equal-count
 bins of each test structure's energy above the test set's lowest, and a table of it in the summary."""
 
@@ -108,18 +108,21 @@ def summary(rows: list[dict], title: str) -> str:
         if not arm.startswith("pretrained"):
             continue
         scratch = arm.replace("pretrained", "scratch")
+        curve = {n: statistics.fmean(v) for n, v in forces.get(scratch, {}).items()}
         for size in sizes:
-            if size in forces[arm] and size in forces.get(scratch, {}):
-                ratio = statistics.fmean(forces[arm][size]) / statistics.fmean(forces[scratch][size])
-                ratios.append(f"| {size} | {arm} / {scratch} | {ratio:.2f} |")
+            if size in forces[arm] and size in curve:
+                mean = statistics.fmean(forces[arm][size])
+                ratio, matched = mean / curve[size], scratch_size_for(mean, curve)
+                ratios.append(f"| {size} | {arm} / {scratch} | {ratio:.2f} | {matched} |")
     if ratios:
         lines += [
             "",
-            "Force MAE ratio (below 1: pretraining helps):",
+            "Force MAE ratio (below 1: pretraining helps), and the training-set size at which the scratch "
+            "arm reaches the pretrained arm's force MAE (log-log interpolation between measured sizes):",
             "",
-            "| training structures | arms | ratio |",
+            "| training structures | arms | ratio | scratch structures for the same force MAE |",
         ]
-        lines += ["|---|---|---|", *ratios]
+        lines += ["|---|---|---|---|", *ratios]
     return "\n".join(lines) + "\n"
 
 
@@ -238,6 +241,21 @@ def plot_binned(path: Path, binned: list[dict], title: str) -> None:
     axes[0].legend()
     figure.suptitle(f"{title}: {size} training structures")
     save_png(figure, path)
+
+
+def scratch_size_for(error: float, curve: dict[int, float]) -> str:
+    """The training-set size at which the scratch learning curve (size -> mean error) reaches
+    ``error``, interpolated linearly in log size and log error between the two measured sizes that
+    bracket it; outside the measured range, a bound ("> 200", "< 50")."""
+    sizes = sorted(curve)
+    for low, high in zip(sizes, sizes[1:]):
+        a, b = curve[low], curve[high]
+        if min(a, b) <= error <= max(a, b) and a != b:
+            t = (np.log(error) - np.log(a)) / (np.log(b) - np.log(a))
+            return f"{np.exp(np.log(low) + t * (np.log(high) - np.log(low))):.0f}"
+    if error < min(curve.values()):
+        return f"> {sizes[-1]}"
+    return f"< {sizes[0]}" if error > curve[sizes[0]] else "–"
 
 
 def _spread(values: list[float]) -> str:
