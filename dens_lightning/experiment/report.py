@@ -63,7 +63,7 @@ def save_png(figure, path: Path) -> None:
 
 
 def plot(path: Path, rows: list[dict], title: str) -> None:
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
 
     figure, axes = new_figure(len(PANELS))
     for ax, (key, label) in zip(axes, PANELS):
@@ -78,6 +78,10 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
         ax.set_xticks(sorted({row["train_size"] for row in rows}))
         ax.xaxis.set_major_formatter(ScalarFormatter())  # the sizes as plain numbers
         ax.xaxis.set_minor_formatter(NullFormatter())
+        low, high = ax.get_ylim()  # errors often span less than a decade: label a few round values
+        ax.set_yticks(sorted({float(f"{v:.2g}") for v in np.geomspace(low, high, 6)[1:-1]}))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training structures")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
