@@ -116,6 +116,8 @@ def test_transfer_experiment_runs_every_arm_and_resumes(tmp_path, capsys):
         pooled = math.sqrt(sum(n * float(b["energy_rmse_meV"]) ** 2 for n, b in zip(counts, mine)) / 8)
         assert pooled == pytest.approx(float(row["energy_rmse_meV"]), rel=1e-3)
         per_structure = read_structure_errors(Path(row["run_dir"]) / "test_structures.csv")
+        test_indices = json.loads(Path(row["run_dir"], "splits.json").read_text())["indices"]["test"]
+        assert per_structure["index"].astype(int).tolist() == test_indices  # indices into the data file
         weights = 3 * per_structure["num_atoms"]
         forces_rmse = np.sqrt(np.sum(weights * per_structure["forces_rmse_meV_per_A"] ** 2) / weights.sum())
         assert forces_rmse == pytest.approx(float(row["forces_rmse_meV_per_A"]), rel=1e-3)
