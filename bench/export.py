@@ -11,22 +11,16 @@ BENCHMARKS.md, which ``make bench`` keeps.
 from __future__ import annotations
 
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from run import aspirin_like_batch, timed, write_section
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from run import aspirin_like_batch, timed, write_section  # noqa: E402
-
-from dens_lightning.export import ExportedModel, export_model, graph_inputs  # noqa: E402
-from dens_lightning.models import BACKBONES  # noqa: E402
-from dens_lightning.models.potential import Potential  # noqa: E402
+from dens_lightning.export import ExportedModel, export_model, graph_inputs
+from dens_lightning.models import BACKBONES
+from dens_lightning.models.potential import Potential
 
 
 def bench_backbone(name: str, folder: Path) -> list[str]:

@@ -17,14 +17,18 @@ TEST_COLUMNS = (
 )
 
 
+def _settings(values: dict, separator: str = "=") -> str:
+    """``a=1, b=2`` of a dict's items, sorted by key."""
+    return ", ".join(f"{k}{separator}{v}" for k, v in sorted(values.items()))
+
+
 def _elements(metadata: dict) -> str:
     return ", ".join(chemical_symbols[z] for z in metadata.get("elements", [])) or "not recorded"
 
 
 def _hyperparameters(metadata: dict) -> str:
     backbone = metadata["backbone"]
-    values = ", ".join(f"{k}={v}" for k, v in sorted(backbone["hyperparameters"].items()))
-    return f"{backbone['name']} ({values})"
+    return f"{backbone['name']} ({_settings(backbone['hyperparameters'])})"
 
 
 def _data(data: dict) -> list[str]:
@@ -35,7 +39,7 @@ def _data(data: dict) -> list[str]:
     store = data.get("embedded_store")
     if store:
         sampler = store.get("sampler") or {}
-        described = ", ".join(f"{k} {v}" for k, v in sorted(sampler.items()))
+        described = _settings(sampler, " ")
         count = store.get("structures")
         rows.append(f"| data | embedded default: {count} sampled conformations ({described}) |")
     elif data.get("embedded"):
@@ -66,12 +70,11 @@ def _training(metadata: dict) -> list[str]:
         rows.append("| started from | random initialisation |")
     dens = data.get("dens")
     if dens:
-        values = ", ".join(f"{k}={v}" for k, v in sorted(dens.items()) if k != "enabled")
+        values = _settings({k: v for k, v in dens.items() if k != "enabled"})
         rows.append(f"| DeNS | denoising of non-equilibrium structures as an auxiliary task ({values}) |")
     noise = metadata.get("noise")
     if noise:
-        values = ", ".join(f"{k}={v}" for k, v in sorted(noise.items()))
-        rows.append(f"| denoising | {values} |")
+        rows.append(f"| denoising | {_settings(noise)} |")
     loss = (metadata.get("validation") or {}).get("noise_loss")
     if loss is not None:
         rows.append(f"| validation noise loss | {loss:.4f} (best) |")
@@ -140,7 +143,7 @@ def model_card(metadata: dict, path: str = "model.safetensors") -> str:
         f"| precision | {metadata.get('dtype')} |",
         *_data(metadata.get("data", {})),
         *_training(metadata),
-        f"| units | {', '.join(f'{k} {v}' for k, v in sorted(units.items()))} |",
+        f"| units | {_settings(units, ' ')} |",
         f"| written by | dens_lightning {metadata.get('package_version')} (model file format "
         f"{metadata.get('format_version')}) |",
     ]

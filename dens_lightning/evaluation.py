@@ -1,16 +1,19 @@
-"""Errors of a model on a set of structures (the ``test`` command and the end of every run)."""
+"""Errors of a model on a set of structures, overall and per structure (the ``test`` command, the
+experiments' per-structure errors); training runs test through their Lightning task instead."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import csv
+import io
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from .data.datamodule import Collater, StructureDataset
-from .data.graph import Graph
-from .data.structures import Structures
+from .data.structures import Structures, StructureView
+from .files import write_text_atomic
 from .models.potential import Potential
 from .tasks.metrics import EnergyForceMetrics
 
@@ -25,10 +28,17 @@ PER_STRUCTURE_COLUMNS = (
 )
 
 
-def _predictions(
-    potential: Potential, structures: Structures, batch_size: int, device: str | torch.device
-) -> Iterator[tuple[Graph, dict]]:
-    """Batches of ``structures`` in their order, each with the model's energies and forces (eval mode)."""
+def evaluate_structures(
+    potential: Potential,
+    structures: Structures | StructureView,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """One pass over ``structures``: ``n_structures`` and the energy/force errors (meV, meV/Å; a
+    structure without energy or force labels counts only for what it has), and one entry per
+    structure, in order (the columns of ``PER_STRUCTURE_COLUMNS``): reference and predicted energy
+    (eV), energy error predicted − reference (meV), and the MAE and RMSE over the structure's force
+    components (meV/Å). Missing labels give NaN."""
     dtype = next(potential.parameters()).dtype
     loader = DataLoader(
         StructureDataset(structures, dtype),
@@ -36,37 +46,14 @@ def _predictions(
         shuffle=False,
         collate_fn=Collater(potential.cutoff, potential.neighbor_backend),
     )
+    metrics = EnergyForceMetrics(sync=False).to(device)  # one process: never gathers across ranks
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in PER_STRUCTURE_COLUMNS}
     was_training = potential.training
     potential.eval()
-    try:
-        for batch in loader:
-            batch = batch.to(device)
-            yield batch, potential(batch, compute_forces=batch.forces is not None, create_graph=False)
-    finally:
-        potential.train(was_training)
-
-
-def evaluate(
-    potential: Potential, structures: Structures, batch_size: int = 64, device: str | torch.device = "cpu"
-) -> dict:
-    """``n_structures`` and the energy/force errors (meV, meV/Å) of ``potential`` on ``structures``.
-
-    Structures without energy or force labels contribute only to what they have.
-    """
-    metrics = EnergyForceMetrics(sync=False).to(device)  # one process: never gathers across ranks
-    for batch, out in _predictions(potential, structures, batch_size, device):
+    for batch in loader:
+        batch = batch.to(device)
+        out = potential(batch, compute_forces=batch.forces is not None, create_graph=False)
         metrics.update(out["energy"], batch.energy, batch.num_atoms, out.get("forces"), batch.forces)
-    return {"n_structures": len(structures), **metrics.compute()}
-
-
-def structure_errors(
-    potential: Potential, structures: Structures, batch_size: int = 64, device: str | torch.device = "cpu"
-) -> dict[str, np.ndarray]:
-    """One entry per structure, in order (the columns of ``PER_STRUCTURE_COLUMNS``): reference and
-    predicted energy (eV), energy error predicted − reference (meV), and the MAE and RMSE over the
-    structure's force components (meV/Å). Missing labels give NaN."""
-    columns: dict[str, list[np.ndarray]] = {name: [] for name in PER_STRUCTURE_COLUMNS}
-    for batch, out in _predictions(potential, structures, batch_size, device):
         n = batch.num_atoms
         energy = out["energy"].double()
         reference = batch.energy.double() if batch.energy is not None else torch.full_like(energy, np.nan)
@@ -76,25 +63,29 @@ def structure_errors(
             count = 3 * n.to(error.dtype)
             mae = torch.zeros_like(energy).index_add_(0, batch.batch, error.abs().sum(1)) / count
             rmse = (torch.zeros_like(energy).index_add_(0, batch.batch, error.square().sum(1)) / count).sqrt()
-        index = batch.idx if batch.idx is not None else torch.full_like(n, -1)
-        for name, value in zip(
+        for name, value in zip(  # idx: the structure's index in its file
             PER_STRUCTURE_COLUMNS,
-            (index, n, reference, energy, 1e3 * (energy - reference), 1e3 * mae, 1e3 * rmse),
+            (batch.idx, n, reference, energy, 1e3 * (energy - reference), 1e3 * mae, 1e3 * rmse),
         ):
             columns[name].append(value.detach().cpu().numpy())
-    return {name: np.concatenate(values) for name, values in columns.items()}
+    potential.train(was_training)
+    errors = {"n_structures": len(structures), **metrics.compute()}
+    return errors, {name: np.concatenate(values) for name, values in columns.items()}
 
 
-def write_structure_errors(path, errors: dict[str, np.ndarray]) -> None:
-    """``errors`` (from :func:`structure_errors`) as a CSV file, one row per structure, written atomically."""
-    import csv
-    import io
-
-    from .files import write_text_atomic
-
+def write_structure_errors(path: str | Path, errors: dict[str, np.ndarray]) -> None:
+    """Per-structure ``errors`` (from :func:`evaluate_structures`) as a CSV file, one row per
+    structure, written atomically."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(PER_STRUCTURE_COLUMNS)
     for row in zip(*(errors[name] for name in PER_STRUCTURE_COLUMNS)):
         writer.writerow([int(v) if i < 2 else f"{float(v):.10g}" for i, v in enumerate(row)])
     write_text_atomic(path, buffer.getvalue())
+
+
+def read_structure_errors(path: str | Path) -> dict[str, np.ndarray]:
+    """The columns of a CSV file that :func:`write_structure_errors` wrote."""
+    with open(path, newline="") as handle:
+        records = list(csv.DictReader(handle))
+    return {name: np.array([float(r[name]) for r in records]) for name in PER_STRUCTURE_COLUMNS}

@@ -33,7 +33,7 @@ from .artifacts import (
 from .config import model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
 from .errors import InputError
-from .evaluation import evaluate, structure_errors, write_structure_errors
+from .evaluation import evaluate_structures, write_structure_errors
 from .files import write_text_atomic
 from .tasks.finetune import EnergyForceTask
 
@@ -486,6 +486,7 @@ def test_model(
     structures = read_structures(data_path, read_options)
     if structures.energy is None and structures.forces is None:
         raise InputError(f"{data_path}: no energies or forces to test against")
+    errors, each = evaluate_structures(potential, structures, batch_size)
     if per_structure:
-        write_structure_errors(per_structure, structure_errors(potential, structures, batch_size))
-    return evaluate(potential, structures, batch_size)
+        write_structure_errors(per_structure, each)
+    return errors

@@ -116,7 +116,6 @@ def test_experiment_configs_on_the_shared_data_fit_their_files(path):
     if not all(Path(p).exists() for p in needed):
         pytest.skip("../shared/data is not on this machine")
     data, total, test_file = experiment.data_file()
-    fixed, pools = draw_splits(total, spec, bool(test_file))  # raises when the sizes do not fit
-    assert len(pools[spec.seeds[0]]) >= max(spec.sizes)
+    draw_splits(total, spec, bool(test_file))  # raises when the sizes do not fit the data
     if test_file:
         assert spec.test == 0 and len(experiment.read(test_file)) > 0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation import read_structure_errors
 from ..files import replacing, write_text_atomic
 
 PANELS = (("forces_mae_meV_per_A", "force MAE (meV/Å)"), ("energy_mae_meV", "energy MAE (meV)"))
@@ -145,13 +146,6 @@ BIN_COLUMNS = (
 )
 
 
-def read_structure_errors(path: Path) -> dict[str, np.ndarray]:
-    """The columns of a per-structure error CSV (``evaluation.write_structure_errors``)."""
-    with open(path, newline="") as handle:
-        records = list(csv.DictReader(handle))
-    return {name: np.array([float(r[name]) for r in records]) for name in records[0]}
-
-
 def binned_errors(rows: list[dict], n_bins: int) -> list[dict]:
     """Per run and bin: the test errors of the structures whose reference energy above the test set's
     lowest falls in the bin. Bins hold equal numbers of structures; the test set is the same for every
@@ -161,7 +155,7 @@ def binned_errors(rows: list[dict], n_bins: int) -> list[dict]:
         path = Path(row["run_dir"]) / "test_structures.csv"
         if not path.exists():
             continue
-        errors = read_structure_errors(path)
+        errors = read_structure_errors(path)  # the format evaluation.write_structure_errors writes
         above = errors["energy_eV"] - errors["energy_eV"].min()
         edges = np.quantile(above, np.linspace(0, 1, n_bins + 1))
         which = np.clip(np.searchsorted(edges, above, side="right") - 1, 0, n_bins - 1)

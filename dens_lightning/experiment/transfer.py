@@ -198,9 +198,9 @@ class TransferExperiment:
             indices = {**fixed, "train": np.sort(pools[seed][:size])}
             self.finetune(arm, seed, run_dir, data, total, indices, pretrained)
             if self.spec.energy_bins and not (run_dir / STRUCTURE_ERRORS).exists():
-                if test is None:  # the test structures and their indices in their file
-                    test = (self.read(test_file), None) if test_file else (self.read(data), fixed["test"])
-                write_test_structure_errors(run_dir, *test)
+                if test is None:  # a view of the data file keeps each structure's index in the file
+                    test = self.read(test_file) if test_file else self.read(data).view(fixed["test"])
+                write_test_structure_errors(run_dir, test)
         rows = self.rows()
         write_report(self.out, rows, self.spec)
         return rows
@@ -224,16 +224,12 @@ class TransferExperiment:
 STRUCTURE_ERRORS = "test_structures.csv"
 
 
-def write_test_structure_errors(run_dir: Path, structures, indices: np.ndarray | None = None) -> None:
-    """The errors of the run's model on each test structure (``structures``, or those at ``indices``
-    of it) in ``test_structures.csv``; its ``index`` column is the structure's index in its file."""
+def write_test_structure_errors(run_dir: Path, test) -> None:
+    """The errors of the run's model on each ``test`` structure in ``test_structures.csv``."""
     from ..artifacts import load_potential
-    from ..evaluation import structure_errors, write_structure_errors
+    from ..evaluation import evaluate_structures, write_structure_errors
 
-    test = structures if indices is None else structures.subset(indices)
-    errors = structure_errors(load_potential(run_dir / "model.safetensors"), test)
-    if indices is not None:
-        errors["index"] = np.asarray(indices)[errors["index"]]
+    _, errors = evaluate_structures(load_potential(run_dir / "model.safetensors"), test)
     write_structure_errors(run_dir / STRUCTURE_ERRORS, errors)
 
 

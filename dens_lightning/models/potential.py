@@ -100,10 +100,10 @@ class Potential(nn.Module):
         """:meth:`forward` on a batch that has its neighbour list, without checks that read the data
         (so it traces with symbolic shapes, see :mod:`dens_lightning.export`)."""
         pos = graph.pos
-        if (compute_forces or compute_virial) and not pos.requires_grad:
+        differentiate = compute_forces or compute_virial
+        if differentiate and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
             graph = graph.replace(pos=pos)
-        differentiate = compute_forces or compute_virial
         with torch.enable_grad() if differentiate else contextlib.nullcontext():
             inputs = [pos]
             if compute_virial:
