@@ -206,7 +206,10 @@ def quiet_lightning():
         yield
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, progress: bool = True) -> lightning.Trainer:
+def make_trainer(
+    cfg: DictConfig, run_dir: Path, progress: bool = True, callbacks: list | None = None
+) -> lightning.Trainer:
+    """The run's Trainer: ``cfg.trainer`` arguments, the run's loggers and callbacks, then ``callbacks``."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.setdefault("max_epochs", 100)
     kwargs.setdefault("log_every_n_steps", 10)
@@ -218,7 +221,9 @@ def make_trainer(cfg: DictConfig, run_dir: Path, progress: bool = True) -> light
     try:
         with quiet_lightning():
             trainer = lightning.Trainer(
-                logger=_loggers(run_dir), callbacks=_callbacks(cfg, run_dir, progress), **kwargs
+                logger=_loggers(run_dir),
+                callbacks=_callbacks(cfg, run_dir, progress) + list(callbacks or []),
+                **kwargs,
             )
     except (ValueError, TypeError, lightning.fabric.utilities.exceptions.MisconfigurationException) as err:
         raise InputError(f"config: trainer: {str(err).splitlines()[0]}") from err
@@ -299,10 +304,15 @@ def write_model_card(run_dir: Path, metadata: dict) -> None:
 
 
 def run_pretrain(
-    cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = False, progress: bool = True
+    cfg: DictConfig,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: list | None = None,
 ) -> RunResult:
     """Denoising pretraining: the run directory's ``model.safetensors`` holds the backbone and its
-    noise head (stage ``pretrain``), ready for ``finetune --from``."""
+    noise head (stage ``pretrain``), ready for ``finetune --from``. ``callbacks``: Lightning callbacks
+    added to the run's own (e.g. a timer)."""
     from .artifacts import pretrain_metadata
     from .tasks.pretrain import DenoisingPretraining
 
@@ -310,7 +320,7 @@ def run_pretrain(
     resume_from = _start(run_dir, resume)
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
     name, hparams = model_hyperparameters(cfg)
-    trainer = make_trainer(cfg, run_dir, progress)
+    trainer = make_trainer(cfg, run_dir, progress, callbacks)
     datamodule = _datamodule(cfg, run_dir, hparams, "pretrain", trainer)
     task = DenoisingPretraining(
         model_name=name,
@@ -342,10 +352,12 @@ def run_finetune(
     resume: bool = False,
     from_path: str | Path | None = None,
     progress: bool = True,
+    callbacks: list | None = None,
 ) -> RunResult:
     """Train energies and forces, from scratch or from the backbone at ``from_path`` (a pretrain run
     directory, a model file or a ``.ckpt``): every backbone tensor is loaded, the heads start fresh
-    and the per-element energy references are fitted on the new data."""
+    and the per-element energy references are fitted on the new data. ``callbacks``: Lightning
+    callbacks added to the run's own."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir("finetune")
     resume_from = _start(run_dir, resume)
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -354,7 +366,7 @@ def run_finetune(
     if pretrained is not None:
         check_architecture(cfg, pretrained)
     name, hparams = model_hyperparameters(cfg)
-    trainer = make_trainer(cfg, run_dir, progress)
+    trainer = make_trainer(cfg, run_dir, progress, callbacks)
     datamodule = _datamodule(cfg, run_dir, hparams, "finetune", trainer)
 
     task = EnergyForceTask(

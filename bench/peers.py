@@ -1,0 +1,479 @@
+"""Side by side with schnetpack 2.1 and nequip 0.19: training and inference throughput and peak memory
+on the same aspirin data with the same hyperparameters, float32, 2 threads, batch 32.
+
+    .venv-bench/bin/python bench/peers.py [--repeats 3]      (make bench builds .venv-bench)
+
+Each trial is its own process (one code, one model), so its peak memory is its own; trials of a pair
+alternate (ours, peer, peer, ours, ...) so that drift of the machine falls on both. A trial measures:
+- model step: forward + autograd forces + backward + AdamW step on a prepared batch (neighbour list
+  built beforehand), structures/s;
+- whole loop: Lightning ``fit`` through each code's own data pipeline (reading, neighbour lists,
+  collation, metrics, checkpoints), structures/s between batch starts after warm-up;
+- calculator: ASE calculator calls/s (energy + forces) on one aspirin whose positions change each call;
+- batched: predictions (energy + forces) of 32 ASE structures per call, structures/s;
+- peak memory: peak RSS of the trial minus its RSS before the model was built (MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, aspirin_frames, machine, peak_rss_mb, timed, write_section  # noqa: E402
+
+WORK = ROOT / "runs" / "bench" / "peers"
+FRAMES = 1000  # 950 training, 50 validation (unused: validation is off in the loop)
+BATCH = 32
+CUTOFF = 5.0
+TYPES = ["H", "C", "O"]
+# model -> (our backbone and its hyperparameters, the peer that runs it)
+PAIRS = {
+    "SchNet": (
+        ("schnet", {"hidden_channels": 128, "num_filters": 128, "num_interactions": 3, "num_rbf": 20}),
+        "schnetpack",
+    ),
+    "PaiNN": (("painn", {"hidden_channels": 128, "num_interactions": 3, "num_rbf": 20}), "schnetpack"),
+    "NequIP-sized": (("equiformer", {"lmax": 1, "num_channels": 32, "num_layers": 3}), "nequip"),
+}
+STEP_REPEATS, LOOP_STEPS, LOOP_WARMUP, CALLS = 10, 30, 5, 50
+
+
+class StepTimes:
+    """Records when each training batch starts; :meth:`callback` makes the Lightning callback (of
+    ``lightning`` for us, ``pytorch_lightning`` for schnetpack) that feeds it."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def callback(self, base: type):
+        times = self.times
+
+        class Timer(base):
+            def on_train_batch_start(self, *args) -> None:
+                times.append(time.perf_counter())
+
+        return Timer()
+
+    def throughput(self) -> float:
+        timed_steps = self.times[LOOP_WARMUP:]
+        return BATCH * (len(timed_steps) - 1) / (timed_steps[-1] - timed_steps[0])
+
+
+def prepare_data() -> str:
+    """rMD17 aspirin (or a stand-in) as extxyz for us and as an ASE database for schnetpack."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    frames, source = aspirin_frames(FRAMES)
+    from ase.io import write
+
+    write(WORK / "aspirin.extxyz", frames)
+    db = WORK / "aspirin.db"
+    db.unlink(missing_ok=True)
+    (WORK / "split.npz").unlink(missing_ok=True)
+    from schnetpack.data import ASEAtomsData
+
+    data = ASEAtomsData.create(
+        str(db), distance_unit="Ang", property_unit_dict={"energy": "eV", "forces": "eV/Ang"}
+    )
+    data.add_systems(
+        [{"energy": np.array([a.get_potential_energy()]), "forces": a.get_forces()} for a in frames], frames
+    )
+    return source
+
+
+def read_frames():
+    from ase.io import read
+
+    return read(WORK / "aspirin.extxyz", index=":")
+
+
+def labels(frames):
+    """Energies [B] and forces [N, 3] of ASE structures, float32 tensors."""
+    import torch
+
+    energy = torch.tensor([a.get_potential_energy() for a in frames], dtype=torch.float32)
+    forces = torch.tensor(np.concatenate([a.get_forces() for a in frames]), dtype=torch.float32)
+    return energy, forces
+
+
+def mse_step(predict, optimizer, energy, forces):
+    def step():
+        out = predict()
+        loss = (out[0] - energy).pow(2).mean() + (out[1] - forces).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def calls_per_second(calculator, atoms) -> float:
+    rng = np.random.default_rng(0)
+    atoms = atoms.copy()
+    atoms.calc = calculator
+
+    def call():
+        atoms.positions = atoms.positions + rng.normal(0, 1e-3, atoms.positions.shape)
+        atoms.get_forces()
+
+    median, _ = timed(call, CALLS, warmup=5)
+    return 1.0 / median
+
+
+# ---------------------------------------------------------------- ours
+
+
+def ours(name: str, hparams: dict, measure_loop: bool) -> dict:
+    import lightning
+    import torch
+
+    from dens_lightning.calculator import DensCalculator
+    from dens_lightning.config import load_config
+    from dens_lightning.data.atoms import atoms_graph
+    from dens_lightning.models.potential import Potential
+    from dens_lightning.runner import run_finetune
+
+    frames = read_frames()
+    result = {}
+    torch.manual_seed(0)
+    potential = Potential.build(name, {"cutoff": CUTOFF, **hparams}).train()
+    result["parameters"] = sum(p.numel() for p in potential.parameters())
+    graph = potential.prepare(atoms_graph(frames[:BATCH]))
+    energy, forces = labels(frames[:BATCH])
+    optimizer = torch.optim.AdamW(potential.parameters(), lr=1e-4)
+
+    def predict():
+        out = potential(graph, create_graph=True)
+        return out["energy"], out["forces"]
+
+    median, _ = timed(mse_step(predict, optimizer, energy, forces), STEP_REPEATS)
+    result["step"] = BATCH / median
+    if measure_loop:
+        timer = StepTimes()
+        run_dir = WORK / "ours-run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        overrides = [
+            f"data.path={WORK / 'aspirin.extxyz'}",
+            f"data.split=[{FRAMES - 50},50,0]",
+            f"data.batch_size={BATCH}",
+            f"model.name={name}",
+            f"model.cutoff={CUTOFF}",
+            *(f"model.{k}={v}" for k, v in hparams.items()),
+            f"trainer.max_steps={LOOP_WARMUP + LOOP_STEPS + 1}",
+            "trainer.limit_val_batches=0",
+            "trainer.accelerator=cpu",
+        ]
+        run_finetune(
+            load_config("finetune", overrides=overrides),
+            run_dir,
+            progress=False,
+            callbacks=[timer.callback(lightning.Callback)],
+        )
+        result["loop"] = timer.throughput()
+        calculator = DensCalculator(potential.eval())
+        result["calculator"] = calls_per_second(calculator, frames[0])
+        median, _ = timed(lambda: calculator.batch(frames[:BATCH]), 10, warmup=2)
+        result["batched"] = BATCH / median
+    return result
+
+
+# ---------------------------------------------------------------- schnetpack
+
+
+def schnetpack_model(name: str, hparams: dict):
+    import schnetpack as spk
+    import schnetpack.transform as trn
+
+    rbf = spk.nn.GaussianRBF(n_rbf=hparams["num_rbf"], cutoff=CUTOFF)
+    envelope = spk.nn.CosineCutoff(CUTOFF)
+    width = hparams["hidden_channels"]
+    if name == "schnet":
+        representation = spk.representation.SchNet(
+            n_atom_basis=width,
+            n_filters=hparams["num_filters"],
+            n_interactions=hparams["num_interactions"],
+            radial_basis=rbf,
+            cutoff_fn=envelope,
+        )
+    else:
+        representation = spk.representation.PaiNN(
+            n_atom_basis=width,
+            n_interactions=hparams["num_interactions"],
+            radial_basis=rbf,
+            cutoff_fn=envelope,
+        )
+    return spk.model.NeuralNetworkPotential(
+        representation=representation,
+        input_modules=[spk.atomistic.PairwiseDistances()],
+        output_modules=[
+            spk.atomistic.Atomwise(n_in=width, output_key="energy"),
+            spk.atomistic.Forces(energy_key="energy", force_key="forces"),
+        ],
+        postprocessors=[trn.CastTo64()],
+    )
+
+
+def schnetpack(name: str, hparams: dict, measure_loop: bool) -> dict:
+    import pytorch_lightning as pl
+    import schnetpack as spk
+    import schnetpack.transform as trn
+    import torch
+    import torchmetrics
+    from schnetpack.data import AtomsDataModule
+    from schnetpack.interfaces import AtomsConverter, SpkCalculator
+
+    torch.manual_seed(0)
+    model = schnetpack_model(name, hparams)
+    result = {"parameters": sum(p.numel() for p in model.parameters())}
+    datamodule = AtomsDataModule(
+        str(WORK / "aspirin.db"),
+        batch_size=BATCH,
+        num_train=FRAMES - 50,
+        num_val=50,
+        split_file=str(WORK / "split.npz"),
+        transforms=[trn.MatScipyNeighborList(cutoff=CUTOFF), trn.CastTo32()],
+        num_workers=0,
+        property_units={"energy": "eV", "forces": "eV/Ang"},
+        distance_unit="Ang",
+    )
+    datamodule.prepare_data()
+    datamodule.setup()
+    batch = next(iter(datamodule.train_dataloader()))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def predict():
+        out = model(dict(batch))
+        return out["energy"], out["forces"]
+
+    median, _ = timed(mse_step(predict, optimizer, batch["energy"], batch["forces"]), STEP_REPEATS)
+    result["step"] = BATCH / median
+    if measure_loop:
+        outputs = [
+            spk.task.ModelOutput(
+                name=key,
+                loss_fn=torch.nn.MSELoss(),
+                loss_weight=w,
+                metrics={"MAE": torchmetrics.MeanAbsoluteError()},
+            )
+            for key, w in (("energy", 0.01), ("forces", 0.99))
+        ]
+        task = spk.task.AtomisticTask(
+            model=model, outputs=outputs, optimizer_cls=torch.optim.AdamW, optimizer_args={"lr": 1e-4}
+        )
+        timer = StepTimes()
+        run_dir = WORK / "schnetpack-run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        trainer = pl.Trainer(
+            max_steps=LOOP_WARMUP + LOOP_STEPS + 1,
+            limit_val_batches=0,
+            logger=pl.loggers.CSVLogger(run_dir),
+            callbacks=[
+                pl.callbacks.ModelCheckpoint(dirpath=run_dir, save_last=True),
+                timer.callback(pl.Callback),
+            ],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            inference_mode=False,
+            accelerator="cpu",
+        )
+        trainer.fit(task, datamodule=datamodule)
+        result["loop"] = timer.throughput()
+        model_file = run_dir / "model.pt"
+        torch.save(model.eval(), model_file)
+        # SpkCalculator unpickles a whole model, which torch >= 2.6 refuses by default; this is the
+        # file the trial has just written, so allow it (torch's documented escape hatch)
+        os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+        calculator = SpkCalculator(
+            model_file=str(model_file),
+            neighbor_list=trn.MatScipyNeighborList(cutoff=CUTOFF),
+            energy_key="energy",
+            force_key="forces",
+            energy_unit="eV",
+            position_unit="Ang",
+            device="cpu",
+        )
+        frames = read_frames()
+        result["calculator"] = calls_per_second(calculator, frames[0])
+        converter = AtomsConverter(neighbor_list=trn.MatScipyNeighborList(cutoff=CUTOFF), dtype=torch.float32)
+
+        def predict_batch():
+            out = model(converter(frames[:BATCH]))
+            return out["energy"].detach(), out["forces"].detach()
+
+        median, _ = timed(predict_batch, 10, warmup=2)
+        result["batched"] = BATCH / median
+    return result
+
+
+# ---------------------------------------------------------------- nequip
+
+
+def nequip(name: str, hparams: dict, measure_loop: bool) -> dict:
+    import torch
+    from nequip.data import AtomicDataDict, compute_neighborlist_, from_ase
+    from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper
+    from nequip.model import NequIPGNNModel
+    from nequip.utils.global_state import set_global_state
+
+    set_global_state()
+    model = NequIPGNNModel(
+        seed=0,
+        model_dtype="float32",
+        type_names=TYPES,
+        r_max=CUTOFF,
+        num_layers=hparams["num_layers"],
+        l_max=hparams["lmax"],
+        num_features=hparams["num_channels"],
+        avg_num_neighbors=16.0,
+    )
+    result = {"parameters": sum(p.numel() for p in model.parameters())}
+    mapper = ChemicalSpeciesToAtomTypeMapper(model_type_names=TYPES)
+    frames = read_frames()[:BATCH]
+    batch = AtomicDataDict.batched_from_list(
+        [compute_neighborlist_(mapper(from_ase(atoms)), CUTOFF) for atoms in frames]
+    )
+    energy, forces = labels(frames)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def predict():
+        out = model(dict(batch))
+        return out[AtomicDataDict.TOTAL_ENERGY_KEY].reshape(-1), out[AtomicDataDict.FORCE_KEY]
+
+    median, _ = timed(mse_step(predict, optimizer, energy, forces), STEP_REPEATS)
+    result["step"] = BATCH / median
+    return result
+
+
+CODES = {"ours": ours, "schnetpack": schnetpack, "nequip": nequip}
+
+
+def trial(code: str, model: str) -> dict:
+    import torch
+
+    torch.set_num_threads(2)
+    (name, hparams), peer = PAIRS[model]
+    before = peak_rss_mb()
+    result = CODES[code](name, hparams, measure_loop=peer == "schnetpack")
+    return {"code": code, "model": model, **result, "peak_mb": peak_rss_mb() - before}
+
+
+def run_trial(code: str, model: str) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", PYTHONWARNINGS="ignore")
+    done = subprocess.run(
+        [sys.executable, __file__, "--trial", code, model], capture_output=True, text=True, env=env
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"trial {code} {model} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def fmt(values: list[float], digits: int = 0) -> str:
+    """Median, and the range over repeats."""
+    if not values:
+        return "–"
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+METRICS = [
+    ("step", "model step (structures/s)"),
+    ("loop", "whole loop (structures/s)"),
+    ("calculator", "ASE calculator (calls/s)"),
+    ("batched", "batched predictions (structures/s)"),
+    ("peak_mb", "peak memory (MB)"),
+]
+
+
+def table(results: list[dict]) -> list[str]:
+    header = "| model | code | parameters | " + " | ".join(label for _, label in METRICS) + " |"
+    rows = [header, "|" + "---|" * (3 + len(METRICS))]
+    for model, (_, peer) in PAIRS.items():
+        runs = {
+            code: [r for r in results if r["model"] == model and r["code"] == code] for code in ("ours", peer)
+        }
+        for code, group in runs.items():
+            if not group:
+                continue
+            cells = [fmt([r[key] for r in group if key in r]) for key, _ in METRICS]
+            rows.append(f"| {model} | {code} | {group[0]['parameters']:,} | " + " | ".join(cells) + " |")
+        pairs = list(zip(runs["ours"], runs[peer], strict=False))
+        ratios = (
+            [
+                fmt([a[key] / b[key] for a, b in pairs if key in a and key in b], 2)
+                if key in pairs[0][0]
+                else "–"
+                for key, _ in METRICS
+            ]
+            if pairs
+            else []
+        )
+        if ratios:
+            rows.append(f"| {model} | **ours / {peer}** | | " + " | ".join(f"**{c}**" for c in ratios) + " |")
+    return rows
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    return ", ".join(
+        f"{p} {version(p)}" for p in ("torch", "lightning", "e3nn", "schnetpack", "nequip", "matscipy")
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="+", choices=list(PAIRS), default=list(PAIRS))
+    parser.add_argument("--trial", nargs=2, metavar=("CODE", "MODEL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.trial:
+        print(json.dumps(trial(*args.trial)))
+        return 0
+    source = prepare_data()
+    results = []
+    for repeat in range(args.repeats):
+        for model in args.models:
+            codes = ["ours", PAIRS[model][1]]
+            for code in codes if repeat % 2 == 0 else codes[::-1]:
+                results.append(run_trial(code, model))
+                print(json.dumps(results[-1]), flush=True)
+    (WORK / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    lines = [
+        "## Side by side: schnetpack and nequip",
+        "",
+        f"`make bench` (`.venv-bench/bin/python bench/peers.py --repeats {args.repeats}`);",
+        f"{machine()}; float32;",
+        f"{versions()}.",
+        f"Data: {FRAMES} structures of {source}; batch {BATCH}; cutoff {CUTOFF} Å; AdamW.",
+        "Every cell: median over the repeats, (range); the ratio rows take ours / peer for each pair of",
+        "interleaved trials, then the median and range of those ratios.",
+        "",
+        "- SchNet: 128 features, 3 interactions, 20 Gaussians, cosine cutoff (both codes).",
+        "- PaiNN: 128 features, 3 interactions, 20 Gaussians, cosine cutoff (both codes).",
+        "- NequIP-sized: nequip's `NequIPGNNModel` (l_max 1, 32 features, 3 layers, its defaults otherwise:",
+        "  parity on, 8 Bessels, radial MLP 1×128) against our `equiformer` at l_max 1, 32 channels,",
+        "  3 layers (its defaults otherwise: 4 heads, 32 Gaussians, radial MLP 64, feed-forward 64).",
+        "- Whole loop: each code's Lightning `fit` on its own data pipeline. Ours is `run_finetune` as",
+        "  `python -m dens_lightning finetune` runs it: extxyz read once into memory, cdist neighbour lists",
+        "  in the collate, EMA, gradient clipping, CSV log, checkpoints. schnetpack: `AtomsDataModule` on an",
+        "  ASE database with `MatScipyNeighborList` and `CastTo32` transforms, `AtomisticTask` with MAE",
+        "  metrics, CSV log and checkpoints. Validation is off in both.",
+        "- Calculator: ours `DensCalculator`; schnetpack `SpkCalculator` with `MatScipyNeighborList`.",
+        "",
+        *table(results),
+    ]
+    write_section("peers", lines)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
