@@ -5,8 +5,14 @@ PY     := $(VENV)/bin/python
 # A GPU user picks their own build, e.g. make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+# `make bench` runs us beside schnetpack and nequip, installed into their own environment
+BENCH_VENV  ?= .venv-bench
+BENCH_PY    := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
+# schnetpack 2.1.1 pins sympy<=1.12, for which pip swaps torch: install it --no-deps, its imports named
+SCHNETPACK_DEPS := matscipy hydra-core torch-ema fasteners dirsync tqdm pyyaml h5py
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench bench-install clean
 
 install: $(STAMP)
 
@@ -30,8 +36,21 @@ lint: install
 	$(PY) -m ruff check dens_lightning tests bench
 	$(PY) -m ruff format --check dens_lightning tests bench
 
-bench: install
-	$(PY) bench/run.py
+bench-install: $(BENCH_STAMP)
+
+$(BENCH_STAMP): pyproject.toml bench/patch_schnetpack.py
+	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install --quiet --upgrade pip
+	$(BENCH_PY) -m pip install --quiet $(TORCH)
+	$(BENCH_PY) -m pip install --quiet -e ".[dev]" py-spy
+	$(BENCH_PY) -m pip install --quiet nequip==0.19.1
+	$(BENCH_PY) -m pip install --quiet --no-deps schnetpack==2.1.1
+	$(BENCH_PY) -m pip install --quiet $(SCHNETPACK_DEPS)
+	$(BENCH_PY) bench/patch_schnetpack.py
+	touch $(BENCH_STAMP)
+
+bench: bench-install
+	$(BENCH_PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) runs .pytest_cache

@@ -30,6 +30,7 @@ from .artifacts import (
     save_model,
     with_prefix,
 )
+from .allocator import keep_freed_memory
 from .config import model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
 from .errors import InputError
@@ -318,6 +319,7 @@ def run_pretrain(
 
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir("pretrain")
     resume_from = _start(run_dir, resume)
+    keep_freed_memory()
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
     name, hparams = model_hyperparameters(cfg)
     trainer = make_trainer(cfg, run_dir, progress, callbacks)
@@ -360,6 +362,7 @@ def run_finetune(
     callbacks added to the run's own."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir("finetune")
     resume_from = _start(run_dir, resume)
+    keep_freed_memory()
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
 
     pretrained = pretrained_backbone(from_path) if from_path is not None and not resume else None
