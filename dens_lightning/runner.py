@@ -20,6 +20,7 @@ import lightning
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .allocator import keep_freed_memory
 from .artifacts import (
     MODEL_FILE,
     load_backbone_state,
@@ -30,7 +31,6 @@ from .artifacts import (
     save_model,
     with_prefix,
 )
-from .allocator import keep_freed_memory
 from .config import model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
 from .errors import InputError

@@ -214,6 +214,36 @@ def test_collate_keeps_single_and_batched_neighbours_consistent(molecules):
     assert batch.num_graphs == 3
     assert batch.num_atoms.tolist() == [len(z) for z, _ in molecules]
     assert batch.batch.tolist() == sum(([k] * len(z) for k, (z, _) in enumerate(molecules)), [])
+    # graphs with their lists collate into one paired list: the batch's own list, edge for edge
+    potential = make_potential("schnet", torch.float64)
+    merged = collate([potential.prepare(g) for g in graphs])
+    built = potential.prepare(batch)
+    assert merged.paired and built.paired
+    assert torch.equal(merged.edge_index, built.edge_index)
+    assert torch.equal(merged.edge_shift, built.edge_shift)
+
+
+@pytest.mark.parametrize("periodic", [False, True], ids=["molecules", "periodic"])
+def test_paired_list_gives_what_any_order_of_edges_gives(name, periodic, molecules):
+    """Backbones compute the radial parts once per pair on a paired list; the same edges in a random
+    order, unpaired, must give the same energies and forces."""
+    potential = make_potential(name, torch.float64)
+    if periodic:
+        atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+        atoms.numbers[:] = 6
+        atoms.rattle(0.05, seed=3)
+        graph = potential.prepare(periodic_graph(atoms, torch.float64))
+    else:
+        graph = potential.prepare(collate([molecule_graph(z, p, torch.float64) for z, p in molecules]))
+    assert graph.paired
+    order = torch.randperm(graph.edge_index.shape[1], generator=torch.Generator().manual_seed(0))
+    shuffled = graph.replace(
+        edge_index=graph.edge_index[:, order], edge_shift=graph.edge_shift[order], paired=False
+    )
+    e0, f0 = energy_forces(potential, graph)
+    e1, f1 = energy_forces(potential, shuffled)
+    torch.testing.assert_close(e1, e0, **DTYPES[torch.float64])
+    torch.testing.assert_close(f1, f0, **DTYPES[torch.float64])
 
 
 # ------------------------------------------------------------------ noise heads

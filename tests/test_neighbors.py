@@ -63,6 +63,10 @@ def check_edges(edge_index, edge_shift, pos, cutoff):
     length = (pos[j] - pos[i] + edge_shift).norm(dim=-1)
     assert bool((length < cutoff).all())
     assert bool((length > 0).all())  # never an atom paired with itself in place
+    half = edge_index.shape[1] // 2  # paired: each pair once, then the same pairs reversed
+    assert edge_index.shape[1] == 2 * half
+    assert torch.equal(edge_index[:, half:], edge_index[:, :half].flip(0))
+    assert torch.equal(edge_shift[half:], -edge_shift[:half])
 
 
 # ---------------------------------------------------------------- molecules

@@ -83,7 +83,7 @@ class Collater:
         edge_index, edge_shift = neighbor_list(
             graph.pos, graph.ptr, self.cutoff, graph.cell, graph.pbc, self.backend
         )
-        return graph.replace(edge_index=edge_index, edge_shift=edge_shift)
+        return graph.replace(edge_index=edge_index, edge_shift=edge_shift, paired=True)
 
 
 def split_sizes(total: int, split: list[float], where: str) -> list[int]:

@@ -15,7 +15,9 @@ class Graph:
     """One or more structures, atoms concatenated (units: Å, eV).
 
     ``edge_index`` holds (source j, target i) pairs, and the vector from atom i to atom j is
-    ``pos[j] - pos[i] + edge_shift``; both are ``None`` until a neighbour list is built.
+    ``pos[j] - pos[i] + edge_shift``; both are ``None`` until a neighbour list is built. ``paired``:
+    whether the list is in :mod:`~dens_lightning.data.neighbors`' paired order (each pair once, then
+    the same pairs reversed), as every list built by ``neighbor_list`` is.
     """
 
     z: Tensor  # int64 [N]
@@ -30,6 +32,7 @@ class Graph:
     idx: Tensor | None = None  # int64 [B], index of each structure in its data set
     edge_index: Tensor | None = None  # int64 [2, E]
     edge_shift: Tensor | None = None  # [E, 3]
+    paired: bool = False
 
     @property
     def num_graphs(self) -> int:
@@ -49,7 +52,7 @@ class Graph:
 
     def with_positions(self, pos: Tensor) -> Graph:
         """The same structures at new positions; the neighbour list is dropped (it may be stale)."""
-        return self.replace(pos=pos, edge_index=None, edge_shift=None)
+        return self.replace(pos=pos, edge_index=None, edge_shift=None, paired=False)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Graph:
         """Move to ``device``; floating-point fields take ``dtype`` when given."""
@@ -80,9 +83,20 @@ def collate(graphs: list[Graph]) -> Graph:
 
     edge_index = None
     edge_shift = None
+    paired = all(g.paired for g in graphs)
     if all(g.edge_index is not None for g in graphs):
-        edge_index = torch.cat([g.edge_index + atom_offsets[k] for k, g in enumerate(graphs)], dim=1)
-        edge_shift = torch.cat([g.edge_shift for g in graphs])
+        indices = [g.edge_index + atom_offsets[k] for k, g in enumerate(graphs)]
+        shifts = [g.edge_shift for g in graphs]
+        if paired:  # every structure's pairs, then every structure's reversed pairs
+            halves = [g.edge_shift.shape[0] // 2 for g in graphs]
+            indices = [x[:, :h] for x, h in zip(indices, halves, strict=True)] + [
+                x[:, h:] for x, h in zip(indices, halves, strict=True)
+            ]
+            shifts = [x[:h] for x, h in zip(shifts, halves, strict=True)] + [
+                x[h:] for x, h in zip(shifts, halves, strict=True)
+            ]
+        edge_index = torch.cat(indices, dim=1)
+        edge_shift = torch.cat(shifts)
     return Graph(
         z=torch.cat([g.z for g in graphs]),
         pos=torch.cat([g.pos for g in graphs]),
@@ -96,4 +110,5 @@ def collate(graphs: list[Graph]) -> Graph:
         idx=cat("idx"),
         edge_index=edge_index,
         edge_shift=edge_shift,
+        paired=paired and edge_index is not None,
     )

@@ -1,7 +1,10 @@
 """Radius graphs behind one function, with interchangeable backends.
 
 Every backend returns the full list (both directions) as ``edge_index = (j, i)`` and the Cartesian
-shift such that the vector from i to j is ``pos[j] - pos[i] + shift``.
+shift such that the vector from i to j is ``pos[j] - pos[i] + shift``, *paired*: the first half holds
+each pair once and the second half the same pairs reversed, in the same order (edge ``e + E/2`` is
+edge ``e`` with j and i swapped and the shift negated). Backbones use this to compute what depends on
+the distance alone once per pair (:func:`dens_lightning.models.base.pair_vectors`).
 
 Backends (DESIGN section 4 has the measurements behind the default):
 - ``cdist``: padded, batched ``torch.cdist``; molecules only; fastest for small molecules on CPU.
@@ -80,11 +83,16 @@ def _cdist(pos: Tensor, ptr: Tensor, cutoff: float) -> tuple[Tensor, Tensor]:
     valid = torch.zeros(n_struct, max_atoms, dtype=torch.bool, device=pos.device)
     valid[batch, local] = True
     mask = (dist < cutoff) & valid[:, :, None] & valid[:, None, :]
-    mask &= ~torch.eye(max_atoms, dtype=torch.bool, device=pos.device)
+    mask &= torch.ones(max_atoms, max_atoms, dtype=torch.bool, device=pos.device).triu(1)  # i < j: once
     s, i, j = mask.nonzero(as_tuple=True)
     offset = ptr.to(pos.device)[s]
-    edge_index = torch.stack([j + offset, i + offset])
-    return edge_index, pos.new_zeros(edge_index.shape[1], 3)
+    return paired(torch.stack([j + offset, i + offset]), pos.new_zeros(s.shape[0], 3))
+
+
+def paired(half_index: Tensor, half_shift: Tensor) -> tuple[Tensor, Tensor]:
+    """The full list from each pair once: the pairs, then the same pairs reversed (see the module
+    docstring)."""
+    return torch.cat([half_index, half_index.flip(0)], dim=1), torch.cat([half_shift, -half_shift])
 
 
 def _torch_cluster(pos: Tensor, ptr: Tensor, cutoff: float) -> tuple[Tensor, Tensor]:
@@ -94,13 +102,14 @@ def _torch_cluster(pos: Tensor, ptr: Tensor, cutoff: float) -> tuple[Tensor, Ten
     batch = torch.repeat_interleave(torch.arange(sizes.numel(), device=pos.device), sizes.to(pos.device))
     # never the default max_num_neighbors=32: it silently drops pairs in molecules of 50+ atoms
     edge_index = radius_graph(pos, r=cutoff, batch=batch, loop=False, max_num_neighbors=int(sizes.max()))
-    return edge_index, pos.new_zeros(edge_index.shape[1], 3)
+    once = edge_index[:, edge_index[0] > edge_index[1]]
+    return paired(once, pos.new_zeros(once.shape[1], 3))
 
 
 def _vesin(pos: Tensor, ptr: Tensor, cutoff: float, cell: Tensor | None, pbc: Tensor | None):
     from vesin import NeighborList
 
-    calculator = NeighborList(cutoff=float(cutoff), full_list=True)
+    calculator = NeighborList(cutoff=float(cutoff), full_list=False)  # each pair once
     pos_np = pos.cpu().double().numpy()
     ptr_np = ptr.cpu().numpy()
     cell_np = cell.cpu().double().numpy() if cell is not None else None
@@ -122,4 +131,4 @@ def _vesin(pos: Tensor, ptr: Tensor, cutoff: float, cell: Tensor | None, pbc: Te
         return _empty(pos)
     edge_index = torch.from_numpy(np.stack([np.concatenate(sources), np.concatenate(targets)]))
     edge_shift = torch.from_numpy(np.concatenate(shifts))
-    return edge_index.to(pos.device), edge_shift.to(device=pos.device, dtype=pos.dtype)
+    return paired(edge_index.to(pos.device), edge_shift.to(device=pos.device, dtype=pos.dtype))

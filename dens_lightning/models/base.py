@@ -115,6 +115,27 @@ def edge_vectors(graph: Graph) -> tuple[Tensor, Tensor]:
     return vec, torch.linalg.vector_norm(vec, dim=-1)
 
 
+def pair_vectors(graph: Graph) -> tuple[Tensor, Tensor]:
+    """:func:`edge_vectors` of each pair once where the list is paired (its first half), else of
+    every edge. What depends on the distance alone is computed on these, then spread to both
+    directions by :func:`both_directions`: half the work of the radial networks."""
+    if not graph.paired:
+        return edge_vectors(graph)
+    half = graph.edge_index.shape[1] // 2
+    j, i = graph.edge_index[:, :half]
+    vec = graph.pos[j] - graph.pos[i] + graph.edge_shift[:half]
+    return vec, torch.linalg.vector_norm(vec, dim=-1)
+
+
+def both_directions(graph: Graph, values: Tensor, sign: Tensor | float = 1.0) -> Tensor:
+    """Per-pair ``values`` [P, ...] (from :func:`pair_vectors`) as per-edge values [E, ...]: the
+    reversed edge takes ``sign * value`` (1 for functions of the distance, -1 for the edge vector,
+    (-1)^l for spherical harmonics of degree l). Unpaired lists are per edge already."""
+    if not graph.paired:
+        return values
+    return torch.cat([values, values * sign])
+
+
 def gaussians(values: Tensor, centers: Tensor, width: Tensor | float) -> Tensor:
     """exp(-(x - μ_k)² / 2w²) of every value [...] and centre [K]: [..., K]."""
     return torch.exp(-0.5 * ((values[..., None] - centers) / width) ** 2)

@@ -52,11 +52,12 @@ from .base import (
     BackboneConfig,
     Features,
     GaussianRBF,
+    both_directions,
     checked_node_inputs,
     cosine_cutoff,
     degree_of_row,
     degree_sizes,
-    edge_vectors,
+    pair_vectors,
     register_backbone,
 )
 from .encoders import IrrepsForceEncoder
@@ -238,10 +239,13 @@ class GraphAttention(nn.Module):
         head_of_channel = torch.arange(channels) * self.num_heads // channels
         self.register_buffer("head_of_channel", head_of_channel, persistent=False)
 
-    def forward(self, x: Tensor, sh: Tensor, rbf: Tensor, envelope: Tensor, edge_index: Tensor) -> Tensor:
-        j, i = edge_index
+    def forward(self, x: Tensor, sh: Tensor, rbf: Tensor, envelope: Tensor, graph: Graph) -> Tensor:
+        """``sh`` and ``envelope`` per edge, ``rbf`` per pair (:func:`pair_vectors`)."""
+        j, i = graph.edge_index
         pair = self.source(x)[j] + self.target(x)[i]
-        weights = self.radial(rbf).view(rbf.shape[0], self.product.num_paths, x.shape[2])
+        weights = both_directions(graph, self.radial(rbf)).view(
+            j.shape[0], self.product.num_paths, x.shape[2]
+        )
         mixed = self.product(pair, sh, weights)
         split = self.num_heads * self.attention_channels
         scores_and_gates = self.scores_and_gates(mixed[:, 0])
@@ -279,8 +283,8 @@ class TransformerBlock(nn.Module):
         self.norm_ffn = EquivariantLayerNorm(config.lmax, config.num_channels)
         self.ffn = FeedForward(config)
 
-    def forward(self, x: Tensor, sh: Tensor, rbf: Tensor, envelope: Tensor, edge_index: Tensor) -> Tensor:
-        x = x + self.attention(self.norm_attention(x), sh, rbf, envelope, edge_index)
+    def forward(self, x: Tensor, sh: Tensor, rbf: Tensor, envelope: Tensor, graph: Graph) -> Tensor:
+        x = x + self.attention(self.norm_attention(x), sh, rbf, envelope, graph)
         return x + self.ffn(self.norm_ffn(x))
 
 
@@ -297,9 +301,11 @@ class EdgeDegreeEmbedding(nn.Module):
         self.norm = 1.0 / config.avg_neighbors
         self.register_buffer("rows", degree_of_row(config.lmax), persistent=False)
 
-    def forward(self, z: Tensor, sh: Tensor, rbf: Tensor, envelope: Tensor, edge_index: Tensor) -> Tensor:
-        j, i = edge_index
-        weights = self.radial(rbf) * self.neighbor_type(z[j]) * (envelope[:, None] * self.norm)
+    def forward(self, z: Tensor, sh: Tensor, rbf: Tensor, envelope: Tensor, graph: Graph) -> Tensor:
+        """``sh`` per edge, ``rbf`` and ``envelope`` per pair (:func:`pair_vectors`)."""
+        j, i = graph.edge_index
+        radial = both_directions(graph, self.radial(rbf) * (envelope[:, None] * self.norm))
+        weights = radial * self.neighbor_type(z[j])
         edges = weights.view(weights.shape[0], self.lmax + 1, self.channels)[:, self.rows] * sh[:, :, None]
         return edges.new_zeros(z.shape[0], *edges.shape[1:]).index_add(0, i, edges)
 
@@ -328,6 +334,7 @@ class Equiformer(Backbone):
         self.edge_degree = EdgeDegreeEmbedding(config)
         self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
         self.norm = EquivariantLayerNorm(config.lmax, config.num_channels)
+        self.register_buffer("sh_parity", (-1.0) ** degree_of_row(config.lmax), persistent=False)
 
     @property
     def num_features(self) -> int:
@@ -345,16 +352,18 @@ class Equiformer(Backbone):
         return IrrepsForceEncoder(self.lmax, self.config.num_channels)
 
     def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
-        vec, distance = edge_vectors(graph)
+        vec, distance = pair_vectors(graph)
         sh = o3.spherical_harmonics(list(range(self.lmax + 1)), vec, True, normalization="component")
+        sh = both_directions(graph, sh, self.sh_parity)  # Y_l(-r) = (-1)^l Y_l(r)
         rbf = self.rbf(distance)
         envelope = cosine_cutoff(distance, self.cutoff)
-        x = self.edge_degree(graph.z, sh, rbf, envelope, graph.edge_index)
+        x = self.edge_degree(graph.z, sh, rbf, envelope, graph)
+        envelope = both_directions(graph, envelope)
         x = torch.cat([x[:, :1] + self.atom_embedding(graph.z)[:, None], x[:, 1:]], dim=1)
         if node_inputs:
             shape = (x.shape[0], *self.node_shape)
             x = x + checked_node_inputs(self.name, node_inputs, {NODE_INPUT_KEY: shape})[NODE_INPUT_KEY]
         for block in self.blocks:
-            x = block(x, sh, rbf, envelope, graph.edge_index)
+            x = block(x, sh, rbf, envelope, graph)
         x = self.norm(x)
         return Features(scalars=x[:, 0], vectors=x[:, 1:4])

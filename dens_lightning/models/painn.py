@@ -19,9 +19,10 @@ from .base import (
     Backbone,
     BackboneConfig,
     Features,
+    both_directions,
     checked_node_inputs,
     cosine_cutoff,
-    edge_vectors,
+    pair_vectors,
     register_backbone,
     xavier_init,
 )
@@ -60,13 +61,20 @@ class Message(nn.Module):
         self.scalar_net = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 3 * hidden))
         self.filter = nn.Linear(num_rbf, 3 * hidden)
 
-    def forward(self, s, v, rbf, envelope, unit, edge_index) -> tuple[Tensor, Tensor]:
-        j, i = edge_index
-        x = self.scalar_net(s)[j] * self.filter(rbf) * envelope[:, None]
+    def forward(
+        self, s: Tensor, v: Tensor | None, rbf: Tensor, envelope: Tensor, unit: Tensor, graph: Graph
+    ) -> tuple[Tensor, Tensor]:
+        """``rbf`` and ``envelope`` per pair (:func:`pair_vectors`), ``unit`` per edge; ``v`` None while
+        the vector features are still zero (the first message without force encoding)."""
+        j, i = graph.edge_index
+        filters = both_directions(graph, self.filter(rbf) * envelope[:, None])
+        x = self.scalar_net(s)[j] * filters
         ds, dv_v, dv_r = torch.split(x, self.hidden, dim=-1)
-        dv = v[j] * dv_v[:, None, :] + unit[:, :, None] * dv_r[:, None, :]
+        dv = unit[:, :, None] * dv_r[:, None, :]
+        if v is not None:
+            dv = dv + v[j] * dv_v[:, None, :]
         s_out = torch.zeros_like(s).index_add(0, i, ds)
-        v_out = torch.zeros_like(v).index_add(0, i, dv)
+        v_out = s.new_zeros(s.shape[0], 3, s.shape[1]).index_add(0, i, dv)
         return s_out, v_out
 
 
@@ -147,21 +155,23 @@ class PaiNN(Backbone):
         return VectorForceEncoder(self.config.hidden_channels)
 
     def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
-        vec, distance = edge_vectors(graph)
-        unit = vec / distance[:, None]
+        vec, distance = pair_vectors(graph)
+        unit = both_directions(graph, vec / distance[:, None], -1.0)
         rbf = self.rbf(distance)
         envelope = cosine_cutoff(distance, self.cutoff)
         s = self.embedding(graph.z)
-        v = s.new_zeros(s.shape[0], 3, s.shape[1])
+        v = None  # zero until the first message: skipped in it
         if node_inputs:  # DeNS force encoding: added to the initial scalar and vector features
             n, width = s.shape
             shapes = {"scalars": (n, width), "vectors": (n, 3, width)}
             node_inputs = checked_node_inputs(self.name, node_inputs, shapes)
             s = s + node_inputs.get("scalars", 0.0)
-            v = v + node_inputs.get("vectors", 0.0)
+            v = node_inputs.get("vectors")
         for message, update in zip(self.messages, self.updates):
-            ds, dv = message(s, v, rbf, envelope, unit, graph.edge_index)
-            s, v = s + ds, v + dv
+            ds, dv = message(s, v, rbf, envelope, unit, graph)
+            s, v = s + ds, dv if v is None else v + dv
             ds, dv = update(s, v)
             s, v = s + ds, v + dv
+        if v is None:  # no interactions
+            v = s.new_zeros(s.shape[0], 3, s.shape[1])
         return Features(scalars=s, vectors=v)

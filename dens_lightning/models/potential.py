@@ -22,7 +22,7 @@ def with_neighbors(graph: Graph, cutoff: float, backend: str = "auto") -> Graph:
     if graph.edge_index is not None:
         return graph
     edge_index, edge_shift = neighbor_list(graph.pos, graph.ptr, cutoff, graph.cell, graph.pbc, backend)
-    return graph.replace(edge_index=edge_index, edge_shift=edge_shift)
+    return graph.replace(edge_index=edge_index, edge_shift=edge_shift, paired=True)
 
 
 def strained(graph: Graph, displacement: Tensor) -> Graph:

@@ -19,9 +19,10 @@ from .base import (
     Features,
     GaussianRBF,
     ShiftedSoftplus,
+    both_directions,
     checked_node_inputs,
     cosine_cutoff,
-    edge_vectors,
+    pair_vectors,
     register_backbone,
     xavier_init,
 )
@@ -49,9 +50,10 @@ class Interaction(nn.Module):
             nn.Linear(filters, hidden), ShiftedSoftplus(), nn.Linear(hidden, hidden)
         )
 
-    def forward(self, x: Tensor, rbf: Tensor, envelope: Tensor, edge_index: Tensor) -> Tensor:
-        j, i = edge_index
-        weights = self.filter_net(rbf) * envelope[:, None]
+    def forward(self, x: Tensor, rbf: Tensor, envelope: Tensor, graph: Graph) -> Tensor:
+        """``rbf`` and ``envelope`` per pair (:func:`pair_vectors`)."""
+        j, i = graph.edge_index
+        weights = both_directions(graph, self.filter_net(rbf) * envelope[:, None])
         messages = self.in_to_filter(x)[j] * weights
         aggregated = torch.zeros(x.shape[0], messages.shape[1], dtype=x.dtype, device=x.device)
         aggregated.index_add_(0, i, messages)
@@ -81,7 +83,7 @@ class SchNet(Backbone):
         return EdgeProjectionForceEncoder(self.config.hidden_channels, self.config.cutoff)
 
     def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
-        _, distance = edge_vectors(graph)
+        _, distance = pair_vectors(graph)
         rbf = self.rbf(distance)
         envelope = cosine_cutoff(distance, self.cutoff)
         x = self.embedding(graph.z)
@@ -89,5 +91,5 @@ class SchNet(Backbone):
             shapes = {"scalars": tuple(x.shape)}
             x = x + checked_node_inputs(self.name, node_inputs, shapes)["scalars"]
         for interaction in self.interactions:
-            x = x + interaction(x, rbf, envelope, graph.edge_index)
+            x = x + interaction(x, rbf, envelope, graph)
         return Features(scalars=x)
