@@ -74,7 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     molecules.add_argument("--sdf", type=Path, help="an SDF file (its molecular graphs are used)")
     sample.add_argument("--num", type=int, required=True, help="conformations per molecule")
-    sample.add_argument("--out", type=Path, required=True, help="output extxyz file")
+    sample.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output extxyz file; a path without extension writes a memory-mapped store (a directory) "
+        "for pretraining sets too large to read into memory",
+    )
     sample.add_argument("--method", choices=METHODS, default="normal-mode")
     sample.add_argument("--temperature", type=float, default=300.0, help="K (normal-mode, md)")
     sample.add_argument("--displacement", type=float, default=0.05, help="Å, std (perturb)")
@@ -219,16 +225,21 @@ def _sample(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     info = sampler.describe()
-    frames, short = [], []
+    kept, short = [], []
     for k, molecule in enumerate(molecules):
         samples = list(sampler.sample_molecule(molecule, sampler.molecule_rng(k)))
-        frames += [to_atoms(sample, info) for sample in samples[: args.num]]
+        kept += samples[: args.num]
         if len(samples) < args.num:
             short.append(molecule.smiles)
-    write_extxyz(args.out, frames)
+    if args.out.suffix:
+        write_extxyz(args.out, [to_atoms(sample, info) for sample in kept])
+    else:  # no extension: a memory-mapped store, read lazily by pretrain/finetune data.path
+        from .data.store import write_store
+
+        write_store(args.out, kept, info)
     report = sampler.report
     print(
-        f"wrote {len(frames)} conformations of {len(molecules)} molecules to {args.out} "
+        f"wrote {len(kept)} conformations of {len(molecules)} molecules to {args.out} "
         f"({args.method}); rejected {report.rejected_bonds} samples whose bond graph changed"
         + (f", {report.unlabelled} whose labelling failed" if report.unlabelled else "")
     )

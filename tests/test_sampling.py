@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dens_lightning.cli import main
+from dens_lightning.data.readers import read_structures
 from dens_lightning.data.sampling import (
     Sampler,
     bond_graph,
@@ -181,6 +182,24 @@ def test_sample_command_writes_extxyz_with_provenance(tmp_path, capsys):
     assert main(["sample", "--smiles", "CCO", "--num", "3", "--out", str(out), "--method", "perturb"]) == 0
     frames = ase.io.read(out, ":")
     assert frames[0].info["displacement"] == 0.05 and frames[0].calc is None
+
+
+@pytest.mark.slow
+def test_sample_command_writes_a_store_that_pretraining_reads_lazily(tmp_path, capsys):
+    store = tmp_path / "conformations"  # no extension: a memory-mapped store
+    argv = ["sample", "--smiles", "CCO", "CC#N", "--num", "12", "--out", str(store), "--method", "perturb"]
+    assert main(argv) == 0
+    assert store_info(store)["structures"] == 24 and store_info(store)["smiles"] == ["CCO", "CC#N"]
+    structures = read_structures(store)
+    assert isinstance(structures.pos, np.memmap) and len(structures) == 24
+    run = tmp_path / "run"
+    overrides = [f"data.path={store}", "data.split=[20,4,0]", "data.batch_size=4", "trainer.max_steps=2"]
+    assert main(["pretrain", "--run-dir", str(run), "--no-progress", *overrides]) == 0
+    saved = (run / "config.yaml").read_text()
+    assert str(store) in saved and (run / "model.safetensors").exists()
+    capsys.readouterr()
+    assert main(["pretrain", "--run-dir", str(tmp_path / "bad"), f"data.path={tmp_path}"]) == 2
+    assert "not a conformation store" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -243,7 +243,8 @@ class AtomsDataModule(lightning.LightningDataModule):
             full = self._read(source)
         indices = self._split_indices(full, explicit_val=bool(cfg.val), explicit_test=bool(cfg.test))
         self.split_indices = indices
-        take = full.view if self.lazy else full.subset
+        memory_mapped = isinstance(full.pos, np.memmap)  # a store: never copied whole
+        take = full.view if (self.lazy or memory_mapped) else full.subset
         self.splits = {name: take(idx) for name, idx in indices.items()}
         if cfg.val:
             self.splits["val"] = self._read(cfg.val)
@@ -268,6 +269,7 @@ class AtomsDataModule(lightning.LightningDataModule):
             "units_in_file": full.units,
             "labeller": labeller,
             "embedded": self.uses_default_data and cfg.source == "embedded",
+            **({"store": str(source)} if memory_mapped and not self.uses_default_data else {}),
             **extra,
         }
 

@@ -69,7 +69,14 @@ def read_structures(path: str | Path, options: ReadOptions | None = None) -> Str
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_dir():
-        raise InputError(f"{path}: is a directory; expected a structure file ({', '.join(SUFFIXES)})")
+        from .store import is_store, open_store
+
+        if is_store(path):  # memory-mapped, read structure by structure
+            return open_store(path)
+        raise InputError(
+            f"{path}: is a directory but not a conformation store (no info.json); expected a structure "
+            f"file ({', '.join(SUFFIXES)}) or a store written by `sample --out DIR`"
+        )
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise InputError(f"{path}: unknown extension {path.suffix!r}; expected one of {', '.join(SUFFIXES)}")
