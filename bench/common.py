@@ -16,6 +16,8 @@ BENCHMARKS = ROOT / "BENCHMARKS.md"
 ASPIRIN_NPZ = ROOT.parent / "shared" / "data" / "rmd17_aspirin" / "rmd17_aspirin_1050.npz"
 ASPIRIN_SMILES = "CC(=O)Oc1ccccc1C(=O)O"
 KCAL_PER_MOL = 0.0433641043  # eV
+BATCH = 32  # structures per training step in every comparison
+LOOP_WARMUP = 5  # training steps left out of whole-loop rates
 
 
 def machine() -> str:
@@ -86,3 +88,24 @@ def write_section(name: str, lines: list[str]) -> None:
         text = text[: text.index(start)] + text[text.index(end) + len(end) :].lstrip("\n")
     BENCHMARKS.write_text(text.rstrip("\n") + "\n\n" + "\n".join([start, *lines, end]) + "\n")
     print("\n".join(lines))
+
+
+class StepTimes:
+    """Records when each training batch starts; :meth:`callback` makes the Lightning callback (of
+    ``lightning`` for us, ``pytorch_lightning`` for schnetpack) that feeds it."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def callback(self, base: type):
+        times = self.times
+
+        class Timer(base):
+            def on_train_batch_start(self, *args) -> None:
+                times.append(time.perf_counter())
+
+        return Timer()
+
+    def throughput(self) -> float:
+        timed_steps = self.times[LOOP_WARMUP:]
+        return BATCH * (len(timed_steps) - 1) / (timed_steps[-1] - timed_steps[0])

@@ -23,17 +23,25 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, aspirin_frames, machine, peak_rss_mb, timed, write_section  # noqa: E402
+from common import (  # noqa: E402
+    BATCH,
+    LOOP_WARMUP,
+    ROOT,
+    StepTimes,
+    aspirin_frames,
+    machine,
+    peak_rss_mb,
+    timed,
+    write_section,
+)
 
 WORK = ROOT / "runs" / "bench" / "peers"
 FRAMES = 1000  # 950 training, 50 validation (unused: validation is off in the loop)
-BATCH = 32
 CUTOFF = 5.0
 TYPES = ["H", "C", "O"]
 # model -> (our backbone and its hyperparameters, the peer that runs it)
@@ -45,28 +53,7 @@ PAIRS = {
     "PaiNN": (("painn", {"hidden_channels": 128, "num_interactions": 3, "num_rbf": 20}), "schnetpack"),
     "NequIP-sized": (("equiformer", {"lmax": 1, "num_channels": 32, "num_layers": 3}), "nequip"),
 }
-STEP_REPEATS, LOOP_STEPS, LOOP_WARMUP, CALLS = 10, 30, 5, 50
-
-
-class StepTimes:
-    """Records when each training batch starts; :meth:`callback` makes the Lightning callback (of
-    ``lightning`` for us, ``pytorch_lightning`` for schnetpack) that feeds it."""
-
-    def __init__(self):
-        self.times: list[float] = []
-
-    def callback(self, base: type):
-        times = self.times
-
-        class Timer(base):
-            def on_train_batch_start(self, *args) -> None:
-                times.append(time.perf_counter())
-
-        return Timer()
-
-    def throughput(self) -> float:
-        timed_steps = self.times[LOOP_WARMUP:]
-        return BATCH * (len(timed_steps) - 1) / (timed_steps[-1] - timed_steps[0])
+STEP_REPEATS, LOOP_STEPS, CALLS = 10, 30, 50
 
 
 def prepare_data() -> str:
