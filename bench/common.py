@@ -109,3 +109,10 @@ class StepTimes:
     def throughput(self) -> float:
         timed_steps = self.times[LOOP_WARMUP:]
         return BATCH * (len(timed_steps) - 1) / (timed_steps[-1] - timed_steps[0])
+
+
+def median_range(values: list[float], digits: int = 0) -> str:
+    """Median, and the range over repeats."""
+    if not values:
+        return "–"
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"

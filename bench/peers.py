@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +34,7 @@ from common import (  # noqa: E402
     StepTimes,
     aspirin_frames,
     machine,
+    median_range,
     peak_rss_mb,
     timed,
     write_section,
@@ -364,13 +364,6 @@ def run_trial(code: str, model: str) -> dict:
     return json.loads(lines[-1])
 
 
-def fmt(values: list[float], digits: int = 0) -> str:
-    """Median, and the range over repeats."""
-    if not values:
-        return "–"
-    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
-
-
 METRICS = [
     ("step", "model step (structures/s)"),
     ("loop", "whole loop (structures/s)"),
@@ -390,12 +383,12 @@ def table(results: list[dict]) -> list[str]:
         for code, group in runs.items():
             if not group:
                 continue
-            cells = [fmt([r[key] for r in group if key in r]) for key, _ in METRICS]
+            cells = [median_range([r[key] for r in group if key in r]) for key, _ in METRICS]
             rows.append(f"| {model} | {code} | {group[0]['parameters']:,} | " + " | ".join(cells) + " |")
         pairs = list(zip(runs["ours"], runs[peer], strict=False))
         ratios = (
             [
-                fmt([a[key] / b[key] for a, b in pairs if key in a and key in b], 2)
+                median_range([a[key] / b[key] for a, b in pairs if key in a and key in b], 2)
                 if key in pairs[0][0]
                 else "–"
                 for key, _ in METRICS

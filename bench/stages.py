@@ -15,12 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BATCH, LOOP_WARMUP, ROOT, StepTimes, aspirin_frames, machine, write_section  # noqa: E402
+from common import (  # noqa: E402
+    BATCH,
+    LOOP_WARMUP,
+    ROOT,
+    StepTimes,
+    aspirin_frames,
+    machine,
+    median_range,
+    write_section,
+)
 
 WORK = ROOT / "runs" / "bench" / "stages"
 FRAMES = 1000
@@ -98,10 +106,7 @@ def main() -> int:
         for stage in STAGES:
             values = rates[backbone, stage]
             ratios = [p / v for p, v in zip(plain, values, strict=True)]
-            rows.append(
-                f"| {backbone} | {stage} | {statistics.median(values):.0f} ({min(values):.0f}–{max(values):.0f}) "
-                f"| {statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}) |"
-            )
+            rows.append(f"| {backbone} | {stage} | {median_range(values)} | {median_range(ratios, 2)} |")
     lines = [
         "## DeNS and pretraining against plain finetuning: whole training loop",
         "",

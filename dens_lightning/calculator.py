@@ -16,6 +16,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .allocator import keep_freed_memory
 from .data.atoms import atoms_graph
 from .models.potential import Potential
 
@@ -26,13 +27,15 @@ class DensCalculator(Calculator):
     ``model.safetensors`` file or a loaded :class:`Potential`; ``device``: where it runs.
 
     The model runs in its own precision (float64 models give float64 dynamics). ``batch`` evaluates
-    many structures in one call (one batched forward).
+    many structures in one call (one batched forward). Creating one tunes glibc's malloc for large
+    force evaluations (:mod:`dens_lightning.allocator`; ``DENS_LIGHTNING_MALLOC=system`` opts out).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, model: str | Path | Potential, device: str | torch.device = "cpu", **kwargs):
         super().__init__(**kwargs)
+        keep_freed_memory()
         if not isinstance(model, Potential):
             from . import load_model
 

@@ -497,6 +497,7 @@ def test_model(
     structure's errors are also written to that CSV file."""
     from .data.readers import read_structures
 
+    keep_freed_memory()
     potential = load_potential(resolve_model_path(model_path))
     structures = read_structures(data_path, read_options)
     if structures.energy is None and structures.forces is None:

@@ -17,10 +17,15 @@ def test_tuned_on_glibc_and_allocations_still_work():
     assert keep_freed_memory()
     import torch
 
-    blocks = [torch.ones(5_000_000) for _ in range(3)]  # 20 MB each: below the raised mmap threshold
-    assert all(float(b.sum()) == 5_000_000 for b in blocks)
+    for _ in range(3):  # 160 MB blocks, now from the heap, freed and reused
+        blocks = [torch.ones(40_000_000) for _ in range(2)]
+        assert all(float(b[::1000].sum()) == 40_000 for b in blocks)
+        del blocks
 
 
-def test_left_alone_when_the_user_set_malloc(monkeypatch):
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+@pytest.mark.parametrize(
+    "variable, value", [("MALLOC_MMAP_THRESHOLD_", "131072"), ("DENS_LIGHTNING_MALLOC", "system")]
+)
+def test_left_alone_when_the_user_chose(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
     assert not keep_freed_memory()
