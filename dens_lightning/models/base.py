@@ -107,11 +107,17 @@ def build_backbone(name: str, hyperparameters: dict[str, Any]) -> Backbone:
     return cls(cls.Config(**hyperparameters))
 
 
+def gather(values: Tensor, index: Tensor) -> Tensor:
+    """``values[index]`` along the first axis, as ``index_select``: its backward is a scatter-add,
+    several times faster on the CPU than the accumulating ``index_put`` that ``values[index]`` needs."""
+    return values.index_select(0, index)
+
+
 def edge_vectors(graph: Graph) -> tuple[Tensor, Tensor]:
     """Vectors from each target atom i to its source neighbour j (Å) and their lengths; differentiable
     in ``graph.pos``."""
     j, i = graph.edge_index
-    vec = graph.pos[j] - graph.pos[i] + graph.edge_shift
+    vec = gather(graph.pos, j) - gather(graph.pos, i) + graph.edge_shift
     return vec, torch.linalg.vector_norm(vec, dim=-1)
 
 
@@ -123,7 +129,7 @@ def pair_vectors(graph: Graph) -> tuple[Tensor, Tensor]:
         return edge_vectors(graph)
     half = graph.edge_index.shape[1] // 2
     j, i = graph.edge_index[:, :half]
-    vec = graph.pos[j] - graph.pos[i] + graph.edge_shift[:half]
+    vec = gather(graph.pos, j) - gather(graph.pos, i) + graph.edge_shift[:half]
     return vec, torch.linalg.vector_norm(vec, dim=-1)
 
 

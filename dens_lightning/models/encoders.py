@@ -24,7 +24,7 @@ from e3nn import o3
 from torch import Tensor, nn
 
 from ..data.graph import Graph
-from .base import cosine_cutoff, degree_of_row, edge_vectors, gaussians
+from .base import cosine_cutoff, degree_of_row, edge_vectors, gather, gaussians
 
 MAGNITUDE_RANGE = 4.0  # force magnitudes embedded up to this many training force RMS
 NUM_BASIS = 16  # Gaussians of the magnitude (and of the edge projections)
@@ -85,7 +85,7 @@ class IrrepsForceEncoder(ForceEncoder):
         _, magnitude, direction = self.scaled(forces, mask)
         sh = o3.spherical_harmonics(list(range(self.lmax + 1)), direction, False, normalization="component")
         weights = self.per_degree(self.magnitude_embedding(magnitude))
-        weights = weights.view(-1, self.lmax + 1, self.channels)[:, self.rows]
+        weights = weights.view(-1, self.lmax + 1, self.channels).index_select(1, self.rows)
         keep = mask.to(sh.dtype)[:, None, None]
         return {"irreps": sh[:, :, None] * weights * keep}
 
@@ -123,7 +123,7 @@ class EdgeProjectionForceEncoder(ForceEncoder):
         scaled, magnitude, _ = self.scaled(forces, mask)
         j, i = graph.edge_index
         vec, distance = edge_vectors(graph)
-        projection = (scaled[i] * vec).sum(-1) / distance
+        projection = (gather(scaled, i) * vec).sum(-1) / distance
         basis = gaussian_basis(projection, -MAGNITUDE_RANGE, MAGNITUDE_RANGE, NUM_BASIS)
         edges = self.from_projections(basis * cosine_cutoff(distance, self.cutoff)[:, None])
         keep = mask.to(edges.dtype)[:, None]

@@ -57,6 +57,7 @@ from .base import (
     cosine_cutoff,
     degree_of_row,
     degree_sizes,
+    gather,
     pair_vectors,
     register_backbone,
 )
@@ -136,14 +137,14 @@ class EquivariantLayerNorm(nn.Module):
         scalars = x[:, :1]
         x = torch.cat([scalars - scalars.mean(dim=2, keepdim=True), x[:, 1:]], dim=1)
         mean_square = x.pow(2).mean(dim=2) @ self.row_weights.to(x.dtype)
-        x = x * torch.rsqrt(mean_square + self.eps)[:, None, None] * self.weight[self.rows]
+        x = x * torch.rsqrt(mean_square + self.eps)[:, None, None] * self.weight.index_select(0, self.rows)
         return torch.cat([x[:, :1] + self.bias, x[:, 1:]], dim=1)
 
 
 def gate(x: Tensor, gates: Tensor, rows: Tensor) -> Tensor:
     """SiLU on the scalars; every l > 0 channel scaled by the sigmoid of its gate scalar.
     ``gates`` [N, lmax, C] (one per degree above 0 and channel); ``rows`` the degree of every row."""
-    scaled = x[:, 1:] * torch.sigmoid(gates)[:, rows[1:] - 1]
+    scaled = x[:, 1:] * torch.sigmoid(gates).index_select(1, rows[1:] - 1)
     return torch.cat([nn.functional.silu(x[:, :1]), scaled], dim=1)
 
 
@@ -209,9 +210,9 @@ def envelope_softmax(logits: Tensor, envelope: Tensor, target: Tensor, num_nodes
     index = target[:, None].expand_as(logits)
     peak = logits.new_zeros(num_nodes, logits.shape[1])
     peak = peak.scatter_reduce(0, index, logits, reduce="amax", include_self=True).detach()
-    weighted = torch.exp(logits - peak[target]) * envelope[:, None]
+    weighted = torch.exp(logits - gather(peak, target)) * envelope[:, None]
     denominator = torch.exp(-peak).index_add(0, target, weighted)
-    return weighted / denominator[target]
+    return weighted / gather(denominator, target)
 
 
 class GraphAttention(nn.Module):
@@ -242,7 +243,7 @@ class GraphAttention(nn.Module):
     def forward(self, x: Tensor, sh: Tensor, rbf: Tensor, envelope: Tensor, graph: Graph) -> Tensor:
         """``sh`` and ``envelope`` per edge, ``rbf`` per pair (:func:`pair_vectors`)."""
         j, i = graph.edge_index
-        pair = self.source(x)[j] + self.target(x)[i]
+        pair = gather(self.source(x), j) + gather(self.target(x), i)
         weights = both_directions(graph, self.radial(rbf)).view(
             j.shape[0], self.product.num_paths, x.shape[2]
         )
@@ -254,7 +255,7 @@ class GraphAttention(nn.Module):
         attention = envelope_softmax((scores * self.attention_vector).sum(-1), envelope, i, x.shape[0])
         gates = scores_and_gates[:, split:].view(mixed.shape[0], self.lmax, mixed.shape[2])
         values = gate(self.values(mixed), gates, self.rows)
-        messages = values * attention[:, None, self.head_of_channel]
+        messages = values * attention.index_select(1, self.head_of_channel)[:, None, :]
         return self.output(torch.zeros_like(x).index_add(0, i, messages))
 
 
@@ -305,8 +306,9 @@ class EdgeDegreeEmbedding(nn.Module):
         """``sh`` per edge, ``rbf`` and ``envelope`` per pair (:func:`pair_vectors`)."""
         j, i = graph.edge_index
         radial = both_directions(graph, self.radial(rbf) * (envelope[:, None] * self.norm))
-        weights = radial * self.neighbor_type(z[j])
-        edges = weights.view(weights.shape[0], self.lmax + 1, self.channels)[:, self.rows] * sh[:, :, None]
+        weights = radial * self.neighbor_type(gather(z, j))
+        edges = weights.view(weights.shape[0], self.lmax + 1, self.channels).index_select(1, self.rows)
+        edges = edges * sh[:, :, None]
         return edges.new_zeros(z.shape[0], *edges.shape[1:]).index_add(0, i, edges)
 
 

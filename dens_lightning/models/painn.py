@@ -22,6 +22,7 @@ from .base import (
     both_directions,
     checked_node_inputs,
     cosine_cutoff,
+    gather,
     pair_vectors,
     register_backbone,
     xavier_init,
@@ -68,11 +69,11 @@ class Message(nn.Module):
         the vector features are still zero (the first message without force encoding)."""
         j, i = graph.edge_index
         filters = both_directions(graph, self.filter(rbf) * envelope[:, None])
-        x = self.scalar_net(s)[j] * filters
+        x = gather(self.scalar_net(s), j) * filters
         ds, dv_v, dv_r = torch.split(x, self.hidden, dim=-1)
         dv = unit[:, :, None] * dv_r[:, None, :]
         if v is not None:
-            dv = dv + v[j] * dv_v[:, None, :]
+            dv = dv + gather(v, j) * dv_v[:, None, :]
         s_out = torch.zeros_like(s).index_add(0, i, ds)
         v_out = s.new_zeros(s.shape[0], 3, s.shape[1]).index_add(0, i, dv)
         return s_out, v_out

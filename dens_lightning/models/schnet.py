@@ -22,6 +22,7 @@ from .base import (
     both_directions,
     checked_node_inputs,
     cosine_cutoff,
+    gather,
     pair_vectors,
     register_backbone,
     xavier_init,
@@ -54,7 +55,7 @@ class Interaction(nn.Module):
         """``rbf`` and ``envelope`` per pair (:func:`pair_vectors`)."""
         j, i = graph.edge_index
         weights = both_directions(graph, self.filter_net(rbf) * envelope[:, None])
-        messages = self.in_to_filter(x)[j] * weights
+        messages = gather(self.in_to_filter(x), j) * weights
         aggregated = torch.zeros(x.shape[0], messages.shape[1], dtype=x.dtype, device=x.device)
         aggregated.index_add_(0, i, messages)
         return self.filter_to_out(aggregated)
