@@ -91,24 +91,38 @@ def write_section(name: str, lines: list[str]) -> None:
 
 
 class StepTimes:
-    """Records when each training batch starts; :meth:`callback` makes the Lightning callback (of
-    ``lightning`` for us, ``pytorch_lightning`` for schnetpack) that feeds it."""
+    """Records when each training batch starts and ends; :meth:`callback` makes the Lightning callback
+    (of ``lightning`` for us, ``pytorch_lightning`` for schnetpack) that feeds it. Added last, its
+    batch end comes after the step and every other callback's batch end, so the time from one batch's
+    end to the next one's start is what the loop spends fetching data (reading, collation, neighbour
+    lists)."""
 
     def __init__(self):
-        self.times: list[float] = []
+        self.starts: list[float] = []
+        self.ends: list[float] = []
 
     def callback(self, base: type):
-        times = self.times
+        starts, ends = self.starts, self.ends
 
         class Timer(base):
             def on_train_batch_start(self, *args) -> None:
-                times.append(time.perf_counter())
+                starts.append(time.perf_counter())
+
+            def on_train_batch_end(self, *args) -> None:
+                ends.append(time.perf_counter())
 
         return Timer()
 
     def throughput(self) -> float:
-        timed_steps = self.times[LOOP_WARMUP:]
+        """Structures per second between batch starts after the warm-up."""
+        timed_steps = self.starts[LOOP_WARMUP:]
         return BATCH * (len(timed_steps) - 1) / (timed_steps[-1] - timed_steps[0])
+
+    def data_fraction(self) -> float:
+        """The share of the loop's time between a batch's end and the next batch's start."""
+        starts, ends = self.starts[LOOP_WARMUP:], self.ends[LOOP_WARMUP:]
+        waiting = sum(start - end for end, start in zip(ends, starts[1:]))
+        return waiting / (starts[-1] - starts[0])
 
 
 def median_range(values: list[float], digits: int = 0) -> str:

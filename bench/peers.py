@@ -166,6 +166,7 @@ def ours(name: str, hparams: dict, measure_loop: bool) -> dict:
             callbacks=[timer.callback(lightning.Callback)],
         )
         result["loop"] = timer.throughput()
+        result["data_share"] = 100 * timer.data_fraction()
         calculator = DensCalculator(potential.eval())
         result["calculator"] = calls_per_second(calculator, frames[0])
         median, _ = timed(lambda: calculator.batch(frames[:BATCH]), 10, warmup=2)
@@ -274,6 +275,7 @@ def schnetpack(name: str, hparams: dict, measure_loop: bool) -> dict:
         )
         trainer.fit(task, datamodule=datamodule)
         result["loop"] = timer.throughput()
+        result["data_share"] = 100 * timer.data_fraction()
         model_file = run_dir / "model.pt"
         torch.save(model.eval(), model_file)
         # SpkCalculator unpickles a whole model, which torch >= 2.6 refuses by default; this is the
@@ -367,6 +369,7 @@ def run_trial(code: str, model: str) -> dict:
 METRICS = [
     ("step", "model step (structures/s)"),
     ("loop", "whole loop (structures/s)"),
+    ("data_share", "data loading (% of loop)"),
     ("calculator", "ASE calculator (calls/s)"),
     ("batched", "batched predictions (structures/s)"),
     ("peak_mb", "peak memory (MB)"),

@@ -74,6 +74,10 @@ def _cdist(pos: Tensor, ptr: Tensor, cutoff: float) -> tuple[Tensor, Tensor]:
     n_struct = sizes.numel()
     if n_struct == 0 or pos.shape[0] == 0:
         return _empty(pos)
+    if n_struct == 1:  # one structure (the ASE calculator's case): no padding
+        mask = (torch.cdist(pos[None], pos[None])[0] < cutoff).triu_(1)  # i < j: each pair once
+        i, j = mask.nonzero(as_tuple=True)
+        return paired(torch.stack([j, i]), pos.new_zeros(i.shape[0], 3))
     max_atoms = int(sizes.max())
     batch = torch.repeat_interleave(torch.arange(n_struct, device=pos.device), sizes.to(pos.device))
     local = torch.arange(pos.shape[0], device=pos.device) - ptr.to(pos.device)[batch]

@@ -144,8 +144,9 @@ class EquivariantLayerNorm(nn.Module):
 def gate(x: Tensor, gates: Tensor, rows: Tensor) -> Tensor:
     """SiLU on the scalars; every l > 0 channel scaled by the sigmoid of its gate scalar.
     ``gates`` [N, lmax, C] (one per degree above 0 and channel); ``rows`` the degree of every row."""
-    scaled = x[:, 1:] * torch.sigmoid(gates).index_select(1, rows[1:] - 1)
-    return torch.cat([nn.functional.silu(x[:, :1]), scaled], dim=1)
+    scalars, rest = torch.split(x, [1, x.shape[1] - 1], dim=1)  # split: its backward has no zero fill
+    scaled = rest * torch.sigmoid(gates).index_select(1, rows[1:] - 1)
+    return torch.cat([nn.functional.silu(scalars), scaled], dim=1)
 
 
 class DepthwiseTensorProduct(nn.Module):
@@ -249,11 +250,13 @@ class GraphAttention(nn.Module):
         )
         mixed = self.product(pair, sh, weights)
         split = self.num_heads * self.attention_channels
-        scores_and_gates = self.scores_and_gates(mixed[:, 0])
-        scores = nn.functional.leaky_relu(scores_and_gates[:, :split], 0.2)
-        scores = scores.view(-1, self.num_heads, self.attention_channels)
+        scalars = torch.split(mixed, [1, mixed.shape[1] - 1], dim=1)[0].squeeze(1)
+        scores, gates = torch.split(
+            self.scores_and_gates(scalars), [split, self.lmax * mixed.shape[2]], dim=1
+        )
+        scores = nn.functional.leaky_relu(scores, 0.2).view(-1, self.num_heads, self.attention_channels)
         attention = envelope_softmax((scores * self.attention_vector).sum(-1), envelope, i, x.shape[0])
-        gates = scores_and_gates[:, split:].view(mixed.shape[0], self.lmax, mixed.shape[2])
+        gates = gates.view(mixed.shape[0], self.lmax, mixed.shape[2])
         values = gate(self.values(mixed), gates, self.rows)
         messages = values * attention.index_select(1, self.head_of_channel)[:, None, :]
         return self.output(torch.zeros_like(x).index_add(0, i, messages))
