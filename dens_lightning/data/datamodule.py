@@ -243,7 +243,7 @@ class AtomsDataModule(lightning.LightningDataModule):
             full = self._read(source)
         indices = self._split_indices(full, explicit_val=bool(cfg.val), explicit_test=bool(cfg.test))
         self.split_indices = indices
-        memory_mapped = isinstance(full.pos, np.memmap)  # a store: never copied whole
+        memory_mapped = isinstance(getattr(full, "pos", None), np.memmap)  # a store: never copied whole
         take = full.view if (self.lazy or memory_mapped) else full.subset
         self.splits = {name: take(idx) for name, idx in indices.items()}
         if cfg.val:
