@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import torch
-from run import aspirin_like_batch, timed, write_section
+from common import timed, write_section
+from run import aspirin_like_batch
 
 from dens_lightning.export import ExportedModel, export_model, graph_inputs
 from dens_lightning.models import BACKBONES

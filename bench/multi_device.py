@@ -19,7 +19,7 @@ import time
 
 import torch
 from aspirin import ASPIRIN, ROOT, aspirin_overrides
-from run import write_section
+from common import write_section
 
 
 def wall_time(processes: int, steps: int, batch: int, backbone: str, accelerator: str, threads: int) -> float:

@@ -1,19 +1,27 @@
-"""`make bench`: measured throughput, written to BENCHMARKS.md.
+"""`make bench`: every benchmark, written to BENCHMARKS.md (run in the bench environment, .venv-bench,
+which also holds schnetpack and nequip).
 
-Measures (median of repeats, with the spread):
+    python bench/run.py [--skip peers stages ...]
+
+This script measures (median of repeats, with the spread):
 - neighbour lists for a batch of 32 aspirin-sized molecules (21 atoms) per backend;
 - training throughput of each registered backbone at its default size: structures per second for
   forward + autograd forces + backward + optimizer step, batch 32 of 21-atom molecules, float32;
 - denoising pretraining throughput of each backbone: corruption + neighbour list at the noisy positions
   + noise head + backward + optimizer step, same batch;
-- the sampler: normal-mode conformations per second (Hessian included) on 20 bundled molecules.
+- the sampler: normal-mode conformations per second (Hessian included) on 20 bundled molecules;
+
+then runs the other scripts of bench/, each of which writes its own ``<!-- name -->`` section:
+:data:`SCRIPTS`. Sections nobody rewrote are kept; ``<!-- summary -->`` (written by hand: targets,
+before/after of each optimisation) stays first.
 """
 
 from __future__ import annotations
 
+import argparse
 import platform
 import re
-import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,8 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import BENCHMARKS, timed  # noqa: E402
+
+from dens_lightning.allocator import keep_freed_memory  # noqa: E402
 from dens_lightning.data.graph import Graph, collate  # noqa: E402
 from dens_lightning.data.neighbors import has_torch_cluster, neighbor_list  # noqa: E402
 from dens_lightning.data.sampling import Sampler, read_molecules  # noqa: E402
@@ -52,17 +63,6 @@ def aspirin_like_batch(size: int, seed: int = 0) -> Graph:
             )
         )
     return collate(graphs)
-
-
-def timed(fn, repeats: int, warmup: int = 3) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples), (max(samples) - min(samples))
 
 
 def bench_neighbors(batch: Graph) -> list[str]:
@@ -156,22 +156,36 @@ KEPT_SECTION = re.compile(r"<!-- ([\w-]+) -->.*?<!-- /\1 -->\n?", re.S)
 def kept_sections(text: str) -> list[str]:
     """The sections other scripts write between ``<!-- name -->`` and ``<!-- /name -->``, which a
     ``make bench`` run keeps (bench/multi_device.py, bench/export.py)."""
-    return [match.group(0).rstrip("\n") for match in KEPT_SECTION.finditer(text)]
+    sections = [match.group(0).rstrip("\n") for match in KEPT_SECTION.finditer(text)]
+    return sorted(sections, key=lambda section: not section.startswith("<!-- summary -->"))
 
 
-def write_section(name: str, lines: list[str]) -> None:
-    """Put ``lines`` into BENCHMARKS.md between ``<!-- name -->`` and ``<!-- /name -->``, in place of
-    the previous section of that name or at the end, and print them."""
-    path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-    text = path.read_text() if path.exists() else ""
-    if start in text:
-        text = text[: text.index(start)] + text[text.index(end) + len(end) :].lstrip("\n")
-    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join([start, *lines, end]) + "\n")
-    print("\n".join(lines))
+# script, its arguments: each writes its own section of BENCHMARKS.md
+SCRIPTS = {
+    "peers": ["bench/peers.py", "--repeats", "3"],
+    "stages": ["bench/stages.py", "--repeats", "2"],
+    "scaling": ["bench/scaling.py"],
+    "dataset-memory": ["bench/dataset_memory.py"],
+    "export": ["bench/export.py"],
+    "multi-device": ["bench/multi_device.py", "--steps", "10", "30"],
+}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="make bench: every benchmark, into BENCHMARKS.md")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["own", *SCRIPTS], help="parts not to run")
+    args = parser.parse_args()
+    if "own" not in args.skip:
+        own_sections()
+    root = Path(__file__).resolve().parent.parent
+    for name, command in SCRIPTS.items():
+        if name not in args.skip:
+            print(f"--- {name}: {' '.join(command)}", flush=True)
+            subprocess.run([sys.executable, *command], cwd=root, check=True)
+
+
+def own_sections() -> None:
+    keep_freed_memory()
     torch.set_num_threads(2)
     batch = aspirin_like_batch(32)
     threads = torch.get_num_threads()
@@ -179,7 +193,8 @@ def main() -> None:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (`python bench/run.py`); numbers below are from the last run.",
+        "Written by `make bench` (`.venv-bench/bin/python bench/run.py`, every script of `bench/`); each",
+        "section says its own command. CPU sections: 2 threads, float32, on the machine named below.",
         f"Machine: {machine}; Python {platform.python_version()}; float32; CPU.",
         "",
         "## Neighbour lists: 32 aspirin-sized molecules (21 atoms), cutoff 5 Å",
@@ -206,10 +221,13 @@ def main() -> None:
         *bench_sampler(),
         "",
     ]
-    out = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-    for section in kept_sections(out.read_text() if out.exists() else ""):
-        lines += [section, ""]
-    out.write_text("\n".join(lines))
+    kept = kept_sections(BENCHMARKS.read_text() if BENCHMARKS.exists() else "")
+    summary = [section for section in kept if section.startswith("<!-- summary -->")]
+    header, body = lines[:6], lines[6:]  # the title and the machine, then this script's sections
+    first = [part for section in summary for part in (section, "")]
+    others = [part for section in kept if section not in summary for part in (section, "")]
+    text = [*header, *first, *body, *others]
+    BENCHMARKS.write_text("\n".join(text))
     print("\n".join(lines))
 
 

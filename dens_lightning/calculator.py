@@ -24,7 +24,9 @@ from .models.potential import Potential
 class DensCalculator(Calculator):
     """Energies and forces of a dens_lightning model, and the stress of cells periodic in all three
     directions (from the strain derivative; ASE's sign and Voigt order). ``model``: a run directory, a
-    ``model.safetensors`` file or a loaded :class:`Potential`; ``device``: where it runs.
+    ``model.safetensors`` file or a loaded :class:`Potential`; ``device``: where it runs. Or a ``.pt2``
+    file from ``export`` (a torch.export program, or an AOTInductor package: compiled, about twice as
+    fast for small molecules on the CPU), which runs on the device it was exported for.
 
     The model runs in its own precision (float64 models give float64 dynamics). ``batch`` evaluates
     many structures in one call (one batched forward). Creating one tunes glibc's malloc for large
@@ -36,6 +38,13 @@ class DensCalculator(Calculator):
     def __init__(self, model: str | Path | Potential, device: str | torch.device = "cpu", **kwargs):
         super().__init__(**kwargs)
         keep_freed_memory()
+        self.potential, self.exported = None, None
+        if isinstance(model, (str, Path)) and Path(model).suffix == ".pt2":
+            from .export import ExportedModel  # `export` output: it runs where it was exported for
+
+            self.exported = ExportedModel(model)
+            self.device, self.dtype = self.exported.device, self.exported.dtype
+            return
         if not isinstance(model, Potential):
             from . import load_model
 
@@ -50,9 +59,12 @@ class DensCalculator(Calculator):
         (Voigt [6], eV/Å³) for cells periodic in all three directions."""
         graph = atoms_graph(images, self.dtype)
         periodic = [bool(np.all(a.pbc)) for a in images]
-        out = self.potential(
-            graph.to(self.device), compute_forces=True, create_graph=False, compute_virial=any(periodic)
-        )
+        if self.exported is not None:
+            out = self.exported.predict(images)
+        else:
+            out = self.potential(
+                graph.to(self.device), compute_forces=True, create_graph=False, compute_virial=any(periodic)
+            )
         energies = out["energy"].cpu().double().numpy()
         forces = out["forces"].cpu().double().numpy()
         ptr = graph.ptr.tolist()

@@ -84,6 +84,21 @@ def test_aoti_package_matches_eager(tmp_path):
     assert_matches_eager(ExportedModel(tmp_path / "model.pt2"), potential, structures())
 
 
+@pytest.mark.parametrize("form", ["pt2", pytest.param("aoti", marks=pytest.mark.slow)])
+def test_calculator_runs_an_exported_file_like_the_model(form, tmp_path):
+    from dens_lightning.calculator import DensCalculator
+
+    potential = finetuned("painn")
+    export_and_check(potential, tmp_path / "model.pt2", format=form)
+    eager, exported = DensCalculator(potential), DensCalculator(tmp_path / "model.pt2")
+    for atoms in structures()[2:]:  # a molecule, then a periodic cell (with its stress)
+        want = eager.batch([atoms])[0]
+        got = exported.batch([atoms])[0]
+        assert set(got) == set(want)
+        for key, value in want.items():
+            np.testing.assert_allclose(got[key], value, atol=TOLERANCE, rtol=0)
+
+
 def test_export_command(tmp_path, capsys):
     potential = finetuned("schnet")
     path = save_model(potential, tmp_path / "model.safetensors", potential.metadata)
