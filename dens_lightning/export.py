@@ -129,7 +129,12 @@ def export_model(
     if format not in FORMATS:
         raise InputError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
     program = trace(potential, device)
-    metadata = json.dumps({**potential.metadata, "export": export_description(format, device)})
+    # what predict needs, also for a Potential built in code (whose metadata may be empty)
+    essentials = {
+        "cutoff": potential.cutoff,
+        "dtype": str(next(potential.parameters()).dtype).removeprefix("torch."),
+    }
+    metadata = json.dumps({**essentials, **potential.metadata, "export": export_description(format, device)})
     buffer = io.BytesIO()  # torch wants a name ending in .pt2 or a buffer; the temporary is neither
     if format == "pt2":
         torch.export.save(program, buffer, extra_files={METADATA_FILE: metadata})

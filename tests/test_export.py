@@ -84,6 +84,14 @@ def test_aoti_package_matches_eager(tmp_path):
     assert_matches_eager(ExportedModel(tmp_path / "model.pt2"), potential, structures())
 
 
+def test_a_potential_built_in_code_exports_what_predict_needs(tmp_path):
+    potential = suite.make_potential("schnet", torch.float32)  # no metadata at all
+    export_and_check(potential, tmp_path / "model.pt2")
+    exported = ExportedModel(tmp_path / "model.pt2")
+    assert exported.cutoff == potential.cutoff and exported.dtype == torch.float32
+    assert_matches_eager(exported, potential, structures())
+
+
 @pytest.mark.parametrize("form", ["pt2", pytest.param("aoti", marks=pytest.mark.slow)])
 def test_calculator_runs_an_exported_file_like_the_model(form, tmp_path):
     from dens_lightning.calculator import DensCalculator

@@ -41,9 +41,8 @@ class EnergyHead(nn.Module):
         self.scale.fill_(float(scale))
 
     def forward(self, features: Features, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
-        atomic = self.mlp(features.scalars).squeeze(-1) * self.scale.index_select(
-            0, z
-        ) + self.shift.index_select(0, z)
+        scale, shift = self.scale.index_select(0, z), self.shift.index_select(0, z)
+        atomic = self.mlp(features.scalars).squeeze(-1) * scale + shift
         energy = torch.zeros(num_graphs, dtype=atomic.dtype, device=atomic.device)
         return energy.index_add(0, batch, atomic)
 

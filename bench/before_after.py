@@ -1,0 +1,156 @@
+"""Before and after: the same measurements on an earlier commit and on this checkout, interleaved.
+
+    python bench/before_after.py [--before 1ebe492] [--repeats 3]
+
+The earlier commit is checked out with ``git worktree`` under runs/bench/before/; each trial is a
+process importing dens_lightning from one checkout or the other, alternating. Measured: the model
+training step (forward + autograd forces + backward + AdamW, 32 aspirins, neighbour list built
+beforehand) of each backbone at its default size and of equiformer at nequip's size; the ASE
+calculator on one aspirin; one energy + forces evaluation of a 1,000-atom periodic cell. Each
+checkout runs as its entry points do (this one tunes malloc, :mod:`dens_lightning.allocator`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BATCH, ROOT, aspirin_frames, machine, median_range, timed, write_section  # noqa: E402
+
+WORK = ROOT / "runs" / "bench" / "before"
+CASES = {
+    "schnet step": ("step", "schnet", {}),
+    "painn step": ("step", "painn", {}),
+    "equiformer step": ("step", "equiformer", {}),
+    "equiformer (nequip size) step": ("step", "equiformer", {"lmax": 1, "num_channels": 32, "num_layers": 3}),
+    "schnet calculator": ("calculator", "schnet", {}),
+    "painn calculator": ("calculator", "painn", {}),
+    "painn 1,000-atom cell": ("cell", "painn", {}),
+}
+UNITS = {"step": "structures/s", "calculator": "calls/s", "cell": "ms"}
+
+
+def trial(kind: str, name: str, hparams: dict) -> float:
+    import numpy as np
+    import torch
+
+    import dens_lightning
+    from dens_lightning.models.potential import Potential
+
+    if not Path(dens_lightning.__file__).resolve().is_relative_to(Path.cwd().resolve()):
+        raise RuntimeError(f"dens_lightning came from {dens_lightning.__file__}, not from {Path.cwd()}")
+
+    torch.set_num_threads(2)
+    try:  # what this checkout's entry points do
+        from dens_lightning.allocator import keep_freed_memory
+
+        keep_freed_memory()
+    except ImportError:
+        pass
+    torch.manual_seed(0)
+    potential = Potential.build(name, hparams)
+    frames, _ = aspirin_frames(BATCH)
+    if kind == "step":
+        from dens_lightning.data.atoms import atoms_graph
+
+        potential.train()
+        graph = potential.prepare(atoms_graph(frames))
+        optimizer = torch.optim.AdamW(potential.parameters(), lr=1e-4)
+
+        def step():
+            out = potential(graph, create_graph=True)
+            loss = out["energy"].pow(2).mean() + out["forces"].pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        median, _ = timed(step, 10)
+        return BATCH / median
+    if kind == "calculator":
+        from dens_lightning.calculator import DensCalculator
+
+        atoms = frames[0].copy()
+        atoms.calc = DensCalculator(potential)
+        rng = np.random.default_rng(0)
+
+        def call():
+            atoms.positions = atoms.positions + rng.normal(0, 1e-3, atoms.positions.shape)
+            atoms.get_forces()
+
+        median, _ = timed(call, 50, warmup=5)
+        return 1 / median
+    from scaling import system
+
+    from dens_lightning.data.atoms import atoms_graph
+
+    graph = atoms_graph(system(1000, periodic=True))
+    potential.eval()
+    median, _ = timed(lambda: potential(graph, compute_forces=True), 3, warmup=1)
+    return median * 1e3
+
+
+def run_trial(checkout: Path, case: str) -> float:
+    env = dict(os.environ, PYTHONPATH=str(checkout), OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore")
+    done = subprocess.run(
+        [sys.executable, __file__, "--trial", case], capture_output=True, text=True, env=env, cwd=checkout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{case} in {checkout} failed:\n{done.stderr[-3000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", default="1ebe492")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--trial", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.trial:
+        print(trial(*CASES[args.trial]))
+        return 0
+    before = WORK / args.before
+    if not before.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "worktree", "add", "--detach", str(before), args.before], cwd=ROOT, check=True)
+    after = ROOT
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    values: dict[tuple[str, str], list[float]] = {}
+    for repeat in range(args.repeats):
+        for case in CASES:
+            pair = [("before", before), ("after", after)]
+            for label, checkout in pair if repeat % 2 == 0 else pair[::-1]:
+                values.setdefault((case, label), []).append(run_trial(checkout, case))
+                print(
+                    json.dumps({"case": case, "checkout": label, "value": values[case, label][-1]}),
+                    flush=True,
+                )
+    rows = ["| measurement | unit | before | after | after / before |", "|---|---|---|---|---|"]
+    for case, (kind, _, _) in CASES.items():
+        old, new = values[case, "before"], values[case, "after"]
+        gain = [b / a if kind == "cell" else a / b for a, b in zip(new, old, strict=True)]  # > 1: faster
+        rows.append(
+            f"| {case} | {UNITS[kind]} | {median_range(old, 1)} | {median_range(new, 1)} | "
+            f"{median_range(gain, 2)}x faster |"
+        )
+    lines = [
+        "## Before and after this round of optimisation",
+        "",
+        f"`python bench/before_after.py --before {args.before} --repeats {args.repeats}`; {machine()};",
+        f"before: commit {args.before}, after: {head.stdout.strip()} (this file's commit or its parent).",
+        "Interleaved trials, one process each; median (range). Steps: 32 aspirins, neighbour list built",
+        "beforehand, each backbone at its default size. Calculator: one aspirin. Cell: 1,000 atoms at",
+        "0.1 atoms/Å^3 in a periodic cube, one energy + forces evaluation (ms, lower is better).",
+        "",
+        *rows,
+    ]
+    write_section("before-after", lines)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
