@@ -167,7 +167,7 @@ SCRIPTS = {
     "scaling": ["bench/scaling.py"],
     "dataset-memory": ["bench/dataset_memory.py"],
     "export": ["bench/export.py"],
-    "multi-device": ["bench/multi_device.py", "--steps", "10", "30"],
+    "multi-device": ["bench/multi_device.py", "--steps", "20", "120"],
 }
 
 

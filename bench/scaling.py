@@ -54,12 +54,14 @@ def measure(potential, atoms) -> tuple[float, float, int]:
 
 
 def main() -> int:
+    from dens_lightning.allocator import keep_freed_memory
     from dens_lightning.models.potential import Potential
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 100, 500, 1000, 5000])
     parser.add_argument("--backbones", nargs="+", default=["schnet", "painn", "equiformer"])
     args = parser.parse_args()
+    keep_freed_memory()  # as DensCalculator does
     torch.set_num_threads(2)
     rows = [
         "| backbone | system | atoms | edges per atom | ms per call | µs per atom | neighbour list (ms) |",
@@ -82,7 +84,8 @@ def main() -> int:
         "",
         f"`python bench/scaling.py`; {machine()}; float32; each backbone at its default size. H, C, O",
         "atoms at random positions, 0.1 atoms/Å^3, free or in a periodic cube; one call = neighbour list",
-        "+ model + autograd forces (what the ASE calculator runs); median of up to 5 calls.",
+        "+ model + autograd forces (what the ASE calculator runs, malloc tuned as it tunes it); median of",
+        "up to 5 calls.",
         "",
         *rows,
     ]
