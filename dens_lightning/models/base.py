@@ -139,6 +139,8 @@ def both_directions(graph: Graph, values: Tensor, sign: Tensor | float = 1.0) ->
     (-1)^l for spherical harmonics of degree l). Unpaired lists are per edge already."""
     if not graph.paired:
         return values
+    if isinstance(sign, float) and sign in (1.0, -1.0):  # no product for the common signs
+        return torch.cat([values, values if sign == 1.0 else -values])
     return torch.cat([values, values * sign])
 
 
