@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from common import ASPIRIN_NPZ as ASPIRIN
+from common import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-ASPIRIN = ROOT.parent / "shared" / "data" / "rmd17_aspirin" / "rmd17_aspirin_1050.npz"
+__all__ = ["ASPIRIN", "ROOT", "aspirin_overrides"]
 
 
 def aspirin_overrides(frames: int, steps: int, seed: int) -> list[str]:

@@ -1,13 +1,15 @@
 """Keep freed memory for reuse instead of handing it back to the OS after every tensor.
 
-A force evaluation allocates and frees many edge-sized tensors (``[E, F]``: ~17 MB for a batch of 32
-aspirins, ~80 MB for a 1,000-atom PaiNN call). glibc's malloc serves large blocks with fresh ``mmap``
-calls and returns them with ``munmap`` when freed, so every such tensor is paged in again: about 10^5
-page faults per PaiNN training step on CPU. Serving every block from the heap (no ``mmap``) and never
-trimming it keeps freed blocks where the next call reuses them: training steps 20-30 % faster, a
-1,000-atom PaiNN evaluation 1.8x (BENCHMARKS.md). The process keeps its peak memory until it exits.
-glibc on Linux only; elsewhere nothing changes. Set ``DENS_LIGHTNING_MALLOC=system`` (or any
-``MALLOC_*_`` variable of your own) to leave malloc alone.
+A force-training step allocates and frees many edge-sized tensors (``[E, F]``: ~17 MB for a batch of
+32 aspirins). By default glibc's malloc serves such blocks with fresh ``mmap`` calls, or trims them off
+the top of its heap when they are freed, so every step pages them in again: about 10^5 page faults per
+PaiNN training step on the CPU. Serving blocks up to 32 MB (glibc's largest mmap threshold) from the
+heap and never trimming it keeps freed blocks where the next step reuses them: page faults per PaiNN
+step down 5x, steps 15-30 % faster (BENCHMARKS.md). Larger blocks still come from ``mmap`` and go back
+when freed: with every block from the heap (``M_MMAP_MAX=0``, tried) fragmentation grew a 5,000-atom
+equiformer evaluation past 24 GB. The heap keeps its peak until the process exits. glibc on Linux
+only; elsewhere nothing changes. Set ``DENS_LIGHTNING_MALLOC=system`` (or any ``MALLOC_*_`` variable
+of your own) to leave malloc alone.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import ctypes.util
 import os
 import sys
 
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4  # mallopt parameters, <malloc.h>
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameters, <malloc.h>
 SETTINGS = (
-    (M_MMAP_MAX, 0),  # no block from mmap: every one from the heap, reused after it is freed
+    (M_MMAP_THRESHOLD, 32 * 1024 * 1024),  # blocks up to 32 MB (glibc's maximum) from the heap
     (M_TRIM_THRESHOLD, 2**31 - 1),  # never hand the top of the heap back
     (M_TOP_PAD, 64 * 1024 * 1024),  # grow the heap 64 MB at a time
 )

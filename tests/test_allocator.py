@@ -17,10 +17,11 @@ def test_tuned_on_glibc_and_allocations_still_work():
     assert keep_freed_memory()
     import torch
 
-    for _ in range(3):  # 160 MB blocks, now from the heap, freed and reused
-        blocks = [torch.ones(40_000_000) for _ in range(2)]
-        assert all(float(b[::1000].sum()) == 40_000 for b in blocks)
-        del blocks
+    for size in (5_000_000, 40_000_000):  # 20 MB blocks from the heap, 160 MB ones still mapped
+        for _ in range(3):
+            blocks = [torch.ones(size) for _ in range(2)]
+            assert all(float(b[::1000].sum()) == size // 1000 for b in blocks)
+            del blocks
 
 
 @pytest.mark.parametrize(
