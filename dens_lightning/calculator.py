@@ -57,17 +57,15 @@ class DensCalculator(Calculator):
         """The results of many structures from one batched forward, one dict per structure as ASE
         keeps them: ``energy`` and ``free_energy`` (eV), ``forces`` [N_b, 3] (eV/Å), and ``stress``
         (Voigt [6], eV/Å³) for cells periodic in all three directions."""
-        graph = atoms_graph(images, self.dtype)
         periodic = [bool(np.all(a.pbc)) for a in images]
-        if self.exported is not None:
+        if self.exported is not None:  # builds its own graph and neighbour list
             out = self.exported.predict(images)
         else:
-            out = self.potential(
-                graph.to(self.device), compute_forces=True, create_graph=False, compute_virial=any(periodic)
-            )
+            graph = atoms_graph(images, self.dtype).to(self.device)
+            out = self.potential(graph, compute_forces=True, create_graph=False, compute_virial=any(periodic))
         energies = out["energy"].cpu().double().numpy()
         forces = out["forces"].cpu().double().numpy()
-        ptr = graph.ptr.tolist()
+        ptr = np.cumsum([0, *(len(a) for a in images)]).tolist()
         results = []
         for i in range(len(images)):
             result = {"energy": float(energies[i]), "free_energy": float(energies[i])}
