@@ -4,10 +4,11 @@ A force-training step allocates and frees many edge-sized tensors (``[E, F]``: ~
 32 aspirins). By default glibc's malloc serves such blocks with fresh ``mmap`` calls, or trims them off
 the top of its heap when they are freed, so every step pages them in again: about 10^5 page faults per
 PaiNN training step on the CPU. Serving blocks up to 32 MB (glibc's largest mmap threshold) from the
-heap and never trimming it keeps freed blocks where the next step reuses them: page faults per PaiNN
-step down 5x, steps 15-30 % faster (BENCHMARKS.md). Larger blocks still come from ``mmap`` and go back
-when freed: with every block from the heap (``M_MMAP_MAX=0``, tried) fragmentation grew a 5,000-atom
-equiformer evaluation past 24 GB. The heap keeps its peak until the process exits. glibc on Linux
+heap and never trimming it keeps freed blocks where the next step reuses them: page faults of an
+18-step PaiNN run down 3-5x, steps 51-63 -> 77-78 structures/s in single runs (BENCHMARKS.md). Larger blocks
+still come from ``mmap`` and go back when freed: with every block from the heap (``M_MMAP_MAX=0``,
+tried) a 5,000-atom equiformer evaluation grew past 24 GB and was killed, where this setting peaks at
+19 GB. The heap keeps its peak until the process exits. glibc on Linux
 only; elsewhere nothing changes. Set ``DENS_LIGHTNING_MALLOC=system`` (or any ``MALLOC_*_`` variable
 of your own) to leave malloc alone.
 """

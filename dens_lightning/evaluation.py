@@ -50,27 +50,31 @@ def evaluate_structures(
     columns: dict[str, list[np.ndarray]] = {name: [] for name in PER_STRUCTURE_COLUMNS}
     was_training = potential.training
     potential.eval()
-    for batch in loader:
-        batch = batch.to(device)
-        out = potential(batch, compute_forces=batch.forces is not None, create_graph=False)
-        metrics.update(out["energy"], batch.energy, batch.num_atoms, out.get("forces"), batch.forces)
-        n = batch.num_atoms
-        energy = out["energy"].double()
-        reference = batch.energy.double() if batch.energy is not None else torch.full_like(energy, np.nan)
-        mae = rmse = torch.full_like(energy, np.nan)
-        if batch.forces is not None:
-            error = (out["forces"] - batch.forces).double()
-            count = 3 * n.to(error.dtype)
-            mae = torch.zeros_like(energy).index_add_(0, batch.batch, error.abs().sum(1)) / count
-            rmse = (torch.zeros_like(energy).index_add_(0, batch.batch, error.square().sum(1)) / count).sqrt()
-        for name, value in zip(  # idx: the structure's index in its file
-            PER_STRUCTURE_COLUMNS,
-            (batch.idx, n, reference, energy, 1e3 * (energy - reference), 1e3 * mae, 1e3 * rmse),
-        ):
-            columns[name].append(value.detach().cpu().numpy())
-    potential.train(was_training)
+    try:
+        for batch in loader:
+            batch = batch.to(device)
+            out = potential(batch, compute_forces=batch.forces is not None, create_graph=False)
+            metrics.update(out["energy"], batch.energy, batch.num_atoms, out.get("forces"), batch.forces)
+            for name, value in zip(PER_STRUCTURE_COLUMNS, _per_structure(batch, out)):
+                columns[name].append(value.detach().cpu().numpy())
+    finally:
+        potential.train(was_training)
     errors = {"n_structures": len(structures), **metrics.compute()}
     return errors, {name: np.concatenate(values) for name, values in columns.items()}
+
+
+def _per_structure(batch, out: dict) -> tuple:
+    """The ``PER_STRUCTURE_COLUMNS`` of one evaluated batch (``idx``: each structure's index in its file)."""
+    n = batch.num_atoms
+    energy = out["energy"].double()
+    reference = batch.energy.double() if batch.energy is not None else torch.full_like(energy, np.nan)
+    mae = rmse = torch.full_like(energy, np.nan)
+    if batch.forces is not None:
+        error = (out["forces"] - batch.forces).double()
+        count = 3 * n.to(error.dtype)
+        mae = torch.zeros_like(energy).index_add_(0, batch.batch, error.abs().sum(1)) / count
+        rmse = (torch.zeros_like(energy).index_add_(0, batch.batch, error.square().sum(1)) / count).sqrt()
+    return batch.idx, n, reference, energy, 1e3 * (energy - reference), 1e3 * mae, 1e3 * rmse
 
 
 def write_structure_errors(path: str | Path, errors: dict[str, np.ndarray]) -> None:

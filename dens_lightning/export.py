@@ -220,7 +220,7 @@ class ExportedModel:
 
     def predict(self, images: Atoms | Sequence[Atoms]) -> dict[str, Tensor]:
         """``energy`` [B] (eV), ``forces`` [N, 3] (eV/Å) and ``virial`` [B, 3, 3] (eV) of ASE structures."""
-        from .models.potential import with_neighbors
+        from .data.neighbors import with_neighbors
 
         graph = with_neighbors(atoms_graph(images, self.dtype), self.cutoff).to(self.device)
         energy, forces, virial = self(*graph_inputs(graph))

@@ -13,10 +13,11 @@ from safetensors.torch import load_file
 from dens_lightning.artifacts import model_metadata, read_metadata, save_model
 from dens_lightning.cli import main
 from dens_lightning.data.graph import collate
+from dens_lightning.data.neighbors import with_neighbors
 from dens_lightning.models import BACKBONES
 from dens_lightning.models.base import Backbone, BackboneConfig, Features, register_backbone
 from dens_lightning.models.heads import GradientNoiseHead, build_noise_head
-from dens_lightning.models.potential import Potential, with_neighbors
+from dens_lightning.models.potential import Potential
 from dens_lightning.tasks.dens import PRETRAIN, PRETRAIN_VALIDATION, corrupt, draw, masked_cosine, masked_mse
 from dens_lightning.tasks.pretrain import DenoisingPretraining
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ..errors import InputError
 from ..files import write_text_atomic
 from .graph import Graph, collate
-from .neighbors import neighbor_list
+from .neighbors import with_neighbors
 from .readers import ReadOptions, read_structures
 from .statistics import energy_scale, reference_energies
 from .structures import Structures, StructureView
@@ -78,12 +78,7 @@ class Collater:
 
     def __call__(self, graphs: list[Graph]) -> Graph:
         graph = collate(graphs)
-        if not self.neighbors:
-            return graph
-        edge_index, edge_shift = neighbor_list(
-            graph.pos, graph.ptr, self.cutoff, graph.cell, graph.pbc, self.backend
-        )
-        return graph.replace(edge_index=edge_index, edge_shift=edge_shift, paired=True)
+        return with_neighbors(graph, self.cutoff, self.backend) if self.neighbors else graph
 
 
 def split_sizes(total: int, split: list[float], where: str) -> list[int]:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .graph import Graph
+
 BACKENDS = ("auto", "cdist", "vesin", "torch_cluster")
 CDIST_MAX_ATOMS = 256  # beyond this per structure, the padded distance matrix costs more than cell lists
 
@@ -63,6 +65,14 @@ def neighbor_list(
     if backend == "torch_cluster":
         return _torch_cluster(pos, ptr, cutoff)
     return _vesin(pos, ptr, cutoff, cell, pbc)
+
+
+def with_neighbors(graph: Graph, cutoff: float, backend: str = "auto") -> Graph:
+    """``graph`` with its (paired) radius graph built, unless it already has one."""
+    if graph.edge_index is not None:
+        return graph
+    edge_index, edge_shift = neighbor_list(graph.pos, graph.ptr, cutoff, graph.cell, graph.pbc, backend)
+    return graph.replace(edge_index=edge_index, edge_shift=edge_shift, paired=True)
 
 
 def _empty(pos: Tensor) -> tuple[Tensor, Tensor]:

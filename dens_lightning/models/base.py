@@ -113,11 +113,11 @@ def gather(values: Tensor, index: Tensor) -> Tensor:
     return values.index_select(0, index)
 
 
-def edge_vectors(graph: Graph) -> tuple[Tensor, Tensor]:
-    """Vectors from each target atom i to its source neighbour j (Å) and their lengths; differentiable
-    in ``graph.pos``."""
-    j, i = graph.edge_index
-    vec = gather(graph.pos, j) - gather(graph.pos, i) + graph.edge_shift
+def edge_vectors(graph: Graph, count: int | None = None) -> tuple[Tensor, Tensor]:
+    """Vectors from each target atom i to its source neighbour j (Å) and their lengths, of the first
+    ``count`` edges (default: all); differentiable in ``graph.pos``."""
+    j, i = graph.edge_index[:, :count]
+    vec = gather(graph.pos, j) - gather(graph.pos, i) + graph.edge_shift[:count]
     return vec, torch.linalg.vector_norm(vec, dim=-1)
 
 
@@ -125,12 +125,7 @@ def pair_vectors(graph: Graph) -> tuple[Tensor, Tensor]:
     """:func:`edge_vectors` of each pair once where the list is paired (its first half), else of
     every edge. What depends on the distance alone is computed on these, then spread to both
     directions by :func:`both_directions`: half the work of the radial networks."""
-    if not graph.paired:
-        return edge_vectors(graph)
-    half = graph.edge_index.shape[1] // 2
-    j, i = graph.edge_index[:, :half]
-    vec = gather(graph.pos, j) - gather(graph.pos, i) + graph.edge_shift[:half]
-    return vec, torch.linalg.vector_norm(vec, dim=-1)
+    return edge_vectors(graph, graph.edge_index.shape[1] // 2 if graph.paired else None)
 
 
 def both_directions(graph: Graph, values: Tensor, sign: Tensor | float = 1.0) -> Tensor:
@@ -139,9 +134,7 @@ def both_directions(graph: Graph, values: Tensor, sign: Tensor | float = 1.0) ->
     (-1)^l for spherical harmonics of degree l). Unpaired lists are per edge already."""
     if not graph.paired:
         return values
-    if isinstance(sign, float) and sign in (1.0, -1.0):  # no product for the common signs
-        return torch.cat([values, values if sign == 1.0 else -values])
-    return torch.cat([values, values * sign])
+    return torch.cat([values, values if isinstance(sign, float) and sign == 1.0 else values * sign])
 
 
 def gaussians(values: Tensor, centers: Tensor, width: Tensor | float) -> Tensor:

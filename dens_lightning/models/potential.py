@@ -12,17 +12,9 @@ from torch import Tensor, nn
 
 from ..data.atoms import atoms_graph
 from ..data.graph import Graph
-from ..data.neighbors import neighbor_list
+from ..data.neighbors import with_neighbors
 from .base import Backbone, build_backbone
 from .heads import EnergyHead
-
-
-def with_neighbors(graph: Graph, cutoff: float, backend: str = "auto") -> Graph:
-    """``graph`` with its radius graph built, unless it already has one."""
-    if graph.edge_index is not None:
-        return graph
-    edge_index, edge_shift = neighbor_list(graph.pos, graph.ptr, cutoff, graph.cell, graph.pbc, backend)
-    return graph.replace(edge_index=edge_index, edge_shift=edge_shift, paired=True)
 
 
 def strained(graph: Graph, displacement: Tensor) -> Graph:

@@ -23,10 +23,10 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from ..data.graph import Graph
+from ..data.neighbors import with_neighbors
 from ..models.base import build_backbone
 from ..models.encoders import build_force_encoder
 from ..models.heads import build_noise_head
-from ..models.potential import with_neighbors
 from . import optim
 from .dens import PRETRAIN, PRETRAIN_VALIDATION, Corruption, corrupt, draw, masked_cosine, masked_mse
 from .logging import log_epoch_means, log_parts
