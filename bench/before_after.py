@@ -14,13 +14,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BATCH, ROOT, aspirin_frames, machine, median_range, timed, write_section  # noqa: E402
+from common import (  # noqa: E402
+    BATCH,
+    ROOT,
+    alternating,
+    aspirin_frames,
+    calls_per_second,
+    labels,
+    machine,
+    median_range,
+    run_trial,
+    timed,
+    training_step,
+    write_section,
+)
 
 WORK = ROOT / "runs" / "bench" / "before"
 CASES = {
@@ -36,7 +48,6 @@ UNITS = {"step": "structures/s", "calculator": "calls/s", "cell": "ms"}
 
 
 def trial(kind: str, name: str, hparams: dict) -> float:
-    import numpy as np
     import torch
 
     import dens_lightning
@@ -62,28 +73,16 @@ def trial(kind: str, name: str, hparams: dict) -> float:
         graph = potential.prepare(atoms_graph(frames))
         optimizer = torch.optim.AdamW(potential.parameters(), lr=1e-4)
 
-        def step():
+        def predict():
             out = potential(graph, create_graph=True)
-            loss = out["energy"].pow(2).mean() + out["forces"].pow(2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            return out["energy"], out["forces"]
 
-        median, _ = timed(step, 10)
+        median, _ = timed(training_step(predict, optimizer, *labels(frames)), 10)
         return BATCH / median
     if kind == "calculator":
         from dens_lightning.calculator import DensCalculator
 
-        atoms = frames[0].copy()
-        atoms.calc = DensCalculator(potential)
-        rng = np.random.default_rng(0)
-
-        def call():
-            atoms.positions = atoms.positions + rng.normal(0, 1e-3, atoms.positions.shape)
-            atoms.get_forces()
-
-        median, _ = timed(call, 50, warmup=5)
-        return 1 / median
+        return calls_per_second(DensCalculator(potential), frames[0])
     from scaling import system
 
     from dens_lightning.data.atoms import atoms_graph
@@ -92,16 +91,6 @@ def trial(kind: str, name: str, hparams: dict) -> float:
     potential.eval()
     median, _ = timed(lambda: potential(graph, compute_forces=True), 3, warmup=1)
     return median * 1e3
-
-
-def run_trial(checkout: Path, case: str) -> float:
-    env = dict(os.environ, PYTHONPATH=str(checkout), OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore")
-    done = subprocess.run(
-        [sys.executable, __file__, "--trial", case], capture_output=True, text=True, env=env, cwd=checkout
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{case} in {checkout} failed:\n{done.stderr[-3000:]}")
-    return float(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -122,9 +111,9 @@ def main() -> int:
     values: dict[tuple[str, str], list[float]] = {}
     for repeat in range(args.repeats):
         for case in CASES:
-            pair = [("before", before), ("after", after)]
-            for label, checkout in pair if repeat % 2 == 0 else pair[::-1]:
-                values.setdefault((case, label), []).append(run_trial(checkout, case))
+            for label, checkout in alternating([("before", before), ("after", after)], repeat):
+                value = float(run_trial(__file__, case, cwd=checkout, env={"PYTHONPATH": str(checkout)}))
+                values.setdefault((case, label), []).append(value)
                 print(
                     json.dumps({"case": case, "checkout": label, "value": values[case, label][-1]}),
                     flush=True,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
+import shutil
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +101,8 @@ class StepTimes:
     end to the next one's start is what the loop spends fetching data (reading, collation, neighbour
     lists)."""
 
-    def __init__(self):
+    def __init__(self, warmup: int = LOOP_WARMUP):
+        self.warmup = warmup  # steps left out of the rates
         self.starts: list[float] = []
         self.ends: list[float] = []
 
@@ -115,12 +120,12 @@ class StepTimes:
 
     def throughput(self) -> float:
         """Structures per second between batch starts after the warm-up."""
-        timed_steps = self.starts[LOOP_WARMUP:]
+        timed_steps = self.starts[self.warmup :]
         return BATCH * (len(timed_steps) - 1) / (timed_steps[-1] - timed_steps[0])
 
     def data_fraction(self) -> float:
         """The share of the loop's time between a batch's end and the next batch's start."""
-        starts, ends = self.starts[LOOP_WARMUP:], self.ends[LOOP_WARMUP:]
+        starts, ends = self.starts[self.warmup :], self.ends[self.warmup :]
         waiting = sum(start - end for end, start in zip(ends, starts[1:]))
         return waiting / (starts[-1] - starts[0])
 
@@ -130,3 +135,91 @@ def median_range(values: list[float], digits: int = 0) -> str:
     if not values:
         return "–"
     return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+def labels(frames) -> tuple:
+    """Energies [B] and forces [N, 3] of ASE structures, float32 tensors."""
+    import torch
+
+    energy = torch.tensor([a.get_potential_energy() for a in frames], dtype=torch.float32)
+    forces = torch.tensor(np.concatenate([a.get_forces() for a in frames]), dtype=torch.float32)
+    return energy, forces
+
+
+def training_step(predict: Callable[[], tuple], optimizer, energy, forces) -> Callable[[], None]:
+    """One step of any code's model: ``predict()`` gives (energies, forces), then the squared errors
+    against ``energy`` and ``forces``, backward and ``optimizer``."""
+
+    def step():
+        out = predict()
+        loss = (out[0] - energy).pow(2).mean() + (out[1] - forces).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def calls_per_second(calculator, atoms, calls: int = 50) -> float:
+    """ASE calculator calls (energy + forces) per second on ``atoms``, moved a little before each call
+    so that nothing is cached; median of ``calls``."""
+    rng = np.random.default_rng(0)
+    atoms = atoms.copy()
+    atoms.calc = calculator
+
+    def call():
+        atoms.positions = atoms.positions + rng.normal(0, 1e-3, atoms.positions.shape)
+        atoms.get_forces()
+
+    median, _ = timed(call, calls, warmup=5)
+    return 1.0 / median
+
+
+def alternating(items: Sequence, repeat: int) -> list:
+    """``items`` in order on even repeats, reversed on odd ones: interleaved trials share the drift."""
+    return list(items) if repeat % 2 == 0 else list(items)[::-1]
+
+
+def run_trial(script: str | Path, *args: str, cwd: Path | None = None, env: dict | None = None) -> str:
+    """Run ``script --trial args`` in its own process on 2 threads; its last line of output."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [sys.executable, str(Path(script).resolve()), "--trial", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**environment, **(env or {})},
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{Path(script).name} --trial {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return lines[-1]
+
+
+def runner_loop(stage: str, overrides: list[str], run_dir: Path, warmup: int = LOOP_WARMUP) -> StepTimes:
+    """``run_finetune`` or ``run_pretrain`` (``stage``) as the CLI runs them, on the CPU, with a
+    :class:`StepTimes` callback; returns it."""
+    import lightning
+
+    from dens_lightning.config import load_config
+    from dens_lightning.runner import run_finetune, run_pretrain
+
+    timer = StepTimes(warmup)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    runner = run_pretrain if stage == "pretrain" else run_finetune
+    config = load_config(stage, overrides=[*overrides, "trainer.accelerator=cpu"])
+    runner(config, run_dir, progress=False, callbacks=[timer.callback(lightning.Callback)])
+    return timer
+
+
+def loop_overrides(data: Path, frames: int, backbone: str, steps: int) -> list[str]:
+    """Training on ``data`` (all but 50 of its ``frames``), batch :data:`BATCH`, ``backbone``, the
+    warm-up and ``steps`` timed steps, validation off."""
+    return [
+        f"data.path={data}",
+        f"data.split=[{frames - 50},50,0]",
+        f"data.batch_size={BATCH}",
+        f"model.name={backbone}",
+        f"trainer.max_steps={LOOP_WARMUP + steps + 1}",
+        "trainer.limit_val_batches=0",
+    ]

@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, aspirin_frames, machine, peak_rss_mb, write_section  # noqa: E402
+from common import (  # noqa: E402
+    BATCH,
+    ROOT,
+    aspirin_frames,
+    machine,
+    peak_rss_mb,
+    run_trial,
+    runner_loop,
+    write_section,
+)
 
 WORK = ROOT / "runs" / "bench" / "dataset_memory"
 
@@ -45,35 +51,16 @@ def make_store(size: int) -> Path:
 
 
 def trial(store: Path, steps: int) -> dict:
-    import lightning
-
-    from dens_lightning.config import load_config
-    from dens_lightning.runner import run_pretrain
-
-    times: list[float] = []
-
-    class Timer(lightning.Callback):
-        def on_train_batch_start(self, *args) -> None:
-            times.append(time.perf_counter())
-
-    run_dir = WORK / f"run-{store.name}"
-    shutil.rmtree(run_dir, ignore_errors=True)
     size = json.loads((store / "info.json").read_text())["structures"]
     overrides = [
         f"data.path={store}",
         f"data.split=[{size - 64},64,0]",
-        "data.batch_size=32",
+        f"data.batch_size={BATCH}",
         "model.name=schnet",
         f"trainer.max_steps={steps}",
-        "trainer.accelerator=cpu",
     ]
-    run_pretrain(load_config("pretrain", overrides=overrides), run_dir, progress=False, callbacks=[Timer()])
-    warm = times[10:]
-    return {
-        "structures": size,
-        "peak_rss_mb": peak_rss_mb(),
-        "steps_per_s": (len(warm) - 1) / (warm[-1] - warm[0]),
-    }
+    timer = runner_loop("pretrain", overrides, WORK / f"run-{store.name}", warmup=10)
+    return {"structures": size, "peak_rss_mb": peak_rss_mb(), "steps_per_s": timer.throughput() / BATCH}
 
 
 def main() -> int:
@@ -90,15 +77,8 @@ def main() -> int:
     for size in args.sizes:
         store = make_store(size)
         disk = sum(f.stat().st_size for f in store.iterdir()) / 1e6
-        done = subprocess.run(
-            [sys.executable, __file__, "--trial", str(store), "--steps", str(args.steps)],
-            capture_output=True,
-            text=True,
-        )
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode != 0 or not lines:
-            raise RuntimeError(f"pretraining on {store} failed:\n{done.stderr[-3000:]}")
-        rows.append({**json.loads(lines[-1]), "disk_mb": disk})
+        result = json.loads(run_trial(__file__, str(store), "--steps", str(args.steps)))
+        rows.append({**result, "disk_mb": disk})
         print(json.dumps(rows[-1]), flush=True)
     smallest = rows[0]["peak_rss_mb"]
     lines = [

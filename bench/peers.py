@@ -11,7 +11,8 @@ alternate (ours, peer, peer, ours, ...) so that drift of the machine falls on bo
   collation, metrics, checkpoints), structures/s between batch starts after warm-up;
 - calculator: ASE calculator calls/s (energy + forces) on one aspirin whose positions change each call;
 - batched: predictions (energy + forces) of 32 ASE structures per call, structures/s;
-- peak memory: peak RSS of the trial minus its RSS before the model was built (MB).
+- peak memory: peak RSS of the trial minus its peak once torch is imported (MB): the code's own
+  imports, model, data, training and calculators.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,14 +29,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     BATCH,
-    LOOP_WARMUP,
     ROOT,
     StepTimes,
+    alternating,
     aspirin_frames,
+    calls_per_second,
+    labels,
+    loop_overrides,
     machine,
     median_range,
     peak_rss_mb,
+    run_trial,
+    runner_loop,
     timed,
+    training_step,
     write_section,
 )
 
@@ -53,7 +59,7 @@ PAIRS = {
     "PaiNN": (("painn", {"hidden_channels": 128, "num_interactions": 3, "num_rbf": 20}), "schnetpack"),
     "NequIP-sized": (("equiformer", {"lmax": 1, "num_channels": 32, "num_layers": 3}), "nequip"),
 }
-STEP_REPEATS, LOOP_STEPS, CALLS = 10, 30, 50
+STEP_REPEATS, LOOP_STEPS = 10, 30
 
 
 def prepare_data() -> str:
@@ -83,53 +89,17 @@ def read_frames():
     return read(WORK / "aspirin.extxyz", index=":")
 
 
-def labels(frames):
-    """Energies [B] and forces [N, 3] of ASE structures, float32 tensors."""
-    import torch
-
-    energy = torch.tensor([a.get_potential_energy() for a in frames], dtype=torch.float32)
-    forces = torch.tensor(np.concatenate([a.get_forces() for a in frames]), dtype=torch.float32)
-    return energy, forces
-
-
-def mse_step(predict, optimizer, energy, forces):
-    def step():
-        out = predict()
-        loss = (out[0] - energy).pow(2).mean() + (out[1] - forces).pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
-def calls_per_second(calculator, atoms) -> float:
-    rng = np.random.default_rng(0)
-    atoms = atoms.copy()
-    atoms.calc = calculator
-
-    def call():
-        atoms.positions = atoms.positions + rng.normal(0, 1e-3, atoms.positions.shape)
-        atoms.get_forces()
-
-    median, _ = timed(call, CALLS, warmup=5)
-    return 1.0 / median
-
-
 # ---------------------------------------------------------------- ours
 
 
 def ours(name: str, hparams: dict, measure_loop: bool) -> dict:
-    import lightning
     import torch
 
     from dens_lightning.allocator import keep_freed_memory
     from dens_lightning.calculator import DensCalculator
-    from dens_lightning.config import load_config
     from dens_lightning.data.atoms import atoms_graph
     from dens_lightning.export import export_model
     from dens_lightning.models.potential import Potential
-    from dens_lightning.runner import run_finetune
 
     keep_freed_memory()  # as every dens_lightning entry point does (dens_lightning.allocator)
     frames = read_frames()
@@ -145,29 +115,15 @@ def ours(name: str, hparams: dict, measure_loop: bool) -> dict:
         out = potential(graph, create_graph=True)
         return out["energy"], out["forces"]
 
-    median, _ = timed(mse_step(predict, optimizer, energy, forces), STEP_REPEATS)
+    median, _ = timed(training_step(predict, optimizer, energy, forces), STEP_REPEATS)
     result["step"] = BATCH / median
     if measure_loop:
-        timer = StepTimes()
-        run_dir = WORK / "ours-run"
-        shutil.rmtree(run_dir, ignore_errors=True)
         overrides = [
-            f"data.path={WORK / 'aspirin.extxyz'}",
-            f"data.split=[{FRAMES - 50},50,0]",
-            f"data.batch_size={BATCH}",
-            f"model.name={name}",
+            *loop_overrides(WORK / "aspirin.extxyz", FRAMES, name, LOOP_STEPS),
             f"model.cutoff={CUTOFF}",
             *(f"model.{k}={v}" for k, v in hparams.items()),
-            f"trainer.max_steps={LOOP_WARMUP + LOOP_STEPS + 1}",
-            "trainer.limit_val_batches=0",
-            "trainer.accelerator=cpu",
         ]
-        run_finetune(
-            load_config("finetune", overrides=overrides),
-            run_dir,
-            progress=False,
-            callbacks=[timer.callback(lightning.Callback)],
-        )
+        timer = runner_loop("finetune", overrides, WORK / "ours-run")
         result["loop"] = timer.throughput()
         result["data_share"] = 100 * timer.data_fraction()
         calculator = DensCalculator(potential.eval())
@@ -248,7 +204,7 @@ def schnetpack(name: str, hparams: dict, measure_loop: bool) -> dict:
         out = model(dict(batch))
         return out["energy"], out["forces"]
 
-    median, _ = timed(mse_step(predict, optimizer, batch["energy"], batch["forces"]), STEP_REPEATS)
+    median, _ = timed(training_step(predict, optimizer, batch["energy"], batch["forces"]), STEP_REPEATS)
     result["step"] = BATCH / median
     if measure_loop:
         outputs = [
@@ -267,7 +223,7 @@ def schnetpack(name: str, hparams: dict, measure_loop: bool) -> dict:
         run_dir = WORK / "schnetpack-run"
         shutil.rmtree(run_dir, ignore_errors=True)
         trainer = pl.Trainer(
-            max_steps=LOOP_WARMUP + LOOP_STEPS + 1,
+            max_steps=timer.warmup + LOOP_STEPS + 1,
             limit_val_batches=0,
             logger=pl.loggers.CSVLogger(run_dir),
             callbacks=[
@@ -343,7 +299,7 @@ def nequip(name: str, hparams: dict, measure_loop: bool) -> dict:
         out = model(dict(batch))
         return out[AtomicDataDict.TOTAL_ENERGY_KEY].reshape(-1), out[AtomicDataDict.FORCE_KEY]
 
-    median, _ = timed(mse_step(predict, optimizer, energy, forces), STEP_REPEATS)
+    median, _ = timed(training_step(predict, optimizer, energy, forces), STEP_REPEATS)
     result["step"] = BATCH / median
     return result
 
@@ -359,17 +315,6 @@ def trial(code: str, model: str) -> dict:
     before = peak_rss_mb()
     result = CODES[code](name, hparams, measure_loop=peer == "schnetpack")
     return {"code": code, "model": model, **result, "peak_mb": peak_rss_mb() - before}
-
-
-def run_trial(code: str, model: str) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", PYTHONWARNINGS="ignore")
-    done = subprocess.run(
-        [sys.executable, __file__, "--trial", code, model], capture_output=True, text=True, env=env
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"trial {code} {model} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1])
 
 
 METRICS = [
@@ -432,8 +377,9 @@ def main() -> int:
     for repeat in range(args.repeats):
         for model in args.models:
             codes = ["ours", PAIRS[model][1]]
-            for code in codes if repeat % 2 == 0 else codes[::-1]:
-                results.append(run_trial(code, model))
+            for code in alternating(codes, repeat):
+                # in WORK: schnetpack's data module leaves a splitting.lock in its working directory
+                results.append(json.loads(run_trial(__file__, code, model, cwd=WORK)))
                 print(json.dumps(results[-1]), flush=True)
     (WORK / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     lines = [
@@ -460,6 +406,8 @@ def main() -> int:
         "  'AOTI export': `DensCalculator` on the file `python -m dens_lightning export --format aoti`",
         "  writes (the model compiled ahead of time), its ratio taken against schnetpack's calculator.",
         "- Data loading: the share of the whole loop between one batch's end and the next one's start.",
+        "- Peak memory: the trial's peak RSS minus its peak once torch is imported: the code's own imports,",
+        "  model, data, training and calculators.",
         "",
         *table(results),
     ]

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     BATCH,
-    LOOP_WARMUP,
     ROOT,
-    StepTimes,
+    alternating,
     aspirin_frames,
+    loop_overrides,
     machine,
     median_range,
+    runner_loop,
     write_section,
 )
 
@@ -42,33 +42,10 @@ STAGES = {
 
 
 def run(stage: str, backbone: str, data: Path) -> float:
-    import lightning
-
-    from dens_lightning.config import load_config
-    from dens_lightning.runner import run_finetune, run_pretrain
-
+    """Structures per second of ``stage`` with ``backbone`` on ``data``."""
     kind, extra = STAGES[stage]
-    timer = StepTimes()
-    run_dir = WORK / f"{backbone}-{stage}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    overrides = [
-        f"data.path={data}",
-        f"data.split=[{FRAMES - 50},50,0]",
-        f"data.batch_size={BATCH}",
-        f"model.name={backbone}",
-        f"trainer.max_steps={LOOP_WARMUP + STEPS[backbone] + 1}",
-        "trainer.limit_val_batches=0",
-        "trainer.accelerator=cpu",
-        *extra,
-    ]
-    runner = run_pretrain if kind == "pretrain" else run_finetune
-    runner(
-        load_config(kind, overrides=overrides),
-        run_dir,
-        progress=False,
-        callbacks=[timer.callback(lightning.Callback)],
-    )
-    return timer.throughput()
+    overrides = [*loop_overrides(data, FRAMES, backbone, STEPS[backbone]), *extra]
+    return runner_loop(kind, overrides, WORK / f"{backbone}-{stage}").throughput()
 
 
 def main() -> int:
@@ -88,8 +65,7 @@ def main() -> int:
     rates: dict[tuple[str, str], list[float]] = {}
     for repeat in range(args.repeats):
         for backbone in args.backbones:
-            order = list(STAGES) if repeat % 2 == 0 else list(STAGES)[::-1]
-            for stage in order:
+            for stage in alternating(STAGES, repeat):
                 rates.setdefault((backbone, stage), []).append(run(stage, backbone, data))
                 print(
                     json.dumps(
