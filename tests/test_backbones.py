@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from dens_lightning.data.graph import collate
 from dens_lightning.models import BACKBONES
-from dens_lightning.models.heads import build_noise_head
+from dens_lightning.models.heads import EdgeNoiseHead, build_noise_head
 from dens_lightning.models.potential import Potential
 from dens_lightning.tasks.pretrain import DenoisingPretraining
 
@@ -287,6 +287,38 @@ def test_noise_prediction_of_a_batch_equals_molecules_one_by_one(name, dtype, ba
     torch.testing.assert_close(batched, one_by_one, **DTYPES[dtype])
 
 
+def test_edge_noise_head_is_equivariant_batches_and_ignores_edge_order(molecules):
+    """DeNS's noise head for scalar-only backbones (no derivative): it rotates and reflects with the
+    molecule, ignores translations, follows a permutation of the atoms, gives on a batch what it gives
+    on each molecule, and gives the same on a shuffled unpaired edge list."""
+    potential = make_potential("schnet", torch.float64)
+    head = EdgeNoiseHead(potential.backbone.num_features, potential.backbone.cutoff).double()
+    assert not head.needs_position_grad
+    tol = DTYPES[torch.float64]
+
+    def noise(graph):
+        graph = potential.prepare(graph)
+        return head(potential.backbone(graph), graph).detach()
+
+    for z, pos in molecules:
+        n0 = noise(molecule_graph(z, pos))
+        assert n0.abs().max() > 1e-4
+        for k, matrix in enumerate([Rotation.random(random_state=1).as_matrix(), -np.eye(3)]):
+            shift = np.random.default_rng(k).normal(0, 5, 3)
+            moved = noise(molecule_graph(z, pos @ matrix.T + shift))
+            torch.testing.assert_close(moved, n0 @ torch.as_tensor(matrix.T), **tol)
+        perm = np.random.default_rng(2).permutation(len(z))
+        torch.testing.assert_close(noise(molecule_graph(z[perm], pos[perm])), n0[perm], **tol)
+    graph = potential.prepare(collate([molecule_graph(z, p) for z, p in molecules]))
+    batched = noise(graph)
+    torch.testing.assert_close(batched, torch.cat([noise(molecule_graph(z, p)) for z, p in molecules]), **tol)
+    order = torch.randperm(graph.edge_index.shape[1], generator=torch.Generator().manual_seed(0))
+    shuffled = graph.replace(
+        edge_index=graph.edge_index[:, order], edge_shift=graph.edge_shift[order], paired=False
+    )
+    torch.testing.assert_close(noise(shuffled), batched, **tol)
+
+
 # ------------------------------------------------------------------ per-atom inputs (DeNS force encoding)
 
 
@@ -308,7 +340,7 @@ def test_encoded_forces_enter_equivariantly_and_only_where_masked(name, molecule
     potential = make_potential(name, torch.float64)
     encoder = potential.backbone.make_force_encoder().double()
     encoder.set_force_scale(0.7)
-    head = build_noise_head(potential.backbone).double()
+    head = build_noise_head(potential.backbone, differentiate=False).double()  # as DeNS builds it
     z, pos = molecules[1]
     given = torch.as_tensor(np.random.default_rng(4).normal(size=(len(z), 3)))
     mask = torch.zeros(len(z), dtype=torch.bool)

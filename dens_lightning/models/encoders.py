@@ -125,8 +125,9 @@ class EdgeProjectionForceEncoder(ForceEncoder):
         vec, distance = edge_vectors(graph)
         projection = (gather(scaled, i) * vec).sum(-1) / distance
         basis = gaussian_basis(projection, -MAGNITUDE_RANGE, MAGNITUDE_RANGE, NUM_BASIS)
-        edges = self.from_projections(basis * cosine_cutoff(distance, self.cutoff)[:, None])
-        keep = mask.to(edges.dtype)[:, None]
-        summed = torch.zeros(scaled.shape[0], edges.shape[1], dtype=edges.dtype, device=edges.device)
-        summed = summed.index_add(0, i, edges)
+        edges = basis * cosine_cutoff(distance, self.cutoff)[:, None]
+        # W_p is linear: sum the NUM_BASIS-wide terms per atom first, then map to the channels once
+        summed = torch.zeros(scaled.shape[0], NUM_BASIS, dtype=edges.dtype, device=edges.device)
+        summed = self.from_projections(summed.index_add(0, i, edges))
+        keep = mask.to(summed.dtype)[:, None]
         return {"scalars": (self.from_magnitude(self.magnitude_embedding(magnitude)) + summed) * keep}

@@ -5,7 +5,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Features, ShiftedSoftplus, xavier_init
+from .base import (
+    Features,
+    ShiftedSoftplus,
+    both_directions,
+    cosine_cutoff,
+    gather,
+    gaussians,
+    pair_vectors,
+    xavier_init,
+)
 
 
 def scalar_mlp(num_features: int, hidden: int | None = None, output_bias: bool = True) -> nn.Sequential:
@@ -81,8 +90,51 @@ class GradientNoiseHead(NoiseHead):
         return grad
 
 
-def build_noise_head(backbone) -> NoiseHead:
-    """The backbone's own noise head when it brings one (vector or irreps backbones), else the
-    gradient head, which any backbone can use."""
+class EdgeNoiseHead(NoiseHead):
+    """For backbones with scalar features only, without a second derivative (DeNS): the noise
+    prediction ``Σ_j w_ij r̂_ij`` with ``w_ij = MLP(A h_i + B h_j + C g(d_ij)) · env(d_ij)``, ``r̂_ij``
+    the unit vector from atom i to its neighbour j and ``g`` Gaussians of the distance.
+
+    The gradient of an invariant ``s`` of the distances has this form too (``∂s/∂x_i = -Σ_j ∂s/∂d_ij
+    r̂_ij``); here the pair weights are predicted directly, so training differentiates once less: a DeNS
+    step already takes the second derivative through the forces."""
+
+    def __init__(self, num_features: int, cutoff: float, hidden: int | None = None, num_rbf: int = 50):
+        super().__init__()
+        hidden = hidden or max(num_features // 2, 1)
+        self.cutoff = cutoff
+        self.center = nn.Linear(num_features, hidden)
+        self.neighbor = nn.Linear(num_features, hidden, bias=False)
+        self.radial = nn.Linear(num_rbf, hidden, bias=False)
+        self.weight = nn.Sequential(
+            ShiftedSoftplus(), nn.Linear(hidden, hidden), ShiftedSoftplus(), nn.Linear(hidden, 1)
+        )
+        self.register_buffer("centers", torch.linspace(0.0, cutoff, num_rbf), persistent=False)
+        xavier_init(self)
+        with torch.no_grad():  # starts near zero noise (a loss near 1), as the gradient head does
+            self.weight[-1].weight.mul_(0.01)
+
+    def forward(self, features: Features, graph) -> Tensor:
+        j, i = graph.edge_index
+        vec, distance = pair_vectors(graph)
+        width = self.cutoff / (self.centers.shape[0] - 1)
+        radial = both_directions(graph, self.radial(gaussians(distance, self.centers, width)))
+        envelope = both_directions(graph, cosine_cutoff(distance, self.cutoff) / distance)
+        unit = both_directions(graph, vec, -1.0) * envelope[:, None]
+        h = features.scalars
+        pair = gather(self.center(h), i) + gather(self.neighbor(h), j) + radial
+        weighted = self.weight(pair) * unit
+        noise = torch.zeros(h.shape[0], 3, dtype=weighted.dtype, device=weighted.device)
+        return noise.index_add(0, i, weighted)
+
+
+def build_noise_head(backbone, differentiate: bool = True) -> NoiseHead:
+    """The backbone's own noise head when it brings one (vector or irreps backbones); else the
+    gradient head (``differentiate``: pretraining, as in Wang et al.) or the edge head (DeNS), which
+    any backbone with a graph can use."""
     own = backbone.make_noise_head()
-    return own if own is not None else GradientNoiseHead(backbone.num_features)
+    if own is not None:
+        return own
+    if differentiate:
+        return GradientNoiseHead(backbone.num_features)
+    return EdgeNoiseHead(backbone.num_features, backbone.cutoff)

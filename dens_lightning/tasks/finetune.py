@@ -69,7 +69,7 @@ class EnergyForceTask(lightning.LightningModule):
             # built from a forked RNG: the potential's initialisation and the data order do not change
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.dens_seed + 1)
-                self.noise_head = build_noise_head(self.potential.backbone)
+                self.noise_head = build_noise_head(self.potential.backbone, differentiate=False)
                 if dens.force_encoding:
                     self.force_encoder = build_force_encoder(self.potential.backbone)
 
