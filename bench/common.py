@@ -88,9 +88,12 @@ def write_section(name: str, lines: list[str]) -> None:
     the previous section of that name or at the end, and print them."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    section = "\n".join([start, *lines, end])
     if start in text:
-        text = text[: text.index(start)] + text[text.index(end) + len(end) :].lstrip("\n")
-    BENCHMARKS.write_text(text.rstrip("\n") + "\n\n" + "\n".join([start, *lines, end]) + "\n")
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    BENCHMARKS.write_text(text)
     print("\n".join(lines))
 
 
