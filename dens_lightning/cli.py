@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .data.sampling import METHODS
-from .errors import InputError
+from .errors import InputError, Interrupted, NumericalFault
 
 OVERRIDE_COMMANDS = ("pretrain", "finetune", "experiment")  # take key=value overrides
 
@@ -263,6 +263,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NumericalFault as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except Interrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return err.status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -64,6 +64,7 @@ class DataConfig:
     forces_key: str | None = None
     keys: dict[str, str] = field(default_factory=dict)  # npz/h5 array names: numbers, positions
     neighbor_backend: str = "auto"  # auto, cdist, vesin, torch_cluster
+    min_distance: float = 0.5  # Å: atoms closer than this in a file are an error (overlap or wrong unit)
     source: str = "embedded"  # with no file: embedded (RDKit-sampled), qm9 (needs the qm9 extra)
     qm9: Qm9DataConfig = field(default_factory=Qm9DataConfig)
     embedded: EmbeddedDataConfig = field(default_factory=EmbeddedDataConfig)
@@ -108,12 +109,18 @@ class TaskConfig:
     ema_decay: float | None = 0.99  # exponential moving average of the weights; null disables
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     dens: DensConfig = field(default_factory=DensConfig)
+    nonfinite_loss: str = "stop"  # a NaN or infinite training loss: stop (naming step and batch) or skip
 
 
 @dataclass
 class FinetuneConfig:
     freeze_backbone: bool = False
     backbone_lr_scale: float = 1.0  # lr of the pretrained backbone relative to task.lr
+
+
+@dataclass
+class CheckpointConfig:
+    every_n_steps: int | None = 500  # also write checkpoints/last.ckpt every N optimizer steps; null: off
 
 
 @dataclass
@@ -124,6 +131,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
 
 
@@ -227,6 +235,7 @@ def validate(cfg: DictConfig) -> None:
     checks = [
         ("data.batch_size", cfg.data.batch_size >= 1, "an integer >= 1"),
         ("data.num_workers", cfg.data.num_workers >= 0, "an integer >= 0"),
+        ("data.min_distance", cfg.data.min_distance >= 0, "a length in Å >= 0"),
         (
             "data.split",
             len(cfg.data.split) in (2, 3) and all(x >= 0 for x in cfg.data.split),
@@ -279,8 +288,14 @@ def validate(cfg: DictConfig) -> None:
             "one of cosine, plateau, none",
         ),
         ("task.warmup_steps", cfg.task.warmup_steps >= 0, "an integer >= 0"),
+        ("task.nonfinite_loss", cfg.task.nonfinite_loss in ("stop", "skip"), "one of stop, skip"),
         ("task.ema_decay", cfg.task.ema_decay is None or 0 <= cfg.task.ema_decay < 1, "null or in [0, 1)"),
         ("finetune.backbone_lr_scale", cfg.finetune.backbone_lr_scale >= 0, "a non-negative number"),
+        (
+            "checkpoint.every_n_steps",
+            cfg.checkpoint.every_n_steps is None or cfg.checkpoint.every_n_steps >= 1,
+            "null or an integer >= 1",
+        ),
     ]
     for key, ok, expected in checks:
         if not ok:

@@ -33,9 +33,10 @@ from .artifacts import (
 )
 from .config import model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
-from .errors import InputError
+from .errors import InputError, Interrupted
 from .evaluation import evaluate_structures, write_structure_errors
 from .files import write_text_atomic
+from .tasks.checkpoints import AtomicCheckpointIO
 from .tasks.finetune import EnergyForceTask
 
 log = logging.getLogger("dens_lightning")
@@ -148,10 +149,11 @@ def check_architecture(cfg: DictConfig, pretrained: Pretrained) -> None:
             )
 
 
-def _loggers(run_dir: Path) -> list:
+def _loggers(run_dir: Path, resume_from: Path | None = None) -> list:
     from .tasks.logging import RunCSVLogger
 
-    loggers = [RunCSVLogger(run_dir)]
+    resume_step = load_checkpoint(resume_from)["global_step"] if resume_from is not None else None
+    loggers = [RunCSVLogger(run_dir, resume_step)]
     if importlib.util.find_spec("tensorboard") is not None:
         from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -162,11 +164,13 @@ def _loggers(run_dir: Path) -> list:
 def _callbacks(cfg: DictConfig, run_dir: Path, progress: bool) -> list:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
+    from .tasks.checkpoints import CheckpointOnInterrupt, periodic_checkpoint
     from .tasks.consistency import SameDataOnEveryRank
     from .tasks.ema import EMA
 
     callbacks = [
         SameDataOnEveryRank(),
+        CheckpointOnInterrupt(run_dir / "checkpoints"),
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="best",
@@ -175,9 +179,12 @@ def _callbacks(cfg: DictConfig, run_dir: Path, progress: bool) -> list:
             save_top_k=1,
             save_last=True,
             auto_insert_metric_name=False,
+            enable_version_counter=False,  # no last-v1.ckpt after resuming from a SIGTERM checkpoint
         ),
         LearningRateMonitor(logging_interval="epoch"),
     ]
+    if cfg.checkpoint.every_n_steps:
+        callbacks.append(periodic_checkpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_steps))
     if cfg.task.ema_decay:
         callbacks.append(EMA(cfg.task.ema_decay))
     if progress:
@@ -208,9 +215,14 @@ def quiet_lightning():
 
 
 def make_trainer(
-    cfg: DictConfig, run_dir: Path, progress: bool = True, callbacks: list | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    progress: bool = True,
+    callbacks: list | None = None,
+    resume_from: Path | None = None,
 ) -> lightning.Trainer:
-    """The run's Trainer: ``cfg.trainer`` arguments, the run's loggers and callbacks, then ``callbacks``."""
+    """The run's Trainer: ``cfg.trainer`` arguments, the run's loggers and callbacks, then ``callbacks``;
+    ``resume_from``: the checkpoint a resumed run continues from."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.setdefault("max_epochs", 100)
     kwargs.setdefault("log_every_n_steps", 10)
@@ -218,11 +230,12 @@ def make_trainer(
     kwargs.setdefault("enable_progress_bar", progress)
     kwargs.setdefault("enable_model_summary", progress)  # quiet logs; trainer.enable_model_summary=true
     kwargs["inference_mode"] = False  # validation needs autograd for forces
+    kwargs["plugins"] = [AtomicCheckpointIO(), *_as_list(kwargs.get("plugins"))]
     kwargs["default_root_dir"] = str(run_dir)
     try:
         with quiet_lightning():
             trainer = lightning.Trainer(
-                logger=_loggers(run_dir),
+                logger=_loggers(run_dir, resume_from),
                 callbacks=_callbacks(cfg, run_dir, progress) + list(callbacks or []),
                 **kwargs,
             )
@@ -230,6 +243,10 @@ def make_trainer(
         raise InputError(f"config: trainer: {str(err).splitlines()[0]}") from err
     check_strategy(trainer.strategy)
     return trainer
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
 
 
 def _start(run_dir: Path, resume: bool) -> Path | None:
@@ -248,8 +265,27 @@ def _fit(trainer: lightning.Trainer, task, datamodule, cfg: DictConfig, run_dir:
     """Train ``task``, then load its best weights (EMA-averaged where enabled) on every rank."""
     if trainer.is_global_zero:
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
-    with quiet_lightning():
-        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    if precision_dtype(cfg.trainer.get("precision", "32-true")) == torch.float64:
+        # before fit: Lightning loads a resumed run's weights before it converts the model to float64,
+        # which would round them to float32 on the way
+        task.double()
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from .tasks.checkpoints import CheckpointOnInterrupt
+
+    try:
+        with quiet_lightning():
+            trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    except (SIGTERMException, SystemExit) as err:  # Lightning exits after Ctrl-C (KeyboardInterrupt)
+        saved = next(c for c in trainer.callbacks if isinstance(c, CheckpointOnInterrupt))
+        if saved.saved_to is None:
+            raise
+        cause, status = ("SIGTERM", 143) if isinstance(err, SIGTERMException) else ("Ctrl-C", 130)
+        raise Interrupted(
+            f"{run_dir}: stopped by {cause} after step {saved.step}, checkpoint {saved.saved_to} written; "
+            f"continue with --resume --run-dir {run_dir}",
+            status,
+        ) from err
     best = run_dir / "checkpoints" / "best.ckpt"
     if best.exists():
         task.load_state_dict(load_checkpoint(best)["state_dict"])
@@ -322,7 +358,7 @@ def run_pretrain(
     keep_freed_memory()
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
     name, hparams = model_hyperparameters(cfg)
-    trainer = make_trainer(cfg, run_dir, progress, callbacks)
+    trainer = make_trainer(cfg, run_dir, progress, callbacks, resume_from)
     datamodule = _datamodule(cfg, run_dir, hparams, "pretrain", trainer)
     task = DenoisingPretraining(
         model_name=name,
@@ -369,7 +405,7 @@ def run_finetune(
     if pretrained is not None:
         check_architecture(cfg, pretrained)
     name, hparams = model_hyperparameters(cfg)
-    trainer = make_trainer(cfg, run_dir, progress, callbacks)
+    trainer = make_trainer(cfg, run_dir, progress, callbacks, resume_from)
     datamodule = _datamodule(cfg, run_dir, hparams, "finetune", trainer)
 
     task = EnergyForceTask(

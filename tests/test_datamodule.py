@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from omegaconf import OmegaConf
 
 from dens_lightning.config import DataConfig
@@ -37,6 +38,9 @@ def data_cfg(path, **changes):
     return cfg
 
 
+METHANOL = np.array([[0, 0, 0], [1.09, 0, 0], [-0.36, 1.03, 0], [-0.36, -0.51, 0.89], [-0.47, -0.67, -1.17]])
+
+
 @pytest.fixture
 def npz_file(tmp_path):
     """40 frames of one 5-atom molecule in the ase-like npz layout (eV)."""
@@ -45,7 +49,7 @@ def npz_file(tmp_path):
     np.savez(
         path,
         numbers=np.array([6, 1, 1, 1, 8]),
-        positions=rng.normal(0, 1.2, (40, 5, 3)),
+        positions=METHANOL + rng.normal(0, 0.1, (40, 5, 3)),
         energy=rng.normal(-1100, 0.1, 40),
         forces=rng.normal(0, 1, (40, 5, 3)),
     )
@@ -136,7 +140,87 @@ def test_loader_batches_carry_neighbours_and_labels(npz_file):
 
 def test_missing_labels_are_refused_only_when_weighted(tmp_path):
     path = tmp_path / "nolabels.npz"
-    np.savez(path, numbers=np.array([6, 8]), positions=np.random.default_rng(0).normal(0, 1, (10, 2, 3)))
+    carbon_monoxide = [[0.0, 0.0, 0.0], [1.13, 0.0, 0.0]] + np.random.default_rng(0).normal(
+        0, 0.05, (10, 2, 3)
+    )
+    np.savez(path, numbers=np.array([6, 8]), positions=carbon_monoxide)
     with pytest.raises(InputError, match="nolabels.npz: no energies"):
         AtomsDataModule(data_cfg(path), cutoff=4.0).setup()
     AtomsDataModule(data_cfg(path), cutoff=4.0, require_energy=False, require_forces=False).setup()
+
+
+# ---------------------------------------------------------------- geometry checks
+
+
+def frames_file(tmp_path, frames: list[np.ndarray], numbers=(6, 1, 1, 1, 8)) -> str:
+    path = tmp_path / "geometry.npz"
+    n = len(frames)
+    np.savez(
+        path,
+        numbers=np.array(numbers),
+        positions=np.stack(frames),
+        energy=np.full(n, -1100.0),
+        forces=np.zeros((n, len(numbers), 3)),
+    )
+    return str(path)
+
+
+def test_atoms_closer_than_min_distance_are_refused_naming_file_frame_and_atom(tmp_path):
+    frames = [METHANOL + 0.01 * k for k in range(5)]
+    frames[3] = frames[3].copy()
+    frames[3][2] = frames[3][0] + [0.2, 0.0, 0.0]  # atom 2 on top of atom 0
+    path = frames_file(tmp_path, frames)
+    dm = AtomsDataModule(data_cfg(path, split=[3, 1, 1]), cutoff=4.0)
+    with pytest.raises(
+        InputError, match=rf"{path}: frame 3: atom 0 is 0\.200 Å from another atom.*min_distance=0\.5"
+    ):
+        dm.setup()
+    AtomsDataModule(
+        data_cfg(path, split=[3, 1, 1], min_distance=0.1), cutoff=4.0
+    ).setup()  # allowed when asked
+
+
+def test_atoms_without_a_neighbour_within_the_cutoff_are_counted_and_reported(tmp_path):
+    frames = [METHANOL.copy() for _ in range(5)]
+    for k in (1, 4):
+        frames[k][4] = [12.0, 0.0, 0.0]  # the oxygen far away
+    dm = AtomsDataModule(data_cfg(frames_file(tmp_path, frames), split=[3, 1, 1]), cutoff=4.0)
+    with pytest.warns(
+        UserWarning,
+        match=r"2 atoms in 2 structures \(first: frame 1\) have no neighbour within the cutoff of 4\.0 Å",
+    ):
+        dm.setup()
+    assert dm.provenance["isolated_atoms"] == 2
+
+
+def test_nearest_neighbours_match_ase_for_molecules_and_cells():
+    """Against ASE's neighbour list: molecules of two sizes and a triclinic periodic cell, where the
+    nearest neighbour may be a periodic image."""
+    from ase.build import bulk
+    from ase.neighborlist import neighbor_list
+
+    from dens_lightning.data.checks import nearest_neighbors
+
+    rng = np.random.default_rng(0)
+    frames = [
+        Atoms("CH4", positions=rng.uniform(0, 3, (5, 3))),
+        Atoms("H2O", positions=rng.uniform(0, 3, (3, 3))),
+    ]
+    frames.append(Atoms("CH4", positions=rng.uniform(0, 3, (5, 3))))
+    silicon = bulk("Si", "diamond", a=5.43)
+    silicon.rattle(0.1, seed=2)
+    frames.append(silicon)
+    structures = Structures.from_frames(
+        [a.numbers for a in frames],
+        [a.positions for a in frames],
+        cells=[a.cell.array for a in frames],
+        pbcs=[a.pbc for a in frames],
+    )
+    got = nearest_neighbors(structures, 4.0).nearest
+    expected = []
+    for atoms in frames:
+        i, d = neighbor_list("id", atoms, 4.0)
+        nearest = np.full(len(atoms), np.inf)
+        np.minimum.at(nearest, i, d)
+        expected.append(nearest)
+    np.testing.assert_allclose(got, np.concatenate(expected), rtol=1e-12)

@@ -121,7 +121,9 @@ def datamodule(tmp_path, world: int, rank: int, stage="finetune", batch=4, **dat
         stage=stage,
         is_global_zero=rank == 0,
     )
-    module.trainer = SimpleNamespace(world_size=world, global_rank=rank)
+    module.trainer = SimpleNamespace(
+        world_size=world, global_rank=rank, fit_loop=SimpleNamespace(restarting=False)
+    )
     module.prepare_data()
     module.setup("fit")
     return module

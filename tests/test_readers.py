@@ -389,7 +389,7 @@ def test_empty_file(tmp_path, name):
 def test_malformed_extxyz(tmp_path, text):
     path = tmp_path / "bad.extxyz"
     path.write_text(text)
-    raises_naming(path, r"cannot read as \.extxyz")
+    raises_naming(path, r"frame 0: cannot read")
 
 
 def test_garbage_npz_and_h5(tmp_path):
@@ -504,3 +504,52 @@ def test_invalid_units(tmp_path, spec):
     message = str(err.value)
     assert repr(spec) in message
     assert "kcal/mol" in message and "Bohr" in message  # says what is accepted
+
+
+# ---------------------------------------------------------------- truncation and units
+
+
+def test_truncated_extxyz_names_the_frame(tmp_path):
+    """A file cut in the middle of its fourth frame: the error names that frame and the file."""
+    rng = np.random.default_rng(5)
+    path = tmp_path / "cut.extxyz"
+    ase.io.write(path, [labelled(molecule("CH4", rng), rng) for _ in range(6)])
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: 3 * 7 + 4]))  # 7 lines per frame: 3 frames, then a header and 2 atoms
+    raises_naming(path, r"frame 3: cannot read .*truncated.*\(3 frames read before it\)")
+
+
+def water_in(unit_factor: float, declared_energy: float) -> list[Atoms]:
+    """Water frames with a total energy of ``declared_energy`` eV, written as number / ``unit_factor``."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in range(4):
+        atoms = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+        atoms.rattle(0.01, seed=k)
+        energy = (declared_energy + rng.normal(0, 0.01)) / unit_factor
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=np.zeros((3, 3)))
+        frames.append(atoms)
+    return frames
+
+
+@pytest.mark.parametrize(
+    "written_in, declared, likely",
+    [(KCAL_MOL, "auto", "kcal/mol"), (1.0, "Hartree", "eV"), (1e-3, "auto", "meV")],
+)
+def test_energies_in_another_unit_are_warned_about_naming_the_likely_unit(
+    tmp_path, written_in, declared, likely
+):
+    """Water's total energy, -2079 eV, written in another unit than the one the file is read in: a
+    warning names the file and the unit the numbers look like."""
+    path = tmp_path / "water.extxyz"
+    ase.io.write(path, water_in(written_in, -76.4 * units.Hartree))
+    with pytest.warns(UserWarning, match=rf"{path}: read as .*they look like {likely}"):
+        read_structures(path, ReadOptions(units=declared))
+
+
+@pytest.mark.parametrize("energy", [-76.4 * units.Hartree, -9.5, 0.3])
+def test_total_and_relative_energies_in_the_declared_unit_pass_quietly(tmp_path, energy, recwarn):
+    path = tmp_path / "water.extxyz"
+    ase.io.write(path, water_in(1.0, energy))
+    read_structures(path)
+    assert not [w for w in recwarn if "look like" in str(w.message)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import InputError
 from ..files import write_text_atomic
+from .checks import check_geometry
 from .graph import Graph, collate
 from .neighbors import with_neighbors
 from .readers import ReadOptions, read_structures
@@ -38,6 +40,32 @@ def write_splits(path: Path, seed: int, total: int, source, indices: dict[str, n
     payload = {"seed": seed, "total": total, "source": str(source)}
     payload["indices"] = {name: np.asarray(idx).tolist() for name, idx in indices.items()}
     write_text_atomic(path, json.dumps(payload))
+
+
+class ResumableSampler(DistributedSampler):
+    """:class:`DistributedSampler` (a new permutation each epoch from the run's seed, the same on every
+    rank) whose next epoch can start after its first ``skip`` samples: the batches a resumed run had
+    already trained on in the epoch it was interrupted in."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(indices[skip:])
+
+
+def resume_sampler(sampler: ResumableSampler, trainer: lightning.Trainer | None, batch_size: int) -> None:
+    """In a resumed run, start ``sampler`` at the interrupted epoch's permutation (Lightning sets the
+    epoch only after its first batch is fetched) and after the batches already trained on in it."""
+    if trainer is None or not trainer.fit_loop.restarting:
+        return
+    sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    if 0 < done < math.ceil(len(sampler) / batch_size):
+        sampler.skip = done * batch_size
 
 
 class ShardSampler(DistributedSampler):
@@ -147,6 +175,7 @@ class AtomsDataModule(lightning.LightningDataModule):
         self.provenance: dict = {}
         self.references: dict[int, float] = {}
         self.scale: float = 1.0
+        self.isolated_atoms = 0  # atoms with no neighbour within the cutoff, in every file read
 
     # -------------------------------------------------------------- reading and splitting
 
@@ -161,6 +190,8 @@ class AtomsDataModule(lightning.LightningDataModule):
     def _read(self, path: str | Path) -> Structures:
         structures = read_structures(path, self.read_options())
         self._check_labels(structures)
+        if not isinstance(structures.pos, np.memmap):  # a store of sampled conformations is checked there
+            self.isolated_atoms += check_geometry(structures, self.cutoff, self.cfg.min_distance)
         return structures
 
     def _check_labels(self, structures: Structures) -> None:
@@ -262,6 +293,7 @@ class AtomsDataModule(lightning.LightningDataModule):
             "files": {name: {"path": str(path), "sha256": file_sha256(path)} for name, path in files.items()},
             "sizes": {name: len(s) for name, s in self.splits.items()},
             "units_in_file": full.units,
+            "isolated_atoms": self.isolated_atoms,
             "labeller": labeller,
             "embedded": self.uses_default_data and cfg.source == "embedded",
             **({"store": str(source)} if memory_mapped and not self.uses_default_data else {}),
@@ -328,7 +360,8 @@ class AtomsDataModule(lightning.LightningDataModule):
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         if shuffle:  # a new permutation each epoch (Lightning calls set_epoch), the same on every rank
-            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+            sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+            resume_sampler(sampler, trainer, batch_size)
         else:
             sampler = ShardSampler(dataset, num_replicas=world, rank=rank)
         return DataLoader(

@@ -15,12 +15,13 @@ from ..models.heads import build_noise_head
 from ..models.potential import Potential
 from . import optim
 from .dens import DENS, Corruption, corrupt, dens_weight, draw, masked_mse, select_structures, structures_with
+from .faults import NonFiniteLossGuard
 from .logging import log_epoch_means, log_parts
 from .metrics import EnergyForceMetrics
 from .reduction import Mean, MeanAccumulator, combine, masked_sum
 
 
-class EnergyForceTask(lightning.LightningModule):
+class EnergyForceTask(NonFiniteLossGuard, lightning.LightningModule):
     """Loss ``w_E · mean(((E - E_ref) / N / s)²) + w_F · mean(((F - F_ref) / s)²)``, with ``s`` the
     training set's energy scale (force RMS) so both terms are of order one whatever the units.
 
@@ -123,7 +124,8 @@ class EnergyForceTask(lightning.LightningModule):
         else:
             out = self.potential(batch, compute_forces=self.uses_forces, create_graph=True)
             loss, logged = combine(self, self.losses(out, batch), self.loss_weights)
-        log_parts(self, "train", logged, batch.num_graphs)
+        if self.finite_loss(loss, batch, batch_idx):
+            log_parts(self, "train", logged, batch.num_graphs)
         return loss
 
     def dens_corruption(self, batch: Graph, step: int = 0) -> Corruption:
@@ -202,4 +204,4 @@ class EnergyForceTask(lightning.LightningModule):
         groups = optim.param_groups(
             self, self.potential.backbone, self.task_cfg.lr, self.finetune_cfg.backbone_lr_scale
         )
-        return optim.configure(self, groups, self.task_cfg, optim.total_steps(self))
+        return optim.configure(self, groups, self.task_cfg)

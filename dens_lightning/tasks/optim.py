@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import nn
+
+from ..errors import InputError
 
 
 def param_groups(module: nn.Module, backbone: nn.Module, lr: float, backbone_lr_scale: float) -> list[dict]:
@@ -28,7 +31,15 @@ def param_groups(module: nn.Module, backbone: nn.Module, lr: float, backbone_lr_
 
 def total_steps(module) -> int:
     """The optimizer steps the module's trainer will take (1 outside a trainer)."""
-    return int(module.trainer.estimated_stepping_batches) if module._trainer is not None else 1
+    if module._trainer is None:
+        return 1
+    steps = module.trainer.estimated_stepping_batches
+    if not math.isfinite(steps):
+        raise InputError(
+            "config: trainer.max_epochs=-1 without trainer.max_steps leaves training unbounded; the cosine "
+            "schedule and DeNS's linear decay need a length: set trainer.max_steps or trainer.max_epochs"
+        )
+    return int(steps)
 
 
 FUSED_DEVICES = ("cpu", "cuda")
@@ -42,18 +53,24 @@ def fused_supported(groups: list[dict]) -> bool:
     return all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
 
 
-def configure(module, groups: list[dict], task_cfg, total_steps: int) -> dict:
-    """The dict Lightning's ``configure_optimizers`` returns."""
+def configure(module, groups: list[dict], task_cfg) -> dict:
+    """The dict Lightning's ``configure_optimizers`` returns.
+
+    The cosine schedule asks for the number of training steps only once training runs: asking
+    Lightning earlier (here) builds the training loader before a resumed run's progress is restored,
+    and that loader would start the interrupted epoch's order from the beginning."""
     optimizer = torch.optim.AdamW(groups, weight_decay=task_cfg.weight_decay, fused=fused_supported(groups))
     warmup = max(int(task_cfg.warmup_steps), 0)
     if task_cfg.scheduler == "cosine":
         floor = task_cfg.min_lr_ratio
-        decay_steps = max(total_steps - warmup, 1)
+        decay_steps = functools.cache(lambda: max(total_steps(module) - warmup, 1))
 
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
-            progress = min((step - warmup) / decay_steps, 1.0)
+            if step == 0:  # no warm-up: the first step, at the peak (before training starts)
+                return 1.0
+            progress = min((step - warmup) / decay_steps(), 1.0)
             return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

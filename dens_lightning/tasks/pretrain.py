@@ -29,13 +29,14 @@ from ..models.encoders import build_force_encoder
 from ..models.heads import build_noise_head
 from . import optim
 from .dens import PRETRAIN, PRETRAIN_VALIDATION, Corruption, corrupt, draw, masked_cosine, masked_mse
+from .faults import NonFiniteLossGuard
 from .logging import log_epoch_means, log_parts
 from .reduction import Mean, MeanAccumulator, combine
 
 WEIGHTS = {"noise": 1.0}
 
 
-class DenoisingPretraining(lightning.LightningModule):
+class DenoisingPretraining(NonFiniteLossGuard, lightning.LightningModule):
     def __init__(
         self,
         model_name: str,
@@ -93,7 +94,8 @@ class DenoisingPretraining(lightning.LightningModule):
 
     def training_step(self, batch: Graph, batch_idx: int) -> Tensor:
         loss, logged = combine(self, self.losses(batch, PRETRAIN, self.global_step), WEIGHTS)
-        log_parts(self, "train", {"loss": logged["loss"], "cosine": logged["cosine"]}, batch.num_graphs)
+        if self.finite_loss(loss, batch, batch_idx):
+            log_parts(self, "train", {"loss": logged["loss"], "cosine": logged["cosine"]}, batch.num_graphs)
         return loss
 
     def validation_step(self, batch: Graph, batch_idx: int) -> None:
@@ -108,4 +110,4 @@ class DenoisingPretraining(lightning.LightningModule):
 
     def configure_optimizers(self):
         groups = optim.param_groups(self, self.backbone, self.task_cfg.lr, 1.0)
-        return optim.configure(self, groups, self.task_cfg, optim.total_steps(self))
+        return optim.configure(self, groups, self.task_cfg)
