@@ -80,6 +80,11 @@ def test_overrides_win_over_file_over_default(tmp_path):
         ("trainer.nonsense=1", "trainer.nonsense"),
         ("task.energy_weight=0", "task.energy_weight"),
         ("novalue", "novalue"),
+        ("checkpoint.every_n_steps=0", "checkpoint.every_n_steps"),
+        ("checkpoint.every_n_steps=often", "checkpoint.every_n_steps"),
+        ("task.nonfinite_loss=ignore", "task.nonfinite_loss"),
+        ("data.min_distance=-1", "data.min_distance"),
+        ("task.dens.probability=1.5", "task.dens.probability"),
     ],
 )
 def test_errors_name_the_key(override, named):

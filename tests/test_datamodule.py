@@ -224,3 +224,17 @@ def test_nearest_neighbours_match_ase_for_molecules_and_cells():
         np.minimum.at(nearest, i, d)
         expected.append(nearest)
     np.testing.assert_allclose(got, np.concatenate(expected), rtol=1e-12)
+
+
+def test_elements_beyond_the_embedding_are_refused_naming_the_file(tmp_path):
+    """An element the backbone has no embedding row for (model.max_z) stops the run before training."""
+    from dens_lightning.config import load_config
+    from dens_lightning.runner import run_finetune
+
+    frames = [METHANOL + 0.01 * k for k in range(8)]
+    path = frames_file(tmp_path, frames, numbers=(6, 1, 1, 1, 53))  # iodine where the oxygen was
+    config = load_config("finetune", overrides=[f"data.path={path}", "data.split=[6,1,1]", "model.max_z=20"])
+    with pytest.raises(
+        InputError, match=rf"{path}: atomic number 53 in the train split exceeds model.max_z=20"
+    ):
+        run_finetune(config, tmp_path / "run", progress=False)
