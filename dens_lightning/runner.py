@@ -209,6 +209,7 @@ def quiet_lightning():
             ".*The number of training batches.*",
             ".*sync_dist=True.*",  # epoch values are logged already reduced over every device
             ".*Grad strides do not match bucket view strides.*",  # DDP: "not an error"
+            ".*your dataloader is not resumable.*",  # it is: the sampler resumes (data.datamodule)
         ):
             warnings.filterwarnings("ignore", message=message)
         yield

@@ -190,7 +190,7 @@ class AtomsDataModule(lightning.LightningDataModule):
     def _read(self, path: str | Path) -> Structures:
         structures = read_structures(path, self.read_options())
         self._check_labels(structures)
-        if not isinstance(structures.pos, np.memmap):  # a store of sampled conformations is checked there
+        if not isinstance(structures.pos, np.memmap):  # a store's conformations were checked when sampled
             self.isolated_atoms += check_geometry(structures, self.cutoff, self.cfg.min_distance)
         return structures
 
