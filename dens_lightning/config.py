@@ -322,6 +322,14 @@ def validate(cfg: DictConfig) -> None:
                 f"config: task.dens.force_encoding: model.name={name!r} cannot take encoded forces; "
                 "set task.dens.force_encoding=false or use a backbone that can"
             )
+    unbounded = cfg.trainer.get("max_epochs") == -1 and cfg.trainer.get("max_steps", -1) in (None, -1)
+    decaying = cfg.task.dens.enabled and cfg.task.dens.decay == "linear" and cfg.stage == "finetune"
+    if unbounded and (cfg.task.scheduler == "cosine" or decaying):
+        what = "task.scheduler=cosine" if cfg.task.scheduler == "cosine" else "task.dens.decay=linear"
+        raise InputError(
+            f"config: trainer.max_epochs=-1 without trainer.max_steps leaves training unbounded, but {what} "
+            "needs its length: set trainer.max_steps, or task.scheduler=plateau or none, task.dens.decay=none"
+        )
     if cfg.data.source == "qm9" and cfg.stage != "pretrain":
         raise InputError("config: data.source: qm9 has no energy or force labels; use it to pretrain")
     if cfg.stage == "finetune" and cfg.task.energy_weight == 0 and cfg.task.forces_weight == 0:

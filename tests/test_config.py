@@ -85,6 +85,7 @@ def test_overrides_win_over_file_over_default(tmp_path):
         ("task.nonfinite_loss=ignore", "task.nonfinite_loss"),
         ("data.min_distance=-1", "data.min_distance"),
         ("task.dens.probability=1.5", "task.dens.probability"),
+        ("trainer.max_epochs=-1", "trainer.max_epochs=-1 without trainer.max_steps"),
     ],
 )
 def test_errors_name_the_key(override, named):
@@ -124,3 +125,8 @@ def test_experiment_configs_on_the_shared_data_fit_their_files(path):
     draw_splits(total, spec, bool(test_file))  # raises when the sizes do not fit the data
     if test_file:
         assert spec.test == 0 and len(experiment.read(test_file)) > 0
+
+
+def test_unbounded_training_is_allowed_with_a_schedule_that_needs_no_length():
+    load_config("finetune", None, ["trainer.max_epochs=-1", "task.scheduler=plateau"])
+    load_config("finetune", None, ["trainer.max_epochs=-1", "trainer.max_steps=100"])
