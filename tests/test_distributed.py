@@ -355,3 +355,24 @@ def test_fsdp_is_refused_with_the_reason():
     with pytest.raises(InputError, match="differentiates the model twice.*trainer.strategy=ddp"):
         check_strategy(FSDPStrategy())
     check_strategy(DDPStrategy())
+
+
+# a run that diverges at once: after the first AdamW step of size ~lr every loss is NaN
+DIVERGING = [*COMMON, "trainer.precision=32-true", "data.batch_size=4", "task.lr=1e30", "task.warmup_steps=0"]
+
+
+@pytest.mark.slow
+def test_nonfinite_losses_under_ddp_stop_every_rank_or_are_skipped_together(tmp_path):
+    """Both ranks see the same (global) loss: with ``stop`` every rank ends with the one-line error
+    (exit 3, no hang); with ``skip`` the run finishes and counts the skipped batches."""
+    command = [sys.executable, "-m", "dens_lightning", "finetune", "--run-dir", str(tmp_path / "stop")]
+    command += [*DIVERGING, "trainer.devices=2", "trainer.strategy=ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 3, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: non-finite loss")]
+    assert len(errors) == 2 and all("at step 1, batch 1 of epoch 0" in line for line in errors)
+
+    cli("finetune", "--run-dir", str(tmp_path / "skip"), *DIVERGING, "task.nonfinite_loss=skip", processes=2)
+    skipped = history(tmp_path / "skip")["train/skipped_batches"]
+    assert skipped[-1] >= 3 and skipped == sorted(skipped)

@@ -39,7 +39,7 @@ class NonFiniteLossGuard:
             return False
         structures = batch.idx.tolist() if batch.idx is not None else "unknown"
         raise NumericalFault(
-            f"non-finite loss ({float(loss)}) at step {self.global_step}, batch {batch_idx} of epoch "
+            f"non-finite loss ({float(loss.detach())}) at step {self.global_step}, batch {batch_idx} of epoch "
             f"{self.current_epoch} (training-split structures {structures}, see splits.json); last "
             f"checkpoint: {self._last_checkpoint()}; set task.nonfinite_loss=skip to skip such batches"
         )
