@@ -159,3 +159,65 @@ def test_the_valid_files_read(tmp_path, suffix):
     path.write_bytes(write_valid(tmp_path, suffix))
     structures = read_structures(path)
     assert len(structures) == 3 and structures.forces is not None
+
+
+# ---------------------------------------------------------------- conformation stores (directories)
+
+STORE_FILES = ["info.json", "numbers.npy", "positions.npy", "ptr.npy", "energy.npy", "forces.npy"]
+
+
+def write_valid_store(directory: Path) -> Path:
+    """A store as ``sample --out DIR`` writes it: 3 methane frames with labels."""
+    from dens_lightning.data.sampling import Sample
+    from dens_lightning.data.store import write_store
+
+    samples = [
+        Sample(a.numbers, a.positions, "C", 0, a.get_potential_energy(), a.get_forces()) for a in frames()
+    ]
+    return write_store(directory / "store", samples, {"sampler": "test"})
+
+
+def check_store(store: Path) -> None:
+    """Opened, a store's arrays fit together; refused, the error names a file of the store. (Its
+    values are not read when it is opened: they were checked when sampled.)"""
+    try:
+        with time_limit(SECONDS_PER_READ):
+            structures = read_structures(store)
+    except InputError as err:
+        message = str(err)
+        assert str(store) in message and "\n" not in message, message
+        return
+    assert structures.ptr[0] == 0 and structures.ptr[-1] == len(structures.z) == len(structures.pos)
+    assert structures.pos.shape == (len(structures.z), 3) and structures.z.min() >= 1
+
+
+@FUZZ
+@given(
+    name=st.sampled_from(STORE_FILES),
+    kind=st.sampled_from(["truncate", "corrupt", "random", "remove"]),
+    where=st.floats(0.0, 1.0, exclude_max=True),
+    data=st.binary(min_size=1, max_size=64),
+)
+def test_damaged_stores(tmp_path, name, kind, where, data):
+    import shutil
+
+    shutil.rmtree(tmp_path / "store", ignore_errors=True)
+    store = write_valid_store(tmp_path)
+    file = store / name
+    content = bytearray(file.read_bytes())
+    at = int(where * len(content))
+    if kind == "truncate":
+        file.write_bytes(bytes(content[:at]))
+    elif kind == "corrupt":
+        content[at : at + len(data)] = data
+        file.write_bytes(bytes(content))
+    elif kind == "random":
+        file.write_bytes(data)
+    else:
+        file.unlink()
+    check_store(store)
+
+
+def test_the_valid_store_reads(tmp_path):
+    structures = read_structures(write_valid_store(tmp_path))
+    assert len(structures) == 3 and structures.forces is not None

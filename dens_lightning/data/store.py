@@ -21,6 +21,7 @@ from .sampling import Sample
 from .structures import Structures
 
 INFO = "info.json"
+REQUIRED = ("numbers", "positions", "ptr")
 
 
 def write_store(path: str | Path, samples: Iterable[Sample], info: dict | Callable[[], dict]) -> Path:
@@ -67,25 +68,61 @@ def is_store(path: str | Path) -> bool:
 
 
 def open_store(path: str | Path) -> Structures:
-    """The structures of a store, memory-mapped (labels included when the store has them)."""
+    """The structures of a store, memory-mapped (labels included when the store has them). The
+    arrays' shapes are checked against each other (cheap: headers and ``ptr`` only); their values
+    were checked when the conformations were sampled."""
     path = Path(path)
     if not is_store(path):
         raise InputError(f"{path}: not a conformation store (no {INFO})")
 
-    def load(name: str) -> np.ndarray | None:
+    def load(name: str, required: bool = True) -> np.ndarray | None:
         file = path / f"{name}.npy"
-        return np.load(file, mmap_mode="r") if file.exists() else None
+        if not file.exists():
+            if required:
+                raise InputError(f"{file}: missing; a conformation store needs {', '.join(REQUIRED)}.npy")
+            return None
+        try:
+            return np.load(file, mmap_mode="r", allow_pickle=False)
+        except Exception as err:  # truncated or not an .npy file
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise InputError(f"{file}: cannot read as .npy ({type(err).__name__}: {reason})") from err
 
-    ptr = np.asarray(load("ptr"))
+    try:
+        store_info(path)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{path / INFO}: not valid JSON ({type(err).__name__})") from err
+    numbers, positions, ptr = load("numbers"), load("positions"), np.asarray(load("ptr"))
+    energy, forces = load("energy", required=False), load("forces", required=False)
+
+    def refuse(name: str, expected: str) -> None:
+        raise InputError(f"{path / name}: does not fit the store; expected {expected}")
+
+    if numbers.ndim != 1 or numbers.dtype.kind not in "iu":
+        refuse("numbers.npy", "integers [N]")
+    atoms = len(numbers)
+    if atoms and numbers.min() < 1:
+        refuse("numbers.npy", "atomic numbers >= 1")
+    if ptr.ndim != 1 or len(ptr) < 2 or ptr.dtype.kind not in "iu":
+        refuse("ptr.npy", "integers [B + 1]")
+    if ptr[0] != 0 or ptr[-1] != atoms or not np.all(np.diff(ptr) > 0):
+        refuse("ptr.npy", f"rising from 0 to {atoms}, the number of atoms")
+    if positions.shape != (atoms, 3) or positions.dtype.kind != "f":
+        refuse("positions.npy", f"floats [{atoms}, 3]")
+    if (energy is None) != (forces is None):
+        refuse("forces.npy" if forces is None else "energy.npy", "energy.npy and forces.npy together")
+    if energy is not None and (energy.shape != (len(ptr) - 1,) or energy.dtype.kind != "f"):
+        refuse("energy.npy", f"floats [{len(ptr) - 1}]")
+    if forces is not None and (forces.shape != (atoms, 3) or forces.dtype.kind != "f"):
+        refuse("forces.npy", f"floats [{atoms}, 3]")
     count = len(ptr) - 1
     return Structures(
-        z=load("numbers"),
-        pos=load("positions"),
+        z=numbers,
+        pos=positions,
         ptr=ptr,
         cell=np.broadcast_to(np.zeros((1, 3, 3)), (count, 3, 3)),  # no memory: molecules, no cell
         pbc=np.broadcast_to(np.zeros((1, 3), dtype=bool), (count, 3)),
-        energy=load("energy"),
-        forces=load("forces"),
+        energy=energy,
+        forces=forces,
         source=str(path),
     )
 

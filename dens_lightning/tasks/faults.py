@@ -38,8 +38,9 @@ class NonFiniteLossGuard:
             self.skipped_batches += 1
             return False
         structures = batch.idx.tolist() if batch.idx is not None else "unknown"
+        value = float(loss.detach())
         raise NumericalFault(
-            f"non-finite loss ({float(loss.detach())}) at step {self.global_step}, batch {batch_idx} of epoch "
+            f"non-finite loss ({value}) at step {self.global_step}, batch {batch_idx} of epoch "
             f"{self.current_epoch} (training-split structures {structures}, see splits.json); last "
             f"checkpoint: {self._last_checkpoint()}; set task.nonfinite_loss=skip to skip such batches"
         )
