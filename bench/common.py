@@ -32,16 +32,41 @@ def machine() -> str:
     return f"{cpu}, {threads} threads, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def timed(fn: Callable[[], object], repeats: int, warmup: int = 3) -> tuple[float, float]:
-    """Median and spread (max - min) of ``repeats`` timed calls, in seconds."""
-    for _ in range(warmup):
+def timed(
+    fn: Callable[[], object], repeats: int, warmup: int = 3, device: str = "cpu"
+) -> tuple[float, float]:
+    """Median and spread (max - min) of ``repeats`` timed calls, in seconds; on a GPU each call is
+    followed by a synchronisation, so it counts the kernels it queued."""
+    import torch
+
+    def call():
         fn()
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        call()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        call()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples), max(samples) - min(samples)
+
+
+def accelerator(device: str) -> str:
+    """Lightning's ``accelerator`` for a torch device name."""
+    return "gpu" if str(device).startswith("cuda") else "cpu"
+
+
+def device_name(device: str) -> str:
+    """The device in words, for the headers: the CPU line of :func:`machine`, or the GPU's name."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        gpu = torch.cuda.get_device_name(torch.device(device))
+        return f"{gpu} (CUDA {torch.version.cuda}); host {machine()}"
+    return machine()
 
 
 def peak_rss_mb() -> float:
@@ -199,9 +224,11 @@ def run_trial(script: str | Path, *args: str, cwd: Path | None = None, env: dict
     return lines[-1]
 
 
-def runner_loop(stage: str, overrides: list[str], run_dir: Path, warmup: int = LOOP_WARMUP) -> StepTimes:
-    """``run_finetune`` or ``run_pretrain`` (``stage``) as the CLI runs them, on the CPU, with a
-    :class:`StepTimes` callback; returns it."""
+def runner_loop(
+    stage: str, overrides: list[str], run_dir: Path, warmup: int = LOOP_WARMUP, device: str = "cpu"
+) -> StepTimes:
+    """``run_finetune`` or ``run_pretrain`` (``stage``) as the CLI runs them, on ``device`` (one
+    device), with a :class:`StepTimes` callback; returns it."""
     import lightning
 
     from dens_lightning.config import load_config
@@ -210,7 +237,8 @@ def runner_loop(stage: str, overrides: list[str], run_dir: Path, warmup: int = L
     timer = StepTimes(warmup)
     shutil.rmtree(run_dir, ignore_errors=True)
     runner = run_pretrain if stage == "pretrain" else run_finetune
-    config = load_config(stage, overrides=[*overrides, "trainer.accelerator=cpu"])
+    on_device = [f"trainer.accelerator={accelerator(device)}", "trainer.devices=1"]
+    config = load_config(stage, overrides=[*overrides, *on_device])
     runner(config, run_dir, progress=False, callbacks=[timer.callback(lightning.Callback)])
     return timer
 

@@ -31,12 +31,13 @@ from common import (  # noqa: E402
     BATCH,
     ROOT,
     StepTimes,
+    accelerator,
     alternating,
     aspirin_frames,
     calls_per_second,
+    device_name,
     labels,
     loop_overrides,
-    machine,
     median_range,
     peak_rss_mb,
     run_trial,
@@ -92,7 +93,7 @@ def read_frames():
 # ---------------------------------------------------------------- ours
 
 
-def ours(name: str, hparams: dict, measure_loop: bool) -> dict:
+def ours(name: str, hparams: dict, measure_loop: bool, device: str) -> dict:
     import torch
 
     from dens_lightning.allocator import keep_freed_memory
@@ -105,17 +106,17 @@ def ours(name: str, hparams: dict, measure_loop: bool) -> dict:
     frames = read_frames()
     result = {}
     torch.manual_seed(0)
-    potential = Potential.build(name, {"cutoff": CUTOFF, **hparams}).train()
+    potential = Potential.build(name, {"cutoff": CUTOFF, **hparams}).to(device).train()
     result["parameters"] = sum(p.numel() for p in potential.parameters())
-    graph = potential.prepare(atoms_graph(frames[:BATCH]))
-    energy, forces = labels(frames[:BATCH])
+    graph = potential.prepare(atoms_graph(frames[:BATCH]).to(device))
+    energy, forces = (t.to(device) for t in labels(frames[:BATCH]))
     optimizer = torch.optim.AdamW(potential.parameters(), lr=1e-4)
 
     def predict():
         out = potential(graph, create_graph=True)
         return out["energy"], out["forces"]
 
-    median, _ = timed(training_step(predict, optimizer, energy, forces), STEP_REPEATS)
+    median, _ = timed(training_step(predict, optimizer, energy, forces), STEP_REPEATS, device=device)
     result["step"] = BATCH / median
     if measure_loop:
         overrides = [
@@ -123,15 +124,15 @@ def ours(name: str, hparams: dict, measure_loop: bool) -> dict:
             f"model.cutoff={CUTOFF}",
             *(f"model.{k}={v}" for k, v in hparams.items()),
         ]
-        timer = runner_loop("finetune", overrides, WORK / "ours-run")
+        timer = runner_loop("finetune", overrides, WORK / "ours-run", device=device)
         result["loop"] = timer.throughput()
         result["data_share"] = 100 * timer.data_fraction()
-        calculator = DensCalculator(potential.eval())
+        calculator = DensCalculator(potential.eval(), device=device)
         result["calculator"] = calls_per_second(calculator, frames[0])
-        median, _ = timed(lambda: calculator.batch(frames[:BATCH]), 10, warmup=2)
+        median, _ = timed(lambda: calculator.batch(frames[:BATCH]), 10, warmup=2, device=device)
         result["batched"] = BATCH / median
         compiled = WORK / "ours-aoti.pt2"
-        export_model(potential, compiled, format="aoti")
+        export_model(potential, compiled, format="aoti", device=device)
         result["calculator_aoti"] = calls_per_second(DensCalculator(compiled), frames[0])
     return result
 
@@ -172,7 +173,7 @@ def schnetpack_model(name: str, hparams: dict):
     )
 
 
-def schnetpack(name: str, hparams: dict, measure_loop: bool) -> dict:
+def schnetpack(name: str, hparams: dict, measure_loop: bool, device: str) -> dict:
     import pytorch_lightning as pl
     import schnetpack as spk
     import schnetpack.transform as trn
@@ -197,14 +198,16 @@ def schnetpack(name: str, hparams: dict, measure_loop: bool) -> dict:
     )
     datamodule.prepare_data()
     datamodule.setup()
-    batch = next(iter(datamodule.train_dataloader()))
+    model = model.to(device)
+    batch = {k: v.to(device) for k, v in next(iter(datamodule.train_dataloader())).items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def predict():
         out = model(dict(batch))
         return out["energy"], out["forces"]
 
-    median, _ = timed(training_step(predict, optimizer, batch["energy"], batch["forces"]), STEP_REPEATS)
+    step = training_step(predict, optimizer, batch["energy"], batch["forces"])
+    median, _ = timed(step, STEP_REPEATS, device=device)
     result["step"] = BATCH / median
     if measure_loop:
         outputs = [
@@ -233,7 +236,8 @@ def schnetpack(name: str, hparams: dict, measure_loop: bool) -> dict:
             enable_progress_bar=False,
             enable_model_summary=False,
             inference_mode=False,
-            accelerator="cpu",
+            accelerator=accelerator(device),
+            devices=1,
         )
         trainer.fit(task, datamodule=datamodule)
         result["loop"] = timer.throughput()
@@ -250,17 +254,20 @@ def schnetpack(name: str, hparams: dict, measure_loop: bool) -> dict:
             force_key="forces",
             energy_unit="eV",
             position_unit="Ang",
-            device="cpu",
+            device=device,
         )
         frames = read_frames()
         result["calculator"] = calls_per_second(calculator, frames[0])
-        converter = AtomsConverter(neighbor_list=trn.MatScipyNeighborList(cutoff=CUTOFF), dtype=torch.float32)
+        converter = AtomsConverter(
+            neighbor_list=trn.MatScipyNeighborList(cutoff=CUTOFF), dtype=torch.float32, device=device
+        )
+        model = model.to(device)
 
         def predict_batch():
             out = model(converter(frames[:BATCH]))
             return out["energy"].detach(), out["forces"].detach()
 
-        median, _ = timed(predict_batch, 10, warmup=2)
+        median, _ = timed(predict_batch, 10, warmup=2, device=device)
         result["batched"] = BATCH / median
     return result
 
@@ -268,7 +275,7 @@ def schnetpack(name: str, hparams: dict, measure_loop: bool) -> dict:
 # ---------------------------------------------------------------- nequip
 
 
-def nequip(name: str, hparams: dict, measure_loop: bool) -> dict:
+def nequip(name: str, hparams: dict, measure_loop: bool, device: str) -> dict:
     import torch
     from nequip.data import AtomicDataDict, compute_neighborlist_, from_ase
     from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper
@@ -292,14 +299,16 @@ def nequip(name: str, hparams: dict, measure_loop: bool) -> dict:
     batch = AtomicDataDict.batched_from_list(
         [compute_neighborlist_(mapper(from_ase(atoms)), CUTOFF) for atoms in frames]
     )
-    energy, forces = labels(frames)
+    model = model.to(device)
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    energy, forces = (t.to(device) for t in labels(frames))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def predict():
         out = model(dict(batch))
         return out[AtomicDataDict.TOTAL_ENERGY_KEY].reshape(-1), out[AtomicDataDict.FORCE_KEY]
 
-    median, _ = timed(training_step(predict, optimizer, energy, forces), STEP_REPEATS)
+    median, _ = timed(training_step(predict, optimizer, energy, forces), STEP_REPEATS, device=device)
     result["step"] = BATCH / median
     return result
 
@@ -307,14 +316,17 @@ def nequip(name: str, hparams: dict, measure_loop: bool) -> dict:
 CODES = {"ours": ours, "schnetpack": schnetpack, "nequip": nequip}
 
 
-def trial(code: str, model: str) -> dict:
+def trial(code: str, model: str, device: str = "cpu") -> dict:
     import torch
 
     torch.set_num_threads(2)
     (name, hparams), peer = PAIRS[model]
     before = peak_rss_mb()
-    result = CODES[code](name, hparams, measure_loop=peer == "schnetpack")
-    return {"code": code, "model": model, **result, "peak_mb": peak_rss_mb() - before}
+    result = CODES[code](name, hparams, measure_loop=peer == "schnetpack", device=device)
+    result = {"code": code, "model": model, **result, "peak_mb": peak_rss_mb() - before}
+    if device.startswith("cuda"):
+        result["gpu_peak_mb"] = torch.cuda.max_memory_allocated(torch.device(device)) / 2**20
+    return result
 
 
 METRICS = [
@@ -325,6 +337,7 @@ METRICS = [
     ("calculator_aoti", "ASE calculator, AOTI export (calls/s)"),
     ("batched", "batched predictions (structures/s)"),
     ("peak_mb", "peak memory (MB)"),
+    ("gpu_peak_mb", "peak GPU memory allocated (MB)"),
 ]
 
 
@@ -367,7 +380,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", choices=list(PAIRS), default=list(PAIRS))
-    parser.add_argument("--trial", nargs=2, metavar=("CODE", "MODEL"), help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the GPU table: section peers-gpu)")
+    parser.add_argument("--trial", nargs=3, metavar=("CODE", "MODEL", "DEVICE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trial:
         print(json.dumps(trial(*args.trial)))
@@ -379,14 +393,16 @@ def main() -> int:
             codes = ["ours", PAIRS[model][1]]
             for code in alternating(codes, repeat):
                 # in WORK: schnetpack's data module leaves a splitting.lock in its working directory
-                results.append(json.loads(run_trial(__file__, code, model, cwd=WORK)))
+                results.append(json.loads(run_trial(__file__, code, model, args.device, cwd=WORK)))
                 print(json.dumps(results[-1]), flush=True)
     (WORK / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    gpu = args.device.startswith("cuda")
+    command = f"bench/peers.py --repeats {args.repeats}" + (f" --device {args.device}" if gpu else "")
     lines = [
-        "## Side by side: schnetpack and nequip",
+        "## Side by side: schnetpack and nequip" + (", on a GPU" if gpu else ""),
         "",
-        f"`make bench` (`.venv-bench/bin/python bench/peers.py --repeats {args.repeats}`);",
-        f"{machine()}; float32;",
+        f"`.venv-bench/bin/python {command}`" + ("" if gpu else " (run by `make bench`)") + ";",
+        f"{device_name(args.device)}; float32;",
         f"{versions()}.",
         f"Data: {FRAMES} structures of {source}; batch {BATCH}; cutoff {CUTOFF} Å; AdamW.",
         "Every cell: median over the repeats, (range); the ratio rows take ours / peer for each pair of",
@@ -411,7 +427,7 @@ def main() -> int:
         "",
         *table(results),
     ]
-    write_section("peers", lines)
+    write_section("peers-gpu" if gpu else "peers", lines)
     return 0
 
 

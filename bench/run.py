@@ -165,20 +165,26 @@ SCRIPTS = {
     "dataset-memory": ["bench/dataset_memory.py"],
     "export": ["bench/export.py"],
     "multi-device": ["bench/multi_device.py", "--steps", "20", "120"],
+    "flops": ["bench/flops.py"],
 }
+ON_DEVICE = ("peers", "stages", "flops")  # the scripts that take --device (GPU tables: their -gpu sections)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="make bench: every benchmark, into BENCHMARKS.md")
     parser.add_argument("--skip", nargs="*", default=[], choices=["own", *SCRIPTS], help="parts not to run")
+    parser.add_argument("--device", default="cpu", help=f"cuda[:N]: only {', '.join(ON_DEVICE)}, on that GPU")
     args = parser.parse_args()
-    if "own" not in args.skip:
+    gpu = args.device.startswith("cuda")
+    if "own" not in args.skip and not gpu:
         own_sections()
     root = Path(__file__).resolve().parent.parent
     for name, command in SCRIPTS.items():
-        if name not in args.skip:
-            print(f"--- {name}: {' '.join(command)}", flush=True)
-            subprocess.run([sys.executable, *command], cwd=root, check=True)
+        if name in args.skip or (gpu and name not in ON_DEVICE):
+            continue
+        command = [*command, "--device", args.device] if gpu else command
+        print(f"--- {name}: {' '.join(command)}", flush=True)
+        subprocess.run([sys.executable, *command], cwd=root, check=True)
 
 
 def own_sections() -> None:

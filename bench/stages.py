@@ -23,8 +23,8 @@ from common import (  # noqa: E402
     ROOT,
     alternating,
     aspirin_frames,
+    device_name,
     loop_overrides,
-    machine,
     median_range,
     runner_loop,
     write_section,
@@ -41,11 +41,11 @@ STAGES = {
 }
 
 
-def run(stage: str, backbone: str, data: Path) -> float:
+def run(stage: str, backbone: str, data: Path, device: str = "cpu") -> float:
     """Structures per second of ``stage`` with ``backbone`` on ``data``."""
     kind, extra = STAGES[stage]
     overrides = [*loop_overrides(data, FRAMES, backbone, STEPS[backbone]), *extra]
-    return runner_loop(kind, overrides, WORK / f"{backbone}-{stage}").throughput()
+    return runner_loop(kind, overrides, WORK / f"{backbone}-{stage}", device=device).throughput()
 
 
 def main() -> int:
@@ -54,6 +54,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--backbones", nargs="+", default=list(STEPS))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the GPU table: section stages-gpu)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -66,7 +67,7 @@ def main() -> int:
     for repeat in range(args.repeats):
         for backbone in args.backbones:
             for stage in alternating(STAGES, repeat):
-                rates.setdefault((backbone, stage), []).append(run(stage, backbone, data))
+                rates.setdefault((backbone, stage), []).append(run(stage, backbone, data, args.device))
                 print(
                     json.dumps(
                         {"backbone": backbone, "stage": stage, "structures_per_s": rates[backbone, stage][-1]}
@@ -83,10 +84,13 @@ def main() -> int:
             values = rates[backbone, stage]
             ratios = [p / v for p, v in zip(plain, values, strict=True)]
             rows.append(f"| {backbone} | {stage} | {median_range(values)} | {median_range(ratios, 2)} |")
+    gpu = args.device.startswith("cuda")
+    command = f"python bench/stages.py --repeats {args.repeats}" + (f" --device {args.device}" if gpu else "")
     lines = [
-        "## DeNS and pretraining against plain finetuning: whole training loop",
+        "## DeNS and pretraining against plain finetuning: whole training loop"
+        + (", on a GPU" if gpu else ""),
         "",
-        f"`python bench/stages.py --repeats {args.repeats}`; {machine()}; float32; {FRAMES} structures of",
+        f"`{command}`; {device_name(args.device)}; float32; {FRAMES} structures of",
         f"{source}; batch {BATCH}; each backbone at its default size; `run_finetune` / `run_pretrain` as",
         "the CLI runs them (EMA, clipping, CSV log, checkpoints), validation off. A step-time ratio above 1",
         "means slower than plain finetuning. DeNS: the paper's MD17 settings (probability 0.25, corrupt",
@@ -95,7 +99,7 @@ def main() -> int:
         "",
         *rows,
     ]
-    write_section("stages", lines)
+    write_section("stages-gpu" if gpu else "stages", lines)
     return 0
 
 
