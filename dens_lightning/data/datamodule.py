@@ -175,7 +175,7 @@ class AtomsDataModule(lightning.LightningDataModule):
         self.provenance: dict = {}
         self.references: dict[int, float] = {}
         self.scale: float = 1.0
-        self.isolated_atoms = 0  # atoms with no neighbour within the cutoff, in every file read
+        self.isolated_atoms: int | None = None  # atoms with no neighbour in the cutoff (None: not checked)
 
     # -------------------------------------------------------------- reading and splitting
 
@@ -191,7 +191,8 @@ class AtomsDataModule(lightning.LightningDataModule):
         structures = read_structures(path, self.read_options())
         self._check_labels(structures)
         if not isinstance(structures.pos, np.memmap):  # a store's conformations were checked when sampled
-            self.isolated_atoms += check_geometry(structures, self.cutoff, self.cfg.min_distance)
+            isolated = check_geometry(structures, self.cutoff, self.cfg.min_distance)
+            self.isolated_atoms = (self.isolated_atoms or 0) + isolated
         return structures
 
     def _check_labels(self, structures: Structures) -> None:
