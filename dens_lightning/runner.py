@@ -274,18 +274,23 @@ def _fit(trainer: lightning.Trainer, task, datamodule, cfg: DictConfig, run_dir:
 
     from .tasks.checkpoints import CheckpointOnInterrupt
 
+    saved = next(c for c in trainer.callbacks if isinstance(c, CheckpointOnInterrupt))
+
+    def interrupted(cause: str, status: int) -> Interrupted:
+        return Interrupted(
+            f"{run_dir}: stopped by {cause} after step {saved.step}, checkpoint {saved.saved_to} written; "
+            f"continue with --resume --run-dir {run_dir}",
+            status,
+        )
+
     try:
         with quiet_lightning():
             trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     except (SIGTERMException, SystemExit) as err:  # Lightning exits after Ctrl-C (KeyboardInterrupt)
-        saved = next(c for c in trainer.callbacks if isinstance(c, CheckpointOnInterrupt))
         if saved.saved_to is None:
             raise
-        cause, status = ("SIGTERM", 143) if isinstance(err, SIGTERMException) else ("Ctrl-C", 130)
-        raise Interrupted(
-            f"{run_dir}: stopped by {cause} after step {saved.step}, checkpoint {saved.saved_to} written; "
-            f"continue with --resume --run-dir {run_dir}",
-            status,
+        raise interrupted(
+            *(("SIGTERM", 143) if isinstance(err, SIGTERMException) else ("Ctrl-C", 130))
         ) from err
     best = run_dir / "checkpoints" / "best.ckpt"
     if best.exists():

@@ -5,6 +5,7 @@ import csv
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -376,3 +377,38 @@ def test_nonfinite_losses_under_ddp_stop_every_rank_or_are_skipped_together(tmp_
     cli("finetune", "--run-dir", str(tmp_path / "skip"), *DIVERGING, "task.nonfinite_loss=skip", processes=2)
     skipped = history(tmp_path / "skip")["train/skipped_batches"]
     assert skipped[-1] >= 3 and skipped == sorted(skipped)
+
+
+@pytest.mark.slow
+def test_sigterm_to_every_rank_writes_one_checkpoint_and_the_run_resumes(tmp_path):
+    """SLURM signals every task of a job step: last.ckpt is written once (by rank 0) at the step the
+    run reached, the run exits 143 naming it, and --resume finishes the run."""
+    run_dir = tmp_path / "run"
+    argv = ["finetune", "--run-dir", str(run_dir), *COMMON, "trainer.max_epochs=100"]
+    argv += ["trainer.devices=2", "trainer.strategy=ddp", "checkpoint.every_n_steps=null"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dens_lightning", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    while not (run_dir / "metrics.csv").exists():  # an epoch has ended (loggers flush with checkpoints)
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-3000:]
+    # rank 0's line (rank 1 prints the same, unless the signal caught it in a collective with rank 0
+    # during validation: then it ends with the connection error)
+    lines = [line for line in stderr.splitlines() if line.startswith("interrupted: ")]
+    assert lines and "checkpoints/last.ckpt written" in lines[0], stderr[-4000:]
+    step = int(lines[0].split("after step ")[1].split(",")[0])
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == step
+    epoch = checkpoint["epoch"]
+    more = f"trainer.max_epochs={epoch + 2}"
+    cli("finetune", "--run-dir", str(run_dir), "--resume", "--no-progress", more, processes=2)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == epoch + 1

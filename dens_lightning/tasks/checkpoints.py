@@ -3,8 +3,9 @@
 - Every checkpoint is written atomically: a temporary file beside the target, flushed to disk, then
   renamed over it. A run killed while writing leaves the previous checkpoint whole.
 - ``checkpoint.every_n_steps``: ``last.ckpt`` every N optimizer steps too, not only after validation.
-- SIGTERM (what SLURM sends before a job's time runs out) and Ctrl-C: Lightning lets the running
-  batch finish, then ``last.ckpt`` is written before the process exits (:class:`CheckpointOnInterrupt`).
+- SIGTERM (what SLURM sends before a job's time runs out): the running training batch finishes, then
+  ``last.ckpt`` is written and training stops, on every rank together; Ctrl-C also writes it
+  (:class:`CheckpointOnInterrupt`).
 - ``--resume`` restores the step counter, optimizer, scheduler and EMA from the checkpoint
   (Lightning), and a run resumed mid-epoch continues that epoch's data order where it stopped
   (``data.datamodule.ResumableSampler``; Lightning alone would start the epoch's order again).
@@ -13,6 +14,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +52,51 @@ def periodic_checkpoint(directory: Path, every_n_steps: int) -> ModelCheckpoint:
 
 
 class CheckpointOnInterrupt(Callback):
-    """On SIGTERM or Ctrl-C, write ``last.ckpt`` of the state after the last finished batch; with every
-    checkpoint, flush the loggers.
+    """SIGTERM: at the end of the next training batch, on every rank together, ``last.ckpt`` is
+    written and Lightning's ``SIGTERMException`` raised; the runner then reports it. Ctrl-C:
+    ``last.ckpt`` is written as Lightning's ``KeyboardInterrupt`` passes. With every checkpoint, the
+    loggers are flushed.
 
-    Lightning raises its ``SIGTERMException`` at the end of the batch that was running when the
-    signal came, on every rank, and calls ``on_exception`` first: the state saved here is consistent.
-    ``saved_to`` / ``step`` say what was written, for the runner's message."""
+    While training, this callback's SIGTERM handler replaces Lightning's, which would raise in the
+    middle of validation, at a different batch on each rank of a DDP run (a rank then waits in a
+    collective for one that has left). Here each rank only notes the signal; at the end of every
+    training batch the ranks agree (one all-reduce of a flag), then all save together and stop. A
+    signal during validation takes effect after it. ``saved_to`` / ``step``: what was written."""
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self.saved_to: Path | None = None
         self.step: int | None = None
+        self.signalled = False
+        self._previous = None
+
+    def _note(self, signum, frame) -> None:
+        self.signalled = True
+
+    def on_train_start(self, trainer: lightning.Trainer, pl_module) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._note)
+
+    def teardown(self, trainer: lightning.Trainer, pl_module, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def on_train_batch_end(self, trainer: lightning.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        signalled = self.signalled
+        if trainer.world_size > 1:
+            flag = torch.tensor([float(signalled)], device=pl_module.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            signalled = bool(flag.item())
+        if signalled:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            path = self.directory / LAST
+            trainer.save_checkpoint(path)  # every rank is here: its barrier is safe
+            self.saved_to, self.step = path, trainer.global_step
+            # stop now, every rank together (a graceful stop would validate and checkpoint the epoch
+            # as finished, over this mid-epoch checkpoint)
+            raise SIGTERMException
 
     def on_save_checkpoint(self, trainer: lightning.Trainer, pl_module, checkpoint: dict) -> None:
         """Flush the loggers with every checkpoint: metrics.csv then holds every row up to it."""
@@ -67,10 +104,14 @@ class CheckpointOnInterrupt(Callback):
             logger.save()
 
     def on_exception(self, trainer: lightning.Trainer, pl_module, exception: BaseException) -> None:
+        """Ctrl-C (or a SIGTERM outside training, which Lightning handles): write what there is. No
+        barrier (the ranks may be anywhere): rank 0 writes, every rank reports the file."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+        if self.saved_to is not None:  # written already, at the end of a training batch
+            return
         if not isinstance(exception, SIGTERMException | KeyboardInterrupt) or trainer.state.fn != "fit":
             return
         path = self.directory / LAST
-        trainer.save_checkpoint(path)
+        trainer.strategy.save_checkpoint(trainer._checkpoint_connector.dump_checkpoint(), path)
         self.saved_to, self.step = path, trainer.global_step
