@@ -160,6 +160,17 @@ def test_a_nonfinite_loss_stops_the_run_naming_step_batch_and_checkpoint(tmp_pat
     assert progress(run_dir / "checkpoints" / "last.ckpt")[0] == 3  # not overwritten by the fault
 
 
+def test_the_sigterm_handler_is_the_one_from_before_the_run_afterwards(tmp_path):
+    """Training replaces the SIGTERM handler; after a run, one that ended normally and one that
+    stopped on an error, the process answers SIGTERM as before (it is not left ignoring it)."""
+    before = signal.getsignal(signal.SIGTERM)
+    run_finetune(nonfinite_config("checkpoint.every_n_steps=null"), tmp_path / "a", progress=False)
+    assert signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(NumericalFault):
+        run_finetune(nonfinite_config(), tmp_path / "b", progress=False, callbacks=[PoisonBatch(2)])
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_a_nonfinite_loss_can_be_skipped_and_counted(tmp_path):
     run_dir = tmp_path / "run"
     config = nonfinite_config("task.nonfinite_loss=skip", "checkpoint.every_n_steps=null")

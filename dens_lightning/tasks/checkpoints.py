@@ -78,9 +78,11 @@ class CheckpointOnInterrupt(Callback):
             self._previous = signal.signal(signal.SIGTERM, self._note)
 
     def teardown(self, trainer: lightning.Trainer, pl_module, stage: str) -> None:
-        if self._previous is not None:
+        """Put the handler back if ours is still set (Lightning's own teardown, which usually comes
+        first, restores the handlers from before the run)."""
+        if self._previous is not None and signal.getsignal(signal.SIGTERM) == self._note:
             signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+        self._previous = None
 
     def on_train_batch_end(self, trainer: lightning.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         signalled = self.signalled
