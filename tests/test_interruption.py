@@ -132,6 +132,21 @@ def test_sigterm_writes_a_checkpoint_and_exits_with_how_to_resume(tmp_path):
     assert progress(last)[:2] == ((epoch + 2) * STEPS_PER_EPOCH, epoch + 1)  # epochs count from 0
 
 
+@pytest.mark.slow
+def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(run_dir, "checkpoint.every_n_steps=null", "trainer.max_epochs=50")
+    wait_for(run_dir / "metrics.csv", process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    message = stderr.strip().splitlines()[-1]
+    step, epoch, _ = progress(run_dir / "checkpoints" / "last.ckpt")
+    assert message.startswith("interrupted: ") and f"stopped by Ctrl-C after step {step}," in message
+    more = f"trainer.max_epochs={epoch + 2}"
+    assert main(["finetune", "--run-dir", str(run_dir), "--resume", "--no-progress", more]) == 0
+
+
 class PoisonBatch(lightning.Callback):
     """Puts a NaN into one training batch's positions (the data are checked on reading, so a NaN can
     only come from the numbers themselves: this stands in for a diverging step)."""
