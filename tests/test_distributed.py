@@ -412,3 +412,42 @@ def test_sigterm_to_every_rank_writes_one_checkpoint_and_the_run_resumes(tmp_pat
     more = f"trainer.max_epochs={epoch + 2}"
     cli("finetune", "--run-dir", str(run_dir), "--resume", "--no-progress", more, processes=2)
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == epoch + 1
+
+
+@pytest.mark.slow
+def test_sigkill_of_every_rank_mid_epoch_then_resume_gives_the_uninterrupted_run(tmp_path):
+    """Both ranks killed at once (SIGKILL) after a mid-epoch checkpoint, then resumed on 2 processes:
+    the same optimizer steps and the same weights as a 2-process run never interrupted (each rank's
+    sampler continues the epoch's order after the batches it had trained on)."""
+    from .test_interruption import RUN, progress
+
+    ddp = ["trainer.devices=2", "trainer.strategy=ddp", "data.batch_size=2"]  # 10 steps per epoch
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def command(run_dir, *extra):
+        return [sys.executable, "-m", "dens_lightning", "finetune", "--run-dir", str(run_dir), *extra, *ddp]
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(command(whole, *RUN), env=env, check=True, capture_output=True, timeout=300)
+    process = subprocess.Popen(
+        command(killed, *RUN),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = killed / "checkpoints" / "last.ckpt"
+    while not last.exists():
+        assert process.poll() is None
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    _, _, batches = progress(last)
+    assert 0 < batches < 10
+    subprocess.run(
+        command(killed, "--resume", "--no-progress"), env=env, check=True, capture_output=True, timeout=300
+    )
+    assert progress(last)[0] == progress(whole / "checkpoints" / "last.ckpt")[0] == 30
+    a, b = load_file(whole / "model.safetensors"), load_file(killed / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-9, atol=1e-12, msg=key)
