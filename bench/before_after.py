@@ -25,12 +25,11 @@ from common import (  # noqa: E402
     alternating,
     aspirin_frames,
     calls_per_second,
-    labels,
     machine,
     median_range,
+    our_step,
     run_trial,
     timed,
-    training_step,
     write_section,
 )
 
@@ -67,17 +66,7 @@ def trial(kind: str, name: str, hparams: dict) -> float:
     potential = Potential.build(name, hparams)
     frames, _ = aspirin_frames(BATCH)
     if kind == "step":
-        from dens_lightning.data.atoms import atoms_graph
-
-        potential.train()
-        graph = potential.prepare(atoms_graph(frames))
-        optimizer = torch.optim.AdamW(potential.parameters(), lr=1e-4)
-
-        def predict():
-            out = potential(graph, create_graph=True)
-            return out["energy"], out["forces"]
-
-        median, _ = timed(training_step(predict, optimizer, *labels(frames)), 10)
+        median, _ = timed(our_step(potential, frames), 10)
         return BATCH / median
     if kind == "calculator":
         from dens_lightning.calculator import DensCalculator

@@ -188,6 +188,25 @@ def training_step(predict: Callable[[], tuple], optimizer, energy, forces) -> Ca
     return step
 
 
+def our_step(potential, frames, device: str = "cpu") -> Callable[[], None]:
+    """:func:`training_step` of one of our potentials (put in train mode) on ASE ``frames``: graph and
+    neighbour list built beforehand, AdamW."""
+    import torch
+
+    from dens_lightning.data.atoms import atoms_graph
+
+    potential.train()
+    graph = potential.prepare(atoms_graph(frames).to(device))
+    energy, forces = (t.to(device) for t in labels(frames))
+    optimizer = torch.optim.AdamW(potential.parameters(), lr=1e-4)
+
+    def predict():
+        out = potential(graph, create_graph=True)
+        return out["energy"], out["forces"]
+
+    return training_step(predict, optimizer, energy, forces)
+
+
 def calls_per_second(calculator, atoms, calls: int = 50) -> float:
     """ASE calculator calls (energy + forces) per second on ``atoms``, moved a little before each call
     so that nothing is cached; median of ``calls``."""

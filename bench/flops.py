@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BATCH, aspirin_frames, device_name, labels, timed, training_step, write_section  # noqa: E402
+from common import BATCH, aspirin_frames, device_name, our_step, timed, write_section  # noqa: E402
 
 SIZE = 4096
 
@@ -42,22 +42,12 @@ def step_flops(backbone: str, device: str) -> tuple[float, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from dens_lightning.allocator import keep_freed_memory
-    from dens_lightning.data.atoms import atoms_graph
     from dens_lightning.models.potential import Potential
 
     keep_freed_memory()
     torch.manual_seed(0)
     frames, _ = aspirin_frames(BATCH)
-    potential = Potential.build(backbone, {}).to(device).train()
-    graph = potential.prepare(atoms_graph(frames).to(device))
-    energy, forces = (t.to(device) for t in labels(frames))
-    optimizer = torch.optim.AdamW(potential.parameters(), lr=1e-4)
-
-    def predict():
-        out = potential(graph, create_graph=True)
-        return out["energy"], out["forces"]
-
-    step = training_step(predict, optimizer, energy, forces)
+    step = our_step(Potential.build(backbone, {}).to(device), frames, device)
     step()
     with FlopCounterMode(display=False) as counter:
         step()

@@ -39,6 +39,7 @@ from common import (  # noqa: E402
     labels,
     loop_overrides,
     median_range,
+    our_step,
     peak_rss_mb,
     run_trial,
     runner_loop,
@@ -98,7 +99,6 @@ def ours(name: str, hparams: dict, measure_loop: bool, device: str) -> dict:
 
     from dens_lightning.allocator import keep_freed_memory
     from dens_lightning.calculator import DensCalculator
-    from dens_lightning.data.atoms import atoms_graph
     from dens_lightning.export import export_model
     from dens_lightning.models.potential import Potential
 
@@ -106,17 +106,9 @@ def ours(name: str, hparams: dict, measure_loop: bool, device: str) -> dict:
     frames = read_frames()
     result = {}
     torch.manual_seed(0)
-    potential = Potential.build(name, {"cutoff": CUTOFF, **hparams}).to(device).train()
+    potential = Potential.build(name, {"cutoff": CUTOFF, **hparams}).to(device)
     result["parameters"] = sum(p.numel() for p in potential.parameters())
-    graph = potential.prepare(atoms_graph(frames[:BATCH]).to(device))
-    energy, forces = (t.to(device) for t in labels(frames[:BATCH]))
-    optimizer = torch.optim.AdamW(potential.parameters(), lr=1e-4)
-
-    def predict():
-        out = potential(graph, create_graph=True)
-        return out["energy"], out["forces"]
-
-    median, _ = timed(training_step(predict, optimizer, energy, forces), STEP_REPEATS, device=device)
+    median, _ = timed(our_step(potential, frames[:BATCH], device), STEP_REPEATS, device=device)
     result["step"] = BATCH / median
     if measure_loop:
         overrides = [

@@ -227,6 +227,8 @@ def validate(cfg: DictConfig) -> None:
     """Checks beyond types: ranges, choices, trainer keys, backbone keys."""
     import lightning
 
+    from .tasks.faults import POLICIES
+
     model_hyperparameters(cfg)
     accepted = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self", "callbacks", "logger"}
     for key in cfg.trainer:
@@ -288,7 +290,7 @@ def validate(cfg: DictConfig) -> None:
             "one of cosine, plateau, none",
         ),
         ("task.warmup_steps", cfg.task.warmup_steps >= 0, "an integer >= 0"),
-        ("task.nonfinite_loss", cfg.task.nonfinite_loss in ("stop", "skip"), "one of stop, skip"),
+        ("task.nonfinite_loss", cfg.task.nonfinite_loss in POLICIES, "one of " + ", ".join(POLICIES)),
         ("task.ema_decay", cfg.task.ema_decay is None or 0 <= cfg.task.ema_decay < 1, "null or in [0, 1)"),
         ("finetune.backbone_lr_scale", cfg.finetune.backbone_lr_scale >= 0, "a non-negative number"),
         (

@@ -36,7 +36,7 @@ from .data.datamodule import AtomsDataModule
 from .errors import InputError, Interrupted
 from .evaluation import evaluate_structures, write_structure_errors
 from .files import write_text_atomic
-from .tasks.checkpoints import AtomicCheckpointIO
+from .tasks.checkpoints import AtomicCheckpointIO, CheckpointOnInterrupt, periodic_checkpoint
 from .tasks.finetune import EnergyForceTask
 
 log = logging.getLogger("dens_lightning")
@@ -164,7 +164,6 @@ def _loggers(run_dir: Path, resume_from: Path | None = None) -> list:
 def _callbacks(cfg: DictConfig, run_dir: Path, progress: bool) -> list:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from .tasks.checkpoints import CheckpointOnInterrupt, periodic_checkpoint
     from .tasks.consistency import SameDataOnEveryRank
     from .tasks.ema import EMA
 
@@ -271,8 +270,6 @@ def _fit(trainer: lightning.Trainer, task, datamodule, cfg: DictConfig, run_dir:
         # which would round them to float32 on the way
         task.double()
     from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from .tasks.checkpoints import CheckpointOnInterrupt
 
     saved = next(c for c in trainer.callbacks if isinstance(c, CheckpointOnInterrupt))
 

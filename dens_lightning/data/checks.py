@@ -22,12 +22,11 @@ THOMAS_FERMI = 0.7687 * ase_units.Hartree  # eV: a neutral atom's total energy i
 
 @dataclass
 class Geometry:
-    """``nearest`` [N atoms]: distance (Å) from each atom to its nearest neighbour within ``radius``
-    (``inf`` when there is none); ``frame_of_atom`` [N]."""
+    """``nearest`` [N atoms]: distance (Å) from each atom to its nearest neighbour within the radius
+    asked for (``inf`` when there is none); ``frame_of_atom`` [N]."""
 
     nearest: np.ndarray
     frame_of_atom: np.ndarray
-    radius: float
 
 
 def nearest_neighbors(structures: Structures, radius: float) -> Geometry:
@@ -62,7 +61,7 @@ def nearest_neighbors(structures: Structures, radius: float) -> Geometry:
         np.minimum.at(nearest, a + i, d)
     nearest[nearest > radius] = np.inf
     frame_of_atom = np.repeat(np.arange(len(structures)), counts)
-    return Geometry(nearest, frame_of_atom, radius)
+    return Geometry(nearest, frame_of_atom)
 
 
 def check_geometry(structures: Structures, cutoff: float, min_distance: float) -> int:

@@ -44,28 +44,26 @@ def write_splits(path: Path, seed: int, total: int, source, indices: dict[str, n
 
 class ResumableSampler(DistributedSampler):
     """:class:`DistributedSampler` (a new permutation each epoch from the run's seed, the same on every
-    rank) whose next epoch can start after its first ``skip`` samples: the batches a resumed run had
-    already trained on in the epoch it was interrupted in."""
+    rank) that a resumed run starts where it was interrupted: :meth:`resume`."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.skip = 0
+        self.skip = 0  # samples of the next epoch to leave out
+
+    def resume(self, trainer: lightning.Trainer | None, batch_size: int) -> None:
+        """In a resumed run, start at the interrupted epoch's permutation (Lightning sets the epoch only
+        after its first batch is fetched) and after the batches already trained on in it."""
+        if trainer is None or not trainer.fit_loop.restarting:
+            return
+        self.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if 0 < done < math.ceil(len(self) / batch_size):
+            self.skip = done * batch_size
 
     def __iter__(self):
         indices = list(super().__iter__())
         skip, self.skip = self.skip, 0
         return iter(indices[skip:])
-
-
-def resume_sampler(sampler: ResumableSampler, trainer: lightning.Trainer | None, batch_size: int) -> None:
-    """In a resumed run, start ``sampler`` at the interrupted epoch's permutation (Lightning sets the
-    epoch only after its first batch is fetched) and after the batches already trained on in it."""
-    if trainer is None or not trainer.fit_loop.restarting:
-        return
-    sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
-    done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-    if 0 < done < math.ceil(len(sampler) / batch_size):
-        sampler.skip = done * batch_size
 
 
 class ShardSampler(DistributedSampler):
@@ -362,7 +360,7 @@ class AtomsDataModule(lightning.LightningDataModule):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         if shuffle:  # a new permutation each epoch (Lightning calls set_epoch), the same on every rank
             sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-            resume_sampler(sampler, trainer, batch_size)
+            sampler.resume(trainer, batch_size)
         else:
             sampler = ShardSampler(dataset, num_replicas=world, rank=rank)
         return DataLoader(

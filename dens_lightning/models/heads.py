@@ -7,11 +7,11 @@ from torch import Tensor, nn
 
 from .base import (
     Features,
+    GaussianRBF,
     ShiftedSoftplus,
     both_directions,
     cosine_cutoff,
     gather,
-    gaussians,
     pair_vectors,
     xavier_init,
 )
@@ -105,11 +105,11 @@ class EdgeNoiseHead(NoiseHead):
         self.cutoff = cutoff
         self.center = nn.Linear(num_features, hidden)
         self.neighbor = nn.Linear(num_features, hidden, bias=False)
+        self.rbf = GaussianRBF(num_rbf, cutoff)
         self.radial = nn.Linear(num_rbf, hidden, bias=False)
         self.weight = nn.Sequential(
             ShiftedSoftplus(), nn.Linear(hidden, hidden), ShiftedSoftplus(), nn.Linear(hidden, 1)
         )
-        self.register_buffer("centers", torch.linspace(0.0, cutoff, num_rbf), persistent=False)
         xavier_init(self)
         with torch.no_grad():  # starts near zero noise (a loss near 1), as the gradient head does
             self.weight[-1].weight.mul_(0.01)
@@ -117,8 +117,7 @@ class EdgeNoiseHead(NoiseHead):
     def forward(self, features: Features, graph) -> Tensor:
         j, i = graph.edge_index
         vec, distance = pair_vectors(graph)
-        width = self.cutoff / (self.centers.shape[0] - 1)
-        radial = both_directions(graph, self.radial(gaussians(distance, self.centers, width)))
+        radial = both_directions(graph, self.radial(self.rbf(distance)))
         envelope = both_directions(graph, cosine_cutoff(distance, self.cutoff) / distance)
         unit = both_directions(graph, vec, -1.0) * envelope[:, None]
         h = features.scalars

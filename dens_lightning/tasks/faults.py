@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import NumericalFault
+from .checkpoints import LAST
 
 POLICIES = ("stop", "skip")
 
@@ -29,11 +30,15 @@ class NonFiniteLossGuard:
     skipped_batches: int = 0
     _skip_step: bool = False
 
+    @property
+    def skips_nonfinite(self) -> bool:
+        return self.task_cfg.get("nonfinite_loss", "stop") == "skip"
+
     def finite_loss(self, loss: Tensor, batch, batch_idx: int) -> bool:
         self._skip_step = False
         if bool(torch.isfinite(loss)):
             return True
-        if self.task_cfg.get("nonfinite_loss", "stop") == "skip":
+        if self.skips_nonfinite:
             self._skip_step = True
             self.skipped_batches += 1
             return False
@@ -48,13 +53,13 @@ class NonFiniteLossGuard:
     def _last_checkpoint(self) -> str:
         trainer = self._trainer
         dirpath = getattr(getattr(trainer, "checkpoint_callback", None), "dirpath", None)
-        last = Path(dirpath) / "last.ckpt" if dirpath else None
+        last = Path(dirpath) / LAST if dirpath else None
         return str(last) if last is not None and last.exists() else "none written yet"
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """Lightning's step, except after a skipped batch: the closure (training step, backward) runs,
         then the gradients are dropped instead of stepped on."""
-        if optimizer_closure is None or self.task_cfg.get("nonfinite_loss", "stop") != "skip":
+        if optimizer_closure is None or not self.skips_nonfinite:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         loss = optimizer_closure()
         if self._skip_step:
@@ -64,7 +69,7 @@ class NonFiniteLossGuard:
 
     def on_train_epoch_end(self) -> None:
         """Log the batches skipped so far (with ``skip``), once per epoch."""
-        if self.task_cfg.get("nonfinite_loss", "stop") == "skip":
+        if self.skips_nonfinite:
             self.log("train/skipped_batches", float(self.skipped_batches))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -8,8 +8,6 @@ import math
 import torch
 from torch import nn
 
-from ..errors import InputError
-
 
 def param_groups(module: nn.Module, backbone: nn.Module, lr: float, backbone_lr_scale: float) -> list[dict]:
     """The backbone at ``lr * backbone_lr_scale``, everything else at ``lr``; frozen parameters left out."""
@@ -31,15 +29,7 @@ def param_groups(module: nn.Module, backbone: nn.Module, lr: float, backbone_lr_
 
 def total_steps(module) -> int:
     """The optimizer steps the module's trainer will take (1 outside a trainer)."""
-    if module._trainer is None:
-        return 1
-    steps = module.trainer.estimated_stepping_batches
-    if not math.isfinite(steps):
-        raise InputError(
-            "config: trainer.max_epochs=-1 without trainer.max_steps leaves training unbounded; the cosine "
-            "schedule and DeNS's linear decay need a length: set trainer.max_steps or trainer.max_epochs"
-        )
-    return int(steps)
+    return int(module.trainer.estimated_stepping_batches) if module._trainer is not None else 1
 
 
 FUSED_DEVICES = ("cpu", "cuda")
