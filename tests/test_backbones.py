@@ -103,6 +103,36 @@ def test_forces_are_minus_finite_difference_gradient(name, molecules):
     np.testing.assert_allclose(forces.numpy(), numeric, rtol=1e-5, atol=1e-6)
 
 
+def test_force_loss_gradient_in_the_weights_matches_finite_differences(name, molecules):
+    """Training differentiates the forces once more, in the weights (double backward): the
+    derivative of a force loss along a random direction of all weights against central differences."""
+    potential = make_potential(name, torch.float64).train()
+    z, pos = molecules[1]
+    graph = molecule_graph(z, pos)
+    generator = torch.Generator().manual_seed(3)
+    target = torch.randn(len(z), 3, generator=generator, dtype=torch.float64)
+    parameters = list(potential.parameters())
+    direction = [torch.randn(p.shape, generator=generator, dtype=p.dtype) for p in parameters]
+
+    def loss() -> torch.Tensor:
+        return ((potential(graph, create_graph=True)["forces"] - target) ** 2).sum()
+
+    gradients = torch.autograd.grad(loss(), parameters, allow_unused=True)
+    analytic = sum(float((g * d).sum()) for g, d in zip(gradients, direction) if g is not None)
+    h = 1e-6
+    values = []
+    with torch.no_grad():
+        originals = [p.clone() for p in parameters]
+    for sign in (1, -1):
+        with torch.no_grad():
+            for p, p0, d in zip(parameters, originals, direction):
+                p.copy_(p0 + sign * h * d)
+        values.append(float(loss().detach()))
+    numeric = (values[0] - values[1]) / (2 * h)
+    assert abs(analytic) > 1e-3  # the check is not vacuous
+    assert analytic == pytest.approx(numeric, rel=1e-6)
+
+
 def test_batch_equals_molecules_one_by_one(name, dtype, batch_of, molecules):
     potential = make_potential(name, dtype)
     energy, forces = energy_forces(potential, batch_of(dtype))

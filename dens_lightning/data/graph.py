@@ -36,7 +36,7 @@ class Graph:
 
     @property
     def num_graphs(self) -> int:
-        return self.ptr.numel() - 1
+        return self.ptr.shape[0] - 1  # shape, not numel(): traces as a plain size
 
     @property
     def num_atoms(self) -> Tensor:
