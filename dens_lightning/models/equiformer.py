@@ -150,6 +150,14 @@ def gate(x: Tensor, gates: Tensor) -> Tensor:
     return torch.cat([nn.functional.silu(scalars), *scaled], dim=1)
 
 
+def per_channel(attention: Tensor, channels: int) -> Tensor:
+    """Per-head weights [E, H] spread to the heads' channels [E, C], contiguous blocks of C / H.
+    A copy of an expanded view: multiplying by it broadcasts along a non-innermost axis only."""
+    num_edges, num_heads = attention.shape
+    spread = attention[:, :, None].expand(num_edges, num_heads, channels // num_heads)
+    return spread.reshape(num_edges, channels)
+
+
 class _ContiguousGradient(torch.autograd.Function):
     """Identity whose gradient is made contiguous. A batched product's gradient for its right operand
     comes back with the channels strided (torch computes it transposed), and the broadcast products
@@ -275,9 +283,7 @@ class GraphAttention(nn.Module):
         attention = envelope_softmax((scores * self.attention_vector).sum(-1), envelope, i, x.shape[0])
         gates = gates.view(mixed.shape[0], self.lmax, mixed.shape[2])
         values = gate(self.values(mixed), gates)
-        # the channels in blocks, one per head
-        heads = values.view(*values.shape[:2], self.num_heads, values.shape[2] // self.num_heads)
-        messages = (heads * attention[:, None, :, None]).view(values.shape)
+        messages = values * per_channel(attention, values.shape[2])[:, None, :]
         return self.output(torch.zeros_like(x).index_add(0, i, messages))
 
 
