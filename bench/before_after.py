@@ -1,6 +1,6 @@
 """Before and after: the same measurements on an earlier commit and on this checkout, interleaved.
 
-    python bench/before_after.py [--before 1ebe492] [--repeats 3]
+    python bench/before_after.py [--before 1ebe492] [--repeats 3] [--section before-after]
 
 The earlier commit is checked out with ``git worktree`` under runs/bench/before/; each trial is a
 process importing dens_lightning from one checkout or the other, alternating. Measured: the model
@@ -86,6 +86,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="1ebe492")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--section", default="before-after", help="the BENCHMARKS.md section to write")
+    parser.add_argument(
+        "--title", default="this round of optimisation", help="what the section's title names"
+    )
     parser.add_argument("--trial", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trial:
@@ -116,9 +120,11 @@ def main() -> int:
             f"{median_range(gain, 2)}x faster |"
         )
     lines = [
-        "## Before and after this round of optimisation",
+        f"## Before and after {args.title}",
         "",
-        f"`python bench/before_after.py --before {args.before} --repeats {args.repeats}`; {machine()};",
+        f"`python bench/before_after.py --before {args.before} --repeats {args.repeats}"
+        + ("" if args.section == "before-after" else f" --section {args.section}")
+        + f"`; {machine()};",
         f"before: commit {args.before}, after: {head.stdout.strip()} (this file's commit or its parent).",
         "Interleaved trials, one process each; median (range). Steps: 32 aspirins, neighbour list built",
         "beforehand, each backbone at its default size. Calculator: one aspirin. Cell: 1,000 atoms at",
@@ -126,7 +132,7 @@ def main() -> int:
         "",
         *rows,
     ]
-    write_section("before-after", lines)
+    write_section(args.section, lines)
     return 0
 
 

@@ -28,6 +28,10 @@ class DensCalculator(Calculator):
     file from ``export`` (a torch.export program, or an AOTInductor package: compiled, about twice as
     fast for small molecules on the CPU), which runs on the device it was exported for.
 
+    ``compile=True`` compiles a model (not a ``.pt2`` file) with AOTInductor on first use: checked
+    against the eager model, then kept in a cache (:func:`~dens_lightning.export.compiled`; tens of
+    seconds the first time, nothing the next) and run instead of it.
+
     The model runs in its own precision (float64 models give float64 dynamics). ``batch`` evaluates
     many structures in one call (one batched forward). Creating one tunes glibc's malloc for large
     force evaluations (:mod:`dens_lightning.allocator`; ``DENS_LIGHTNING_MALLOC=system`` opts out).
@@ -35,7 +39,13 @@ class DensCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, model: str | Path | Potential, device: str | torch.device = "cpu", **kwargs):
+    def __init__(
+        self,
+        model: str | Path | Potential,
+        device: str | torch.device = "cpu",
+        compile: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         keep_freed_memory()
         self.potential, self.exported = None, None
@@ -52,6 +62,10 @@ class DensCalculator(Calculator):
         self.potential = model.to(device).eval()
         self.device = torch.device(device)
         self.dtype = next(self.potential.parameters()).dtype
+        if compile:
+            from .export import ExportedModel, compiled
+
+            self.exported = ExportedModel(compiled(self.potential, self.device))
 
     def batch(self, images: Sequence[Atoms]) -> list[dict[str, float | np.ndarray]]:
         """The results of many structures from one batched forward, one dict per structure as ASE

@@ -26,8 +26,11 @@ The model's metadata (cutoff, elements, units, ...) travels inside either file a
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
+import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +46,7 @@ from .errors import InputError
 from .files import replacing
 from .models.potential import Potential
 
+log = logging.getLogger("dens_lightning")
 FORMATS = ("pt2", "aoti")
 METADATA_FILE = "dens_lightning.json"  # the extra file of a pt2 program / the metadata key of an aoti package
 INPUT_NAMES = ("z", "pos", "cell", "batch", "edge_index", "edge_shift")
@@ -192,6 +196,49 @@ def export_description(format: str, device: str | torch.device) -> dict[str, Any
         "inputs": list(INPUT_NAMES),
         "outputs": ["energy", "forces", "virial"],
     }
+
+
+def cache_directory() -> Path:
+    """Where :func:`compiled` keeps its files: ``$DENS_LIGHTNING_CACHE``, else
+    ``$XDG_CACHE_HOME/dens_lightning``, else ``~/.cache/dens_lightning``."""
+    if os.environ.get("DENS_LIGHTNING_CACHE"):
+        return Path(os.environ["DENS_LIGHTNING_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dens_lightning"
+
+
+def fingerprint(potential: Potential, device: str | torch.device) -> str:
+    """SHA-256 of what a compiled file depends on: the weights and buffers, the backbone and its
+    hyperparameters, the metadata, the device and the torch and package versions."""
+    from . import __version__
+
+    backbone = potential.backbone
+    digest = hashlib.sha256()
+    header = {
+        "backbone": backbone.name,
+        "config": vars(backbone.config),
+        "metadata": potential.metadata,
+        "device": str(torch.device(device)),
+        "torch": torch.__version__,
+        "dens_lightning": __version__,
+    }
+    digest.update(json.dumps(header, sort_keys=True, default=str).encode())
+    for name, value in sorted(potential.state_dict().items()):
+        digest.update(f"{name} {value.dtype} {tuple(value.shape)}".encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def compiled(
+    potential: Potential, device: str | torch.device = "cpu", directory: str | Path | None = None
+) -> Path:
+    """The AOTInductor file of ``potential`` on ``device``: compiled and checked against the eager
+    model (:func:`export_and_check`) the first time, then found in the cache by :func:`fingerprint`.
+    ``directory``: the cache (default :func:`cache_directory`)."""
+    path = Path(directory or cache_directory()) / "aoti" / f"{fingerprint(potential, device)}.pt2"
+    if not path.exists():
+        log.info("compiling the model for %s once (cached as %s)", device, path)
+        export_and_check(potential, path, "aoti", device)
+    return path
 
 
 class ExportedModel:

@@ -12,7 +12,7 @@ from ase.build import bulk
 from dens_lightning.artifacts import model_metadata, pretrain_metadata, save_model
 from dens_lightning.cli import main
 from dens_lightning.errors import InputError
-from dens_lightning.export import ExportedModel, export_and_check, export_model
+from dens_lightning.export import ExportedModel, export_and_check, export_model, fingerprint
 
 from . import test_backbones as suite
 from .conftest import random_molecule
@@ -105,6 +105,51 @@ def test_calculator_runs_an_exported_file_like_the_model(form, tmp_path):
         assert set(got) == set(want)
         for key, value in want.items():
             np.testing.assert_allclose(got[key], value, atol=TOLERANCE, rtol=0)
+
+
+def test_fingerprint_follows_weights_hyperparameters_metadata_and_device():
+    potential = finetuned("schnet")
+    first = fingerprint(potential, "cpu")
+    assert fingerprint(finetuned("schnet"), "cpu") == first  # the same model built again
+    assert fingerprint(potential, "cuda") != first
+    potential.metadata = {**potential.metadata, "stage": "pretrain"}
+    assert fingerprint(potential, "cpu") != first
+    potential = finetuned("schnet")
+    with torch.no_grad():
+        potential.backbone.interactions[0].filter_net[0].bias[3] += 1e-6
+    assert fingerprint(potential, "cpu") != first
+    other = suite.make_potential("schnet", torch.float32)
+    other.metadata = dict(finetuned("schnet").metadata)
+    assert fingerprint(other, "cpu") == first  # metadata and weights equal: the same file
+    assert fingerprint(finetuned("painn"), "cpu") != first
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="AOTInductor needs a C++ compiler"
+)
+def test_calculator_compiles_once_then_takes_the_cached_file(tmp_path, monkeypatch):
+    import dens_lightning.export as export
+    from dens_lightning.calculator import DensCalculator
+
+    monkeypatch.setenv("DENS_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    potential = finetuned("schnet")
+    compiled = DensCalculator(potential, compile=True)
+    (cached,) = (tmp_path / "cache" / "aoti").glob("*.pt2")
+    assert compiled.exported is not None and compiled.exported.path == cached
+    eager = DensCalculator(potential)
+    for atoms in structures()[2:]:
+        want, got = eager.batch([atoms])[0], compiled.batch([atoms])[0]
+        assert set(got) == set(want)
+        for key, value in want.items():
+            np.testing.assert_allclose(got[key], value, atol=TOLERANCE, rtol=0)
+
+    def no_second_compile(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(export, "export_and_check", no_second_compile)
+    again = DensCalculator(finetuned("schnet"), compile=True)
+    assert again.exported.path == cached
 
 
 def test_export_command(tmp_path, capsys):
