@@ -134,11 +134,7 @@ def both_directions(graph: Graph, values: Tensor, sign: Tensor | float = 1.0) ->
     (-1)^l for spherical harmonics of degree l). Unpaired lists are per edge already."""
     if not graph.paired:
         return values
-    if isinstance(sign, float) and sign == 1.0:
-        # a copy of an expanded view, not a cat: the backward is a sum, and the double backward an
-        # expand, where a cat's slices get zero-filled buffers in the double backward
-        return values.expand(2, *values.shape).reshape(-1, *values.shape[1:])
-    return torch.cat([values, values * sign])
+    return torch.cat([values, values if isinstance(sign, float) and sign == 1.0 else values * sign])
 
 
 def gaussians(values: Tensor, centers: Tensor, width: Tensor | float) -> Tensor:
