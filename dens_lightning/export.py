@@ -31,6 +31,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -236,6 +237,8 @@ def compiled(
     ``directory``: the cache (default :func:`cache_directory`)."""
     path = Path(directory or cache_directory()) / "aoti" / f"{fingerprint(potential, device)}.pt2"
     if not path.exists():
+        if not (os.environ.get("CXX") or any(shutil.which(c) for c in ("c++", "g++", "clang++"))):
+            raise InputError("compile=True needs a C++ compiler (c++, g++ or clang++ on PATH, or $CXX)")
         log.info("compiling the model for %s once (cached as %s)", device, path)
         export_and_check(potential, path, "aoti", device)
     return path

@@ -124,6 +124,16 @@ def test_fingerprint_follows_weights_hyperparameters_metadata_and_device():
     assert fingerprint(finetuned("painn"), "cpu") != first
 
 
+def test_compiling_without_a_compiler_says_so(tmp_path, monkeypatch):
+    from dens_lightning.calculator import DensCalculator
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("DENS_LIGHTNING_CACHE", str(tmp_path))
+    with pytest.raises(InputError, match="C\\+\\+ compiler"):
+        DensCalculator(finetuned("schnet"), compile=True)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="AOTInductor needs a C++ compiler"
