@@ -15,7 +15,7 @@ import torch
 
 from . import __version__
 from .errors import InputError
-from .files import replacing
+from .files import json_text, replacing
 from .models.potential import Potential
 
 METADATA_KEY = "dens_lightning"
@@ -63,7 +63,7 @@ def save_model(module: torch.nn.Module, path: str | Path, metadata: dict) -> Pat
 
     tensors = {name: t.detach().contiguous().cpu() for name, t in module.state_dict().items()}
     with replacing(path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json_text(metadata, sort_keys=True)})
     return Path(path)
 
 

@@ -6,13 +6,13 @@ Bad input ends with one line on stderr and exit status 2 (a traceback only with 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 from .data.sampling import METHODS
 from .errors import InputError, Interrupted, NumericalFault
+from .files import json_text
 
 OVERRIDE_COMMANDS = ("pretrain", "finetune", "experiment")  # take key=value overrides
 
@@ -169,14 +169,14 @@ def run(args: argparse.Namespace) -> int:
             print("loaded the pretrained DeNS force encoder too")
         print(f"model: {result.model_path}")
         if result.test_metrics:
-            print("test: " + json.dumps(result.test_metrics))
+            print("test: " + json_text(result.test_metrics))
         return 0
     if args.command == "test":
         from .data.readers import ReadOptions
         from .runner import test_model
 
         options = ReadOptions(units=args.units, energy_key=args.energy_key, forces_key=args.forces_key)
-        print(json.dumps(test_model(args.model, args.data, args.batch_size, options, args.per_structure)))
+        print(json_text(test_model(args.model, args.data, args.batch_size, options, args.per_structure)))
         return 0
     if args.command == "info":
         from .artifacts import read_metadata, resolve_model_path
@@ -187,13 +187,13 @@ def run(args: argparse.Namespace) -> int:
 
             print(model_card(metadata, str(args.path)))
         else:
-            print(json.dumps(metadata, indent=2))
+            print(json_text(metadata, indent=2))
         return 0
     if args.command == "export":
         from . import load_model
         from .export import export_and_check
 
-        print(json.dumps(export_and_check(load_model(args.path), args.out, args.format, args.device)))
+        print(json_text(export_and_check(load_model(args.path), args.out, args.format, args.device)))
         return 0
     if args.command == "experiment":
         from .experiment.transfer import TransferExperiment, load_experiment

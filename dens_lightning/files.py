@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
+
+
+def json_text(value: Any, indent: int | None = None, sort_keys: bool = False) -> str:
+    """``value`` as strict JSON: NaN and infinite floats (a diverged model's errors) become ``null``,
+    which every JSON reader accepts, where Python's default ``NaN`` is not JSON."""
+
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(v) for key, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(v) for v in item]
+        return item
+
+    return json.dumps(finite(value), indent=indent, sort_keys=sort_keys, allow_nan=False)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib.util
-import json
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from .config import model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
 from .errors import InputError, Interrupted
 from .evaluation import evaluate_structures, write_structure_errors
-from .files import write_text_atomic
+from .files import json_text, write_text_atomic
 from .tasks.checkpoints import AtomicCheckpointIO, CheckpointOnInterrupt, periodic_checkpoint
 from .tasks.finetune import EnergyForceTask
 
@@ -455,7 +454,7 @@ def run_finetune(
         save_model(potential, model_path, metadata)
         write_model_card(run_dir, metadata)
         if test_metrics is not None:
-            write_text_atomic(run_dir / "test_metrics.json", json.dumps(test_metrics, indent=2) + "\n")
+            write_text_atomic(run_dir / "test_metrics.json", json_text(test_metrics, indent=2) + "\n")
     return RunResult(
         run_dir=run_dir,
         model_path=model_path,

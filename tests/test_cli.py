@@ -95,6 +95,30 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert (run_dir / "splits.json").read_text() == splits
 
 
+def refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+@pytest.mark.slow
+def test_a_diverged_model_tests_to_strict_json(trained, tmp_path, capsys):
+    """NaN errors print as null: what `test` prints is JSON any reader accepts."""
+    from dens_lightning.artifacts import read_metadata, save_model
+
+    model = load_model(trained)
+    with torch.no_grad():
+        for parameter in model.energy_head.parameters():
+            parameter.fill_(float("nan"))
+    metadata = read_metadata(trained / "model.safetensors")
+    diverged = save_model(model, tmp_path / "diverged.safetensors", metadata)
+    atoms = Atoms("CHHHOH", positions=np.arange(18, dtype=float).reshape(6, 3) * 0.4)
+    atoms.calc = SinglePointCalculator(atoms, energy=-100.0, forces=np.zeros((6, 3)))
+    ase.io.write(tmp_path / "one.extxyz", [atoms])
+    capsys.readouterr()
+    assert main(["test", "--model", str(diverged), "--data", str(tmp_path / "one.extxyz")]) == 0
+    result = json.loads(capsys.readouterr().out, parse_constant=refuse_constant)
+    assert result["n_structures"] == 1 and result["energy_mae_meV"] is None
+
+
 @pytest.mark.slow
 def test_test_and_info_commands(trained, tmp_path, capsys):
     atoms = []
