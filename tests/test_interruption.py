@@ -194,4 +194,7 @@ def test_a_nonfinite_loss_can_be_skipped_and_counted(tmp_path):
         rows = list(csv.DictReader(handle))
     assert [float(r["train/skipped_batches"]) for r in rows if r.get("train/skipped_batches")] == [1.0]
     assert all(torch.isfinite(t).all() for t in load_file(run_dir / "model.safetensors").values())
-    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["skipped_batches"] == 1
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert checkpoint["skipped_batches"] == 1
+    # the EMA averaged every optimizer step, and not the skipped batch
+    assert int(checkpoint["averaging_state"]["n_averaged"]) == checkpoint["global_step"] - 1

@@ -47,3 +47,10 @@ class EMA(WeightAveraging):
         super().setup(trainer, pl_module, stage)
         if self._average_model is not None:
             self._average_model = trainer.precision_plugin.convert_module(self._average_model)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        """No update after a batch that ``task.nonfinite_loss=skip`` dropped: no weight changed, so
+        the average and its count stay as they were."""
+        if getattr(pl_module, "_skip_step", False):
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -3,8 +3,9 @@
 - ``stop`` (default): the run ends with :class:`~dens_lightning.errors.NumericalFault`, a message that
   names the step, the batch and its structures (indices in the training split, mapped to the files by
   ``splits.json``) and the last checkpoint written before it (whose weights are still finite).
-- ``skip``: the batch is dropped, no optimizer step is taken, and ``train/skipped_batches`` (logged
-  at each epoch's end) counts the skips so far (kept in checkpoints: a resumed run goes on counting).
+- ``skip``: the batch is dropped, no optimizer step (and no EMA update) is taken, and
+  ``train/skipped_batches`` (logged at each epoch's end) counts the skips so far (kept in
+  checkpoints: a resumed run goes on counting). The learning-rate schedule still advances.
 
 The loss is a mean over every device (:func:`.reduction.combine`), so all ranks see the same value
 and decide alike; a skipped step still runs backward, so DDP's gradient exchange stays in step.
