@@ -258,16 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     try:
         return run(args)
-    except InputError as err:
+    except (InputError, NumericalFault) as err:  # one line each; exit 2 for bad input, 3 for a NaN loss
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    except NumericalFault as err:
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 3
+        return 3 if isinstance(err, NumericalFault) else 2
     except Interrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         return err.status

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .data.sampling import METHODS
-from .errors import InputError
+from .errors import InputError, first_line
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 STAGES = ("pretrain", "finetune")
@@ -136,7 +136,7 @@ class RunConfig:
 
 
 def config_error(err: OmegaConfBaseException, where: str) -> InputError:
-    message = str(err).splitlines()[0]
+    message = first_line(err)
     key = getattr(err, "full_key", None)
     return InputError(f"{where}: {key}: {message}" if key else f"{where}: {message}")
 
@@ -194,7 +194,7 @@ def load_yaml(path: Path) -> DictConfig:
     try:
         loaded = OmegaConf.load(path)
     except Exception as err:
-        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+        raise InputError(f"{path}: not valid YAML ({first_line(err)})") from err
     if not isinstance(loaded, DictConfig):
         raise InputError(f"{path}: expected a mapping of config keys at the top level")
     return loaded
@@ -214,7 +214,7 @@ def model_hyperparameters(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
         checked = OmegaConf.merge(OmegaConf.structured(BACKBONES[name].Config), model)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
-        raise InputError(f"config: model.{key}: {str(err).splitlines()[0]}") from err
+        raise InputError(f"config: model.{key}: {first_line(err)}") from err
     hyperparameters = OmegaConf.to_container(checked)
     try:
         BACKBONES[name].Config(**hyperparameters)  # the backbone's own range checks

@@ -5,6 +5,12 @@ else is a bug and keeps its traceback.
 """
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (parsers write several), or "" when it has none."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 class InputError(Exception):
     """Bad input from the user: a file, a config key or a value. The message is one line that
     names the offending thing and what was expected."""

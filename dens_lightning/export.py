@@ -199,6 +199,11 @@ def export_description(format: str, device: str | torch.device) -> dict[str, Any
     }
 
 
+def has_cxx_compiler() -> bool:
+    """Whether AOTInductor can compile here: ``$CXX``, or c++, g++ or clang++ on PATH."""
+    return bool(os.environ.get("CXX")) or any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+
+
 def cache_directory() -> Path:
     """Where :func:`compiled` keeps its files: ``$DENS_LIGHTNING_CACHE``, else
     ``$XDG_CACHE_HOME/dens_lightning``, else ``~/.cache/dens_lightning``."""
@@ -237,7 +242,7 @@ def compiled(
     ``directory``: the cache (default :func:`cache_directory`)."""
     path = Path(directory or cache_directory()) / "aoti" / f"{fingerprint(potential, device)}.pt2"
     if not path.exists():
-        if not (os.environ.get("CXX") or any(shutil.which(c) for c in ("c++", "g++", "clang++"))):
+        if not has_cxx_compiler():
             raise InputError("compile=True needs a C++ compiler (c++, g++ or clang++ on PATH, or $CXX)")
         log.info("compiling the model for %s once (cached as %s)", device, path)
         export_and_check(potential, path, "aoti", device)

@@ -32,7 +32,7 @@ from .artifacts import (
 )
 from .config import model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
-from .errors import InputError, Interrupted
+from .errors import InputError, Interrupted, first_line
 from .evaluation import evaluate_structures, write_structure_errors
 from .files import json_text, write_text_atomic
 from .tasks.checkpoints import AtomicCheckpointIO, CheckpointOnInterrupt, periodic_checkpoint
@@ -239,7 +239,7 @@ def make_trainer(
                 **kwargs,
             )
     except (ValueError, TypeError, lightning.fabric.utilities.exceptions.MisconfigurationException) as err:
-        raise InputError(f"config: trainer: {str(err).splitlines()[0]}") from err
+        raise InputError(f"config: trainer: {first_line(err)}") from err
     check_strategy(trainer.strategy)
     return trainer
 

@@ -12,7 +12,7 @@ from ase.build import bulk
 from dens_lightning.artifacts import model_metadata, pretrain_metadata, save_model
 from dens_lightning.cli import main
 from dens_lightning.errors import InputError
-from dens_lightning.export import ExportedModel, export_and_check, export_model, fingerprint
+from dens_lightning.export import ExportedModel, export_and_check, export_model, fingerprint, has_cxx_compiler
 
 from . import test_backbones as suite
 from .conftest import random_molecule
@@ -74,9 +74,7 @@ def test_exported_program_loads_with_torch_alone(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="AOTInductor needs a C++ compiler"
-)
+@pytest.mark.skipif(not has_cxx_compiler(), reason="AOTInductor needs a C++ compiler")
 def test_aoti_package_matches_eager(tmp_path):
     """AOTInductor: compiled C++ (the library C++ programs load), here loaded back in Python."""
     potential = finetuned("schnet")
@@ -135,9 +133,7 @@ def test_compiling_without_a_compiler_says_so(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="AOTInductor needs a C++ compiler"
-)
+@pytest.mark.skipif(not has_cxx_compiler(), reason="AOTInductor needs a C++ compiler")
 def test_calculator_compiles_once_then_takes_the_cached_file(tmp_path, monkeypatch):
     import dens_lightning.export as export
     from dens_lightning.calculator import DensCalculator

@@ -11,7 +11,9 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from ase import Atoms
 from ase import units as ase_units
+from ase.neighborlist import neighbor_list
 
 from ..errors import InputError
 from .structures import Structures
@@ -47,9 +49,6 @@ def nearest_neighbors(structures: Structures, radius: float) -> Geometry:
             d[:, np.arange(size), np.arange(size)] = np.inf
             nearest[atoms] = d.min(axis=2)
     for frame in np.flatnonzero(periodic):
-        from ase import Atoms
-        from ase.neighborlist import neighbor_list
-
         a, b = ptr[frame], ptr[frame + 1]
         atoms = Atoms(
             numbers=structures.z[a:b],

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from ase import units as ase_units
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from .checks import warn_energy_unit
 from .structures import Structures
 
@@ -93,7 +93,7 @@ def read_structures(path: str | Path, options: ReadOptions | None = None) -> Str
     except InputError:
         raise
     except Exception as err:  # a parser failing on a malformed file
-        reason = f"{type(err).__name__}: {_first_line(err)}"
+        reason = f"{type(err).__name__}: {first_line(err)}"
         raise InputError(f"{path}: cannot read as {suffix} ({reason})") from err
     energy_unit, length_unit = (
         default_units if options.units == "auto" else parse_units(options.units, f"{path}: data.units")
@@ -101,11 +101,6 @@ def read_structures(path: str | Path, options: ReadOptions | None = None) -> Str
     structures = _convert(raw, energy_unit, length_unit).validate()
     warn_energy_unit(structures, energy_unit, ENERGY_UNITS)
     return structures
-
-
-def _first_line(err: Exception) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else ""
 
 
 def _convert(s: Structures, energy_unit: str, length_unit: str) -> Structures:
@@ -132,7 +127,7 @@ def _read_ase(path: Path, options: ReadOptions) -> Structures:
             frames.append(atoms)
     except Exception as err:  # the parser stops at a malformed or truncated frame
         raise InputError(
-            f"{path}: frame {len(frames)}: cannot read ({type(err).__name__}: {_first_line(err)}); "
+            f"{path}: frame {len(frames)}: cannot read ({type(err).__name__}: {first_line(err)}); "
             f"the file may be truncated or not {path.suffix} ({len(frames)} frames read before it)"
         ) from err
     if not frames:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..files import replacing
 from .sampling import Sample
 from .structures import Structures
@@ -84,8 +84,9 @@ def open_store(path: str | Path) -> Structures:
         try:
             return np.load(file, mmap_mode="r", allow_pickle=False)
         except Exception as err:  # truncated or not an .npy file
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise InputError(f"{file}: cannot read as .npy ({type(err).__name__}: {reason})") from err
+            raise InputError(
+                f"{file}: cannot read as .npy ({type(err).__name__}: {first_line(err)})"
+            ) from err
 
     try:
         store_info(path)

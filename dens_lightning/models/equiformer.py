@@ -161,8 +161,8 @@ def per_channel(attention: Tensor, channels: int) -> Tensor:
 class _ContiguousGradient(torch.autograd.Function):
     """Identity whose gradient is made contiguous. A batched product's gradient for its right operand
     comes back with the channels strided (torch computes it transposed), and the broadcast products
-    that consume it ran 7x slower than on a contiguous copy (measured in the tensor product's
-    backward, 9,738 edges)."""
+    that consume it ran 7-14x slower than on a contiguous copy (5.3 ms timed per call, 11 ms under
+    the profiler, against 0.8 ms; the tensor product's backward, 9,738 edges)."""
 
     @staticmethod
     def forward(x: Tensor) -> Tensor:

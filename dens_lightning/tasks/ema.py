@@ -51,6 +51,6 @@ class EMA(WeightAveraging):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         """No update after a batch that ``task.nonfinite_loss=skip`` dropped: no weight changed, so
         the average and its count stay as they were."""
-        if getattr(pl_module, "_skip_step", False):
+        if getattr(pl_module, "step_skipped", False):
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -29,18 +29,18 @@ class NonFiniteLossGuard:
     the loss may be logged and stepped on. Needs ``self.task_cfg``."""
 
     skipped_batches: int = 0
-    _skip_step: bool = False
+    step_skipped: bool = False  # this training batch is dropped: no optimizer step, no EMA update
 
     @property
     def skips_nonfinite(self) -> bool:
         return self.task_cfg.get("nonfinite_loss", "stop") == "skip"
 
     def finite_loss(self, loss: Tensor, batch, batch_idx: int) -> bool:
-        self._skip_step = False
+        self.step_skipped = False
         if bool(torch.isfinite(loss)):
             return True
         if self.skips_nonfinite:
-            self._skip_step = True
+            self.step_skipped = True
             self.skipped_batches += 1
             return False
         structures = batch.idx.tolist() if batch.idx is not None else "unknown"
@@ -63,7 +63,7 @@ class NonFiniteLossGuard:
         if optimizer_closure is None or not self.skips_nonfinite:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         loss = optimizer_closure()
-        if self._skip_step:
+        if self.step_skipped:
             optimizer.zero_grad(set_to_none=True)
             return None
         return optimizer.step(closure=lambda: loss)
