@@ -182,10 +182,13 @@ class DepthwiseTensorProduct(nn.Module):
     ``out_l3[c] = sum over paths (l1, l2 -> l3) of w_path[c] (x_l1[c] ⊗ Y_l2)_l3``, every path with
     ``l1 + l2 + l3`` even (natural parity) and all degrees ``<= lmax``; ``w`` is given per edge.
 
-    Implemented as batched matrix products: the harmonics contracted with the Wigner 3j symbols give
-    a per-edge matrix K [R, (lmax+1)^2] over rows r = (path, m1); the inputs of degree l1 times
+    Implemented as one batched matrix product: the harmonics contracted with the Wigner 3j symbols
+    give a per-edge matrix K [(lmax+1)^2, R] over rows r = (path, m1); the inputs of degree l1 times
     their path weights are U_l1 [(paths from l1, m1), C], a broadcast product with no gather; the
-    output is the sum over l1 of K_l1^T U_l1."""
+    output is K U, U the U_l1 stacked. One product rather than one per l1: at lmax 1 the l1 = 0
+    product is [4, 2] x [2, C], small enough that torch's CPU ``bmm`` takes its naive loop (3 ms
+    against 0.6 ms for all 8 rows at once; 9,738 edges, C = 32): the training step at nequip's size
+    ran 1.11x faster (1.06-1.25), the default size unchanged."""
 
     def __init__(self, lmax: int):
         super().__init__()
@@ -219,17 +222,13 @@ class DepthwiseTensorProduct(nn.Module):
         """x [E, M, C], sh [E, M], weights [E, num_paths, C] → [E, M, C]."""
         num_edges, channels = x.shape[0], x.shape[2]
         kernel = (sh @ self.coupling.to(sh.dtype)).view(num_edges, self.size, self.num_rows)
-        out = None
-        for rows, kernel_l1, x_l1, weights_l1 in zip(
-            self.rows_from,
-            torch.split(kernel, self.rows_from, dim=2),
-            torch.split(x, self.sizes, dim=1),
-            torch.split(weights, self.paths_from, dim=1),
-        ):
-            inputs = (weights_l1[:, :, None, :] * x_l1[:, None, :, :]).view(num_edges, rows, channels)
-            term = kernel_l1 @ _ContiguousGradient.apply(inputs)
-            out = term if out is None else out + term
-        return out
+        x_by_degree = torch.split(x, self.sizes, dim=1)
+        weights_by_degree = torch.split(weights, self.paths_from, dim=1)
+        parts = []  # U_l1 [E, paths from l1, 2 l1 + 1, C] as rows (path, m1)
+        for rows, x_l1, weights_l1 in zip(self.rows_from, x_by_degree, weights_by_degree):
+            parts.append((weights_l1[:, :, None, :] * x_l1[:, None, :, :]).view(num_edges, rows, channels))
+        inputs = torch.cat(parts, dim=1)
+        return kernel @ _ContiguousGradient.apply(inputs)
 
 
 def envelope_softmax(logits: Tensor, envelope: Tensor, target: Tensor, num_nodes: int) -> Tensor:
