@@ -160,6 +160,7 @@ def kept_sections(text: str) -> list[str]:
 # script, its arguments: each writes its own section of BENCHMARKS.md
 SCRIPTS = {
     "peers": ["bench/peers.py", "--repeats", "3"],
+    "nequip-in-process": ["bench/nequip_in_process.py", "--rounds", "12"],
     "stages": ["bench/stages.py", "--repeats", "2"],
     "scaling": ["bench/scaling.py"],
     "dataset-memory": ["bench/dataset_memory.py"],

@@ -1,0 +1,69 @@
+"""`equiformer` at nequip's size against nequip, both in one process: rounds of training steps
+alternate between the two, so the machine's drift (±20 % within minutes here) falls on both alike.
+
+    .venv-bench/bin/python bench/nequip_in_process.py [--rounds 12] [--steps 5]
+
+`bench/peers.py` runs each code in its own process, as it ships, minutes apart; this script is the
+finer comparison of the model step alone. Same models, data and step as there (32 aspirins, float32,
+2 threads, AdamW, neighbour list built beforehand); each round times ``--steps`` steps after one
+untimed step; ratios are ours / nequip's per round. Both run with this package's malloc setting
+(:mod:`dens_lightning.allocator`), which is per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BATCH, device_name, median_range, our_step, timed, write_section  # noqa: E402
+from peers import CUTOFF, PAIRS, WORK, nequip_step, prepare_data, read_frames, versions  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    args = parser.parse_args()
+    import torch
+
+    from dens_lightning.allocator import keep_freed_memory
+    from dens_lightning.models.potential import Potential
+
+    torch.set_num_threads(2)
+    keep_freed_memory()
+    if not (WORK / "aspirin.extxyz").exists():
+        prepare_data()
+    (name, hparams), _ = PAIRS["NequIP-sized"]
+    torch.manual_seed(0)
+    ours = our_step(Potential.build(name, {"cutoff": CUTOFF, **hparams}), read_frames()[:BATCH])
+    theirs, _ = nequip_step(hparams, "cpu")  # sets torch's default dtype to float64 (nequip's global state)
+    rates: dict[str, list[float]] = {"ours": [], "nequip": []}
+    for round_ in range(args.rounds):
+        order = [("ours", ours), ("nequip", theirs)]
+        for code, step in order if round_ % 2 == 0 else order[::-1]:
+            median, _ = timed(step, args.steps, warmup=1)
+            rates[code].append(BATCH / median)
+    ratios = [a / b for a, b in zip(rates["ours"], rates["nequip"])]
+    lines = [
+        "## equiformer against nequip in one process (model step, interleaved rounds)",
+        "",
+        f"`.venv-bench/bin/python bench/nequip_in_process.py --rounds {args.rounds} --steps {args.steps}`;",
+        f"{device_name('cpu')}; float32; {versions()}.",
+        f"{args.rounds} rounds of {args.steps} timed steps each (after one untimed step), alternating",
+        "which code goes first; cells: median (range) over the rounds of structures/s.",
+        "",
+        "| ours (`equiformer`) | nequip | ours / nequip |",
+        "|---|---|---|",
+        f"| {median_range(rates['ours'])} | {median_range(rates['nequip'])} "
+        f"| {median_range(ratios, digits=2)} |",
+    ]
+    write_section("nequip-in-process", lines)
+    print(f"ratio median {statistics.median(ratios):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
