@@ -51,10 +51,18 @@ def epochs_validated(run_dir) -> list[int]:
         return [int(r["epoch"]) for r in csv.DictReader(handle) if r.get("val/loss")]
 
 
+def default_sigint() -> None:
+    """Ctrl-C as in a terminal: a shell starts background jobs (CI under ``nohup ... &``) with SIGINT
+    ignored, the child inherits that, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(run_dir, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "dens_lightning", "finetune", "--run-dir", str(run_dir), *RUN, *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_sigint
+    )
 
 
 def wait_for(path, process, timeout=240.0) -> None:
