@@ -217,11 +217,10 @@ def fingerprint(potential: Potential, device: str | torch.device) -> str:
     hyperparameters, the metadata, the device and the torch and package versions."""
     from . import __version__
 
-    backbone = potential.backbone
     digest = hashlib.sha256()
     header = {
-        "backbone": backbone.name,
-        "config": vars(backbone.config),
+        "backbone": potential.backbone.name,
+        "config": potential.backbone.hyperparameters(),
         "metadata": potential.metadata,
         "device": str(torch.device(device)),
         "torch": torch.__version__,
