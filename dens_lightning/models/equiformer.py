@@ -188,7 +188,7 @@ class DepthwiseTensorProduct(nn.Module):
     output is K U, U the U_l1 stacked. One product rather than one per l1: at lmax 1 the l1 = 0
     product is [4, 2] x [2, C], small enough that torch's CPU ``bmm`` takes its naive loop (3 ms
     against 0.6 ms for all 8 rows at once; 9,738 edges, C = 32): the training step at nequip's size
-    ran 1.11x faster (1.06-1.25), the default size unchanged."""
+    ran 1.11x faster (1.06-1.25), the default size unchanged within the noise."""
 
     def __init__(self, lmax: int):
         super().__init__()
