@@ -108,17 +108,32 @@ def aspirin_frames(count: int, seed: int = 0):
     return frames, source
 
 
-def write_section(name: str, lines: list[str]) -> None:
-    """Put ``lines`` into BENCHMARKS.md between ``<!-- name -->`` and ``<!-- /name -->``, in place of
-    the previous section of that name or at the end, and print them."""
+def with_section(text: str, name: str, lines: list[str]) -> str:
+    """``text`` with ``lines`` between ``<!-- name -->`` and ``<!-- /name -->``: in place of the first
+    section of that name (later copies are dropped, so a name is never shown twice) or at the end."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
     section = "\n".join([start, *lines, end])
-    if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    BENCHMARKS.write_text(text)
+    if start not in text:
+        return text.rstrip("\n") + "\n\n" + section + "\n"
+    outside, rest = [], text  # the text around every copy of the section
+    while start in rest:
+        at = rest.index(start)
+        stop = rest.find(end, at)
+        if stop < 0:
+            raise ValueError(f"BENCHMARKS.md: {start} has no closing {end}")
+        outside.append(rest[:at])
+        rest = rest[stop + len(end) :]
+    outside.append(rest)
+    tail = outside[1]
+    for part in outside[2:]:  # where a later copy was: one blank line, or the file's end
+        tail = tail.rstrip("\n") + ("\n\n" + part.lstrip("\n") if part.strip() else "\n")
+    return outside[0] + section + tail
+
+
+def write_section(name: str, lines: list[str]) -> None:
+    """Put ``lines`` into BENCHMARKS.md as section ``name`` (:func:`with_section`) and print them."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    BENCHMARKS.write_text(with_section(text, name, lines))
     print("\n".join(lines))
 
 
