@@ -1,8 +1,9 @@
 """Before and after: the same measurements on an earlier commit and on this checkout, interleaved.
 
-    python bench/before_after.py [--before 1ebe492] [--repeats 3] [--section before-after]
+    python bench/before_after.py [--before 1ebe492] [--repeats 3] [--section before-after] [--title T]
 
-The earlier commit is checked out with ``git worktree`` under runs/bench/before/; each trial is a
+The earlier commit is checked out with ``git worktree`` under runs/bench/before/ for the run (removed
+at its end, also when it is interrupted); each trial is a
 process importing dens_lightning from one checkout or the other, alternating. Measured: the model
 training step (forward + autograd forces + backward + AdamW, 32 aspirins, neighbour list built
 beforehand) of each backbone at its default size and of equiformer at nequip's size; the ASE
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +36,7 @@ from common import (  # noqa: E402
 )
 
 WORK = ROOT / "runs" / "bench" / "before"
+TITLE = "this round of optimisation"
 CASES = {
     "schnet step": ("step", "schnet", {}),
     "painn step": ("step", "painn", {}),
@@ -82,35 +85,40 @@ def trial(kind: str, name: str, hparams: dict) -> float:
     return median * 1e3
 
 
+def measure(before: Path, repeats: int) -> dict[tuple[str, str], list[float]]:
+    """Every case's values per checkout ("before", "after"), trials alternating between them."""
+    values: dict[tuple[str, str], list[float]] = {}
+    for repeat in range(repeats):
+        for case in CASES:
+            for label, checkout in alternating([("before", before), ("after", ROOT)], repeat):
+                value = float(run_trial(__file__, case, cwd=checkout, env={"PYTHONPATH": str(checkout)}))
+                values.setdefault((case, label), []).append(value)
+                print(json.dumps({"case": case, "checkout": label, "value": value}), flush=True)
+    return values
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="1ebe492")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--section", default="before-after", help="the BENCHMARKS.md section to write")
-    parser.add_argument(
-        "--title", default="this round of optimisation", help="what the section's title names"
-    )
+    parser.add_argument("--title", default=TITLE, help="what the section's title names")
     parser.add_argument("--trial", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trial:
         print(trial(*CASES[args.trial]))
         return 0
     before = WORK / args.before
-    if not before.exists():
-        WORK.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "worktree", "add", "--detach", str(before), args.before], cwd=ROOT, check=True)
-    after = ROOT
+    if before.exists():  # left by an interrupted run
+        shutil.rmtree(before)
+    WORK.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=True)
+    subprocess.run(["git", "worktree", "add", "--detach", str(before), args.before], cwd=ROOT, check=True)
+    try:
+        values = measure(before, args.repeats)
+    finally:  # the checkout is only for this run: unregister it
+        subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    values: dict[tuple[str, str], list[float]] = {}
-    for repeat in range(args.repeats):
-        for case in CASES:
-            for label, checkout in alternating([("before", before), ("after", after)], repeat):
-                value = float(run_trial(__file__, case, cwd=checkout, env={"PYTHONPATH": str(checkout)}))
-                values.setdefault((case, label), []).append(value)
-                print(
-                    json.dumps({"case": case, "checkout": label, "value": values[case, label][-1]}),
-                    flush=True,
-                )
     rows = ["| measurement | unit | before | after | after / before |", "|---|---|---|---|---|"]
     for case, (kind, _, _) in CASES.items():
         old, new = values[case, "before"], values[case, "after"]
@@ -124,6 +132,7 @@ def main() -> int:
         "",
         f"`python bench/before_after.py --before {args.before} --repeats {args.repeats}"
         + ("" if args.section == "before-after" else f" --section {args.section}")
+        + ("" if args.title == TITLE else f" --title '{args.title}'")
         + f"`; {machine()};",
         f"before: commit {args.before}, after: {head.stdout.strip()} (this file's commit or its parent).",
         "Interleaved trials, one process each; median (range). Steps: 32 aspirins, neighbour list built",
