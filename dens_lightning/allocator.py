@@ -15,11 +15,15 @@ of your own) to leave malloc alone.
 
 Blocks above 32 MB (systems of about a thousand atoms and more) are still mapped and unmapped on every
 call, and paged in 4 KB at a time: 6-9 x 10^5 page faults per force evaluation of a 1,000-atom PaiNN
-cell, most of its time spent in the kernel. glibc's tunable ``glibc.malloc.hugetlb=1`` (glibc 2.35+)
+cell, about half its CPU time in the kernel. glibc's tunable ``glibc.malloc.hugetlb=1`` (glibc 2.35+)
 asks for transparent huge pages there, 2 MB a page, but it is read only when a process starts, so the
 command line (``python -m dens_lightning``, ``dens-lightning``) restarts itself with it
-(:func:`restart_with_huge_pages`: ``exec``, same process id and arguments) before anything else: that
-evaluation ran 1.9x faster (BENCHMARKS.md, scaling). In your own scripts (the ASE calculator), start
+(:func:`restart_with_huge_pages`: ``exec``, same process id and arguments) before anything else.
+Measured (BENCHMARKS.md, scaling: one process per case, medians of 1-5 calls): force calls on 5,000
+atoms 1.8-3.0x faster with every backbone; on 1,000 atoms PaiNN 1.3x (molecule) and 2.4x (cell),
+SchNet and equiformer 0.86-1.03x; on 500 atoms and fewer 0.67-1.9x, this machine's noise; the first
+call of a process up to 4.5x slower from 100 to 1,000 atoms (fresh 2 MB pages to fill), faster on
+5,000; peak memory within 10 %. In your own scripts (the ASE calculator on a large system), start
 Python with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` for the same. Left alone where you set
 ``GLIBC_TUNABLES`` yourself, opted out as above, or the kernel's huge pages are off.
 """
