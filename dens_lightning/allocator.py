@@ -11,7 +11,7 @@ still come from ``mmap`` and go back when freed: with every block from the heap 
 tried) a 5,000-atom equiformer evaluation grew past 24 GB and was killed, where this setting peaks at
 19 GB. The heap keeps its peak until the process exits. glibc on Linux
 only; elsewhere nothing changes. Set ``DENS_LIGHTNING_MALLOC=system`` (or any ``MALLOC_*_`` variable
-of your own) to leave malloc alone.
+or ``glibc.malloc`` threshold tunable of your own) to leave malloc alone.
 
 Blocks above 32 MB (systems of about a thousand atoms and more) are still mapped and unmapped on every
 call, and paged in 4 KB at a time: 6-9 x 10^5 page faults per force evaluation of a 1,000-atom PaiNN
@@ -44,14 +44,22 @@ SETTINGS = (
     (M_TOP_PAD, 64 * 1024 * 1024),  # grow the heap 64 MB at a time
 )
 USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+USER_TUNABLES = ("glibc.malloc.mmap_max", "glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
+USER_TUNABLES += ("glibc.malloc.top_pad",)  # the same four, as GLIBC_TUNABLES names them
 HUGE_PAGES = "glibc.malloc.hugetlb=1"  # glibc tunable: madvise(MADV_HUGEPAGE) on what malloc maps
 THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 _tuned = False
 
 
 def _user_chose(environ: Mapping[str, str]) -> bool:
-    """Whether the user opted out of our malloc settings or chose their own."""
-    return environ.get("DENS_LIGHTNING_MALLOC") == "system" or any(v in environ for v in USER_SETTINGS)
+    """Whether the user opted out of our malloc settings or chose their own (environment variables or
+    glibc tunables)."""
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    return (
+        environ.get("DENS_LIGHTNING_MALLOC") == "system"
+        or any(v in environ for v in USER_SETTINGS)
+        or any(t in tunables for t in USER_TUNABLES)
+    )
 
 
 def keep_freed_memory() -> bool:

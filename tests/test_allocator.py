@@ -28,8 +28,23 @@ def test_tuned_on_glibc_and_allocations_still_work():
             del blocks
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_still_tuned_after_the_restart_with_huge_pages(monkeypatch):
+    try:
+        ctypes.CDLL("libc.so.6").mallopt  # noqa: B018
+    except (OSError, AttributeError):
+        pytest.skip("no glibc here")
+    monkeypatch.setenv("GLIBC_TUNABLES", allocator.HUGE_PAGES)  # ours: not a choice of the user's
+    assert keep_freed_memory()
+
+
 @pytest.mark.parametrize(
-    "variable, value", [("MALLOC_MMAP_THRESHOLD_", "131072"), ("DENS_LIGHTNING_MALLOC", "system")]
+    "variable, value",
+    [
+        ("MALLOC_MMAP_THRESHOLD_", "131072"),
+        ("DENS_LIGHTNING_MALLOC", "system"),
+        ("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=0"),
+    ],
 )
 def test_left_alone_when_the_user_chose(monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)
