@@ -153,8 +153,10 @@ KEPT_SECTION = re.compile(r"<!-- ([\w-]+) -->.*?<!-- /\1 -->\n?", re.S)
 def kept_sections(text: str) -> list[str]:
     """The sections other scripts write between ``<!-- name -->`` and ``<!-- /name -->``, which a
     ``make bench`` run keeps (bench/multi_device.py, bench/export.py)."""
-    sections = [match.group(0).rstrip("\n") for match in KEPT_SECTION.finditer(text)]
-    return sorted(sections, key=lambda section: not section.startswith("<!-- summary -->"))
+    sections: dict[str, str] = {}  # by name: the first copy only, as common.with_section keeps
+    for match in KEPT_SECTION.finditer(text):
+        sections.setdefault(match.group(1), match.group(0).rstrip("\n"))
+    return sorted(sections.values(), key=lambda section: not section.startswith("<!-- summary -->"))
 
 
 # script, its arguments: each writes its own section of BENCHMARKS.md
@@ -163,6 +165,7 @@ SCRIPTS = {
     "nequip-in-process": ["bench/nequip_in_process.py", "--rounds", "12"],
     "stages": ["bench/stages.py", "--repeats", "2"],
     "scaling": ["bench/scaling.py"],
+    "huge-pages": ["bench/huge_pages.py", "--repeats", "3"],
     "dataset-memory": ["bench/dataset_memory.py"],
     "export": ["bench/export.py"],
     "multi-device": ["bench/multi_device.py", "--steps", "20", "120"],

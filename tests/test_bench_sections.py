@@ -30,3 +30,10 @@ def test_later_copies_of_a_section_are_dropped():
 def test_an_unclosed_section_is_an_error():
     with pytest.raises(ValueError, match="<!-- /a -->"):
         with_section(DOC.replace("<!-- /a -->", ""), "a", ["new a"])
+
+
+def test_a_bench_run_keeps_one_copy_of_each_section():
+    from run import kept_sections
+
+    doubled = DOC + "\n<!-- a -->\nstale a\n<!-- /a -->\n"
+    assert kept_sections(doubled) == ["<!-- a -->\nold a\n<!-- /a -->", "<!-- b -->\nb\n<!-- /b -->"]
