@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dens_lightning.allocator import HUGE_PAGES
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 ASPIRIN_NPZ = ROOT.parent / "shared" / "data" / "rmd17_aspirin" / "rmd17_aspirin_1050.npz"
@@ -237,20 +239,29 @@ def calls_per_second(calculator, atoms, calls: int = 50) -> float:
     return 1.0 / median
 
 
+# the two ways a trial's malloc runs: as a script of yours (no tunable) and as the command line,
+# which restarts itself with glibc's huge pages (dens_lightning.allocator.restart_with_huge_pages)
+MALLOC_CONDITIONS = (("plain", {"GLIBC_TUNABLES": None}), ("huge", {"GLIBC_TUNABLES": HUGE_PAGES}))
+
+
 def alternating(items: Sequence, repeat: int) -> list:
     """``items`` in order on even repeats, reversed on odd ones: interleaved trials share the drift."""
     return list(items) if repeat % 2 == 0 else list(items)[::-1]
 
 
-def run_trial(script: str | Path, *args: str, cwd: Path | None = None, env: dict | None = None) -> str:
-    """Run ``script --trial args`` in its own process on 2 threads; its last line of output."""
+def run_trial(
+    script: str | Path, *args: str, cwd: Path | None = None, env: dict[str, str | None] | None = None
+) -> str:
+    """Run ``script --trial args`` in its own process on 2 threads; its last line of output. ``env``:
+    variables to set, or to unset where the value is None."""
     environment = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
+    environment.update(env or {})
     done = subprocess.run(
         [sys.executable, str(Path(script).resolve()), "--trial", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={**environment, **(env or {})},
+        env={name: value for name, value in environment.items() if value is not None},
     )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:

@@ -13,17 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternating, machine, median_range, our_step, run_trial, timed, write_section  # noqa: E402
+from common import (  # noqa: E402
+    MALLOC_CONDITIONS,
+    alternating,
+    machine,
+    median_range,
+    our_step,
+    run_trial,
+    timed,
+    write_section,
+)
 from peers import CUTOFF, PAIRS, WORK, prepare_data, read_frames  # noqa: E402
-
-from dens_lightning.allocator import HUGE_PAGES  # noqa: E402
 
 CASES = {  # model (peers' sizes), batch: edge tensors above 32 MB for PaiNN and equiformer
     "PaiNN": 128,
@@ -63,12 +69,10 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(2)  # as every trial runs (the machine line says so)
-    os.environ.pop("GLIBC_TUNABLES", None)  # the plain trials run without; the others name it
-    conditions = [("plain", {}), ("huge", {"GLIBC_TUNABLES": HUGE_PAGES})]
     results: dict[tuple[str, str], list[dict]] = {}
     for repeat in range(args.repeats):
         for model, batch in CASES.items():
-            for label, env in alternating(conditions, repeat):
+            for label, env in alternating(MALLOC_CONDITIONS, repeat):
                 result = json.loads(run_trial(__file__, model, str(batch), env=env))
                 results.setdefault((model, label), []).append(result)
                 print(model, batch, label, result, flush=True)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BATCH, device_name, median_range, our_step, timed, write_section  # noqa: E402
+from common import BATCH, alternating, device_name, median_range, our_step, timed, write_section  # noqa: E402
 from peers import CUTOFF, PAIRS, WORK, nequip_step, prepare_data, read_frames, versions  # noqa: E402
 
 
@@ -42,8 +42,7 @@ def main() -> int:
     theirs, _ = nequip_step(hparams, "cpu")  # sets torch's default dtype to float64 (nequip's global state)
     rates: dict[str, list[float]] = {"ours": [], "nequip": []}
     for round_ in range(args.rounds):
-        order = [("ours", ours), ("nequip", theirs)]
-        for code, step in order if round_ % 2 == 0 else order[::-1]:
+        for code, step in alternating([("ours", ours), ("nequip", theirs)], round_):
             median, _ = timed(step, args.steps, warmup=1)
             rates[code].append(BATCH / median)
     ratios = [a / b for a, b in zip(rates["ours"], rates["nequip"])]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,9 +28,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternating, machine, peak_rss_mb, run_trial, timed, write_section  # noqa: E402
-
-from dens_lightning.allocator import HUGE_PAGES  # noqa: E402
+from common import (  # noqa: E402
+    MALLOC_CONDITIONS,
+    alternating,
+    machine,
+    peak_rss_mb,
+    run_trial,
+    timed,
+    write_section,
+)
 
 DENSITY = 0.1  # atoms per Å^3
 ELEMENTS = (1, 6, 8)
@@ -86,7 +91,6 @@ def main() -> int:
         print(json.dumps(measure(name, kind == "cell", int(size))))
         return 0
     torch.set_num_threads(2)  # as every trial runs (the machine line says so)
-    os.environ.pop("GLIBC_TUNABLES", None)  # the plain trials run without; the others name it
     rows = [
         "| backbone | system | atoms | edges per atom | ms per call | µs per atom "
         "| ms per call, huge pages | first call (ms), plain / huge pages | neighbour list (ms) "
@@ -98,9 +102,7 @@ def main() -> int:
         for kind in ("molecule", "cell"):
             for size in args.sizes:
                 cases = {}
-                for label, env in alternating(
-                    [("plain", {}), ("huge", {"GLIBC_TUNABLES": HUGE_PAGES})], count
-                ):
+                for label, env in alternating(MALLOC_CONDITIONS, count):
                     cases[label] = json.loads(run_trial(__file__, name, kind, str(size), env=env))
                 count += 1
                 plain, huge = cases["plain"], cases["huge"]

@@ -15,10 +15,11 @@ or ``glibc.malloc`` threshold tunable of your own) to leave malloc alone.
 
 Blocks above 32 MB (systems of about a thousand atoms and more) are still mapped and unmapped on every
 call, and paged in 4 KB at a time: 6-9 x 10^5 page faults per force evaluation of a 1,000-atom PaiNN
-cell, about half its CPU time in the kernel. glibc's tunable ``glibc.malloc.hugetlb=1`` (glibc 2.35+)
-asks for transparent huge pages there, 2 MB a page, but it is read only when a process starts, so the
-command line (``python -m dens_lightning``, ``dens-lightning``) restarts itself with it
-(:func:`restart_with_huge_pages`: ``exec``, same process id and arguments) before anything else.
+cell, more than half its CPU time in the kernel (56-71 % in a probe). glibc's tunable
+``glibc.malloc.hugetlb=1`` (glibc 2.35+) asks for transparent huge pages there, 2 MB a page, but it is
+read only when a process starts, so the command line (``python -m dens_lightning``,
+``dens-lightning``) restarts itself with it (:func:`restart_with_huge_pages`: ``exec``, same process
+id and arguments) before anything else.
 Measured (BENCHMARKS.md, scaling: one process per case, medians of 1-5 calls): force calls on 5,000
 atoms 1.8-3.0x faster with every backbone; on 1,000 atoms PaiNN 1.3x (molecule) and 2.4x (cell),
 SchNet and equiformer 0.86-1.03x; on 500 atoms and fewer 0.67-1.9x, this machine's noise; training
@@ -46,8 +47,9 @@ SETTINGS = (
     (M_TOP_PAD, 64 * 1024 * 1024),  # grow the heap 64 MB at a time
 )
 USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
-USER_TUNABLES = ("glibc.malloc.mmap_max", "glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
-USER_TUNABLES += ("glibc.malloc.top_pad",)  # the same four, as GLIBC_TUNABLES names them
+USER_TUNABLES = tuple(  # the same four, as GLIBC_TUNABLES names them
+    f"glibc.malloc.{name}" for name in ("mmap_max", "mmap_threshold", "trim_threshold", "top_pad")
+)
 HUGE_PAGES = "glibc.malloc.hugetlb=1"  # glibc tunable: madvise(MADV_HUGEPAGE) on what malloc maps
 THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 _tuned = False
