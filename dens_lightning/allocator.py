@@ -23,8 +23,8 @@ id and arguments) before anything else.
 Measured (BENCHMARKS.md, scaling: one process per case, medians of 1-5 calls): force calls on 5,000
 atoms 1.8-3.0x faster with every backbone; on 1,000 atoms PaiNN 1.3x (molecule) and 2.4x (cell),
 SchNet and equiformer 0.86-1.03x; on 500 atoms and fewer 0.67-1.9x, this machine's noise; training
-steps (BENCHMARKS.md, huge-pages) PaiNN at batch 128 aspirins 1.30x, equiformer at batch 64 1.10x,
-SchNet at batch 256 0.87x (more time in the kernel despite 20x fewer page faults); the first
+steps (BENCHMARKS.md, huge-pages) PaiNN at batch 128 aspirins 1.30x and 1.37x in two runs, equiformer
+at batch 64 and SchNet at batch 256 within the noise (0.87-1.21x over runs of 3-6 pairs); the first
 call of a process up to 4.5x slower from 100 to 1,000 atoms (fresh 2 MB pages to fill), faster on
 5,000; peak memory within 10 %. In your own scripts (the ASE calculator on a large system), start
 Python with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` for the same. Left alone where you set
