@@ -162,6 +162,7 @@ def kept_sections(text: str) -> list[str]:
 # script, its arguments: each writes its own section of BENCHMARKS.md
 SCRIPTS = {
     "peers": ["bench/peers.py", "--repeats", "3"],
+    "calculator": ["bench/calculator.py", "--repeats", "8"],
     "nequip-in-process": ["bench/nequip_in_process.py", "--rounds", "12"],
     "stages": ["bench/stages.py", "--repeats", "2"],
     "scaling": ["bench/scaling.py"],

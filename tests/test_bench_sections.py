@@ -37,3 +37,16 @@ def test_a_bench_run_keeps_one_copy_of_each_section():
 
     doubled = DOC + "\n<!-- a -->\nstale a\n<!-- /a -->\n"
     assert kept_sections(doubled) == ["<!-- a -->\nold a\n<!-- /a -->", "<!-- b -->\nb\n<!-- /b -->"]
+
+
+def test_make_bench_runs_every_script_that_writes_a_section():
+    from run import SCRIPTS
+
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    run_by_hand = {"before_after.py"}  # compares two commits named on its command line
+    writers = {
+        path.name
+        for path in bench.glob("*.py")
+        if "write_section(" in path.read_text() and path.name not in {"common.py", *run_by_hand}
+    }
+    assert writers == {Path(command[0]).name for command in SCRIPTS.values()}
