@@ -165,6 +165,7 @@ SCRIPTS = {
     "calculator": ["bench/calculator.py", "--repeats", "8"],
     "nequip-in-process": ["bench/nequip_in_process.py", "--rounds", "12"],
     "stages": ["bench/stages.py", "--repeats", "2"],
+    "loop-profile": ["bench/loop_profile.py"],
     "scaling": ["bench/scaling.py"],
     "huge-pages": ["bench/huge_pages.py", "--repeats", "3"],
     "dataset-memory": ["bench/dataset_memory.py"],

@@ -50,3 +50,31 @@ def test_make_bench_runs_every_script_that_writes_a_section():
         if "write_section(" in path.read_text() and path.name not in {"common.py", *run_by_hand}
     }
     assert writers == {Path(command[0]).name for command in SCRIPTS.values()}
+
+
+def test_py_spy_samples_go_to_the_deepest_group():
+    from loop_profile import group_samples
+
+    fit = "run (lightning/pytorch/loops/fit_loop.py:217)"
+    step = f"{fit};step (torch/optim/adam.py:227)"
+    loops = "lightning/pytorch/loops"
+    raw = "\n".join(
+        [
+            f"main (dens_lightning/cli.py:1);{step};backward_fn ({loops}/x.py:1);mm (t.py:1) 5",
+            f"{step};_training_step ({loops}/x.py:1);log_parts (dens_lightning/tasks/logging.py:1) 2",
+            f"{step};_fused_adamw (torch/optim/adamw.py:1) 3",
+            f"{fit};__next__ ({loops}/fetchers.py:134);collate (dens_lightning/data/graph.py:1) 4",
+            f"{fit};_find_and_load (<frozen importlib._bootstrap>:1) 1",
+            f"{fit};advance ({loops}/fit_loop.py:469) 6",
+            "read_structures (dens_lightning/data/readers.py:92) 7",
+        ]
+    )
+    counts = group_samples(raw)
+    assert counts["backward"] == 5
+    assert counts["logging"] == 2
+    assert counts["optimizer update"] == 3
+    assert counts["data (reading, collation, neighbour lists)"] == 4
+    assert counts["imports"] == 1
+    assert counts["rest of the training loop"] == 6
+    assert counts["other"] == 7
+    assert sum(counts.values()) == 28
