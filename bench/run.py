@@ -182,6 +182,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help=f"cuda[:N]: only {', '.join(ON_DEVICE)}, on that GPU")
     args = parser.parse_args()
     gpu = args.device.startswith("cuda")
+    if gpu and not torch.cuda.is_available():  # fail before any trial, in one line
+        parser.error(
+            f"--device {args.device}: torch {torch.__version__} ({sys.executable}) sees no CUDA device; "
+            "rebuild the bench environment with a CUDA build (rm -rf .venv-bench, then "
+            'make bench-gpu TORCH="torch==2.13.0 --index-url <your CUDA wheel index>")'
+        )
     if "own" not in args.skip and not gpu:
         own_sections()
     root = Path(__file__).resolve().parent.parent
