@@ -167,6 +167,7 @@ SCRIPTS = {
     "stages": ["bench/stages.py", "--repeats", "2"],
     "loop-profile": ["bench/loop_profile.py"],
     "scaling": ["bench/scaling.py"],
+    "low-memory": ["bench/low_memory.py"],
     "huge-pages": ["bench/huge_pages.py", "--repeats", "3"],
     "dataset-memory": ["bench/dataset_memory.py"],
     "export": ["bench/export.py"],

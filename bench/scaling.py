@@ -53,10 +53,11 @@ def system(size: int, periodic: bool, seed: int = 0):
     return Atoms(numbers=numbers, positions=positions)
 
 
-def measure(name: str, periodic: bool, size: int) -> dict:
+def measure(name: str, periodic: bool, size: int, recompute: bool = False) -> dict:
     """One case, in this process: median seconds of one call (after a first, untimed one, also
     returned) and of its neighbour list alone, the number of edges, and the peak memory of the calls
-    (MB above the process before them)."""
+    (MB above the process before them). ``recompute``: blocks recomputed in the force backward
+    (:meth:`~dens_lightning.models.potential.Potential.recompute_blocks`)."""
     from dens_lightning.allocator import keep_freed_memory
     from dens_lightning.data.atoms import atoms_graph
     from dens_lightning.data.neighbors import neighbor_list
@@ -65,7 +66,7 @@ def measure(name: str, periodic: bool, size: int) -> dict:
     keep_freed_memory()  # as DensCalculator does
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    potential = Potential.build(name, {}).eval()
+    potential = Potential.build(name, {}).eval().recompute_blocks(recompute)
     graph = atoms_graph(system(size, periodic))
     before = peak_rss_mb()
     start = time.perf_counter()

@@ -18,6 +18,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .allocator import keep_freed_memory
 from .data.atoms import atoms_graph
+from .errors import InputError
 from .models.potential import Potential
 
 
@@ -32,6 +33,11 @@ class DensCalculator(Calculator):
     against the eager model, then kept in a cache (:func:`~dens_lightning.export.compiled`; tens of
     seconds the first time, nothing the next) and run instead of it.
 
+    ``low_memory=True`` recomputes each block's activations in the force backward instead of keeping
+    them (:meth:`~dens_lightning.models.potential.Potential.recompute_blocks`), for systems too large
+    for memory otherwise: 0.36-0.65x the peak memory of 1,000- and 5,000-atom cells, 1.1-2.4x the time
+    of a call (BENCHMARKS.md, low-memory). Eager models only.
+
     The model runs in its own precision (float64 models give float64 dynamics). ``batch`` evaluates
     many structures in one call (one batched forward). Creating one tunes glibc's malloc for large
     force evaluations (:mod:`dens_lightning.allocator`; ``DENS_LIGHTNING_MALLOC=system`` opts out).
@@ -44,12 +50,19 @@ class DensCalculator(Calculator):
         model: str | Path | Potential,
         device: str | torch.device = "cpu",
         compile: bool = False,
+        low_memory: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         keep_freed_memory()
         self.potential, self.exported = None, None
-        if isinstance(model, (str, Path)) and Path(model).suffix == ".pt2":
+        exported_file = isinstance(model, (str, Path)) and Path(model).suffix == ".pt2"
+        if low_memory and (compile or exported_file):
+            raise InputError(
+                "DensCalculator: low_memory=True runs the eager model; it cannot be combined "
+                "with compile=True or a .pt2 file"
+            )
+        if exported_file:
             from .export import ExportedModel  # `export` output: it runs where it was exported for
 
             self.exported = ExportedModel(model)
@@ -59,7 +72,7 @@ class DensCalculator(Calculator):
             from . import load_model
 
             model = load_model(model, device=device)
-        self.potential = model.to(device).eval()
+        self.potential = model.to(device).eval().recompute_blocks(low_memory)
         self.device = torch.device(device)
         self.dtype = next(self.potential.parameters()).dtype
         if compile:

@@ -110,6 +110,7 @@ class TaskConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     dens: DensConfig = field(default_factory=DensConfig)
     nonfinite_loss: str = "stop"  # a NaN or infinite training loss: stop (naming step and batch) or skip
+    recompute_blocks: bool = False  # recompute each block in the backward pass: less memory, more time
 
 
 @dataclass

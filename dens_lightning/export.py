@@ -118,10 +118,15 @@ def trace(potential: Potential, device: str | torch.device = "cpu") -> torch.exp
     device = torch.device(device)
     module = ForceField(potential.to(device).eval())
     example = graph_inputs(example_batch(potential, device))
+    recompute = potential.backbone.recompute_blocks  # a traced graph holds every operation once
+    potential.recompute_blocks(False)
     # no duck sizing: a size that happens to equal another (2 structures, 2 rows of edge_index) must
     # not be tied to it
-    with torch.enable_grad(), fx_config.patch(use_duck_shape=False):
-        traced = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
+    try:
+        with torch.enable_grad(), fx_config.patch(use_duck_shape=False):
+            traced = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
+    finally:
+        potential.recompute_blocks(recompute)
     atoms, edges, structures = Dim("atoms", min=1), Dim("edges", min=1), Dim("structures", min=1)
     shapes = ({0: atoms}, {0: atoms}, {0: structures}, {0: atoms}, {1: edges}, {0: edges})
     return torch.export.export(traced, example, dynamic_shapes=shapes, strict=False)

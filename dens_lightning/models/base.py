@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..data.graph import Graph
 
@@ -49,6 +50,17 @@ class Backbone(nn.Module):
     def __init__(self, config: BackboneConfig):
         super().__init__()
         self.config = config
+        self.recompute_blocks = False  # see run_block; set by Potential.recompute_blocks
+
+    def run_block(self, block, *args):
+        """``block(*args)``, one interaction or transformer block. With ``recompute_blocks`` set, the
+        block keeps no activations for the backward pass but runs again inside it
+        (``torch.utils.checkpoint``): the force backward then holds one block's edge tensors at a
+        time instead of all of them, for one more forward pass of compute. For systems too large for
+        memory otherwise."""
+        if self.recompute_blocks and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
 
     @property
     def cutoff(self) -> float:

@@ -392,6 +392,6 @@ class Equiformer(Backbone):
             shape = (x.shape[0], *self.node_shape)
             x = x + checked_node_inputs(self.name, node_inputs, {NODE_INPUT_KEY: shape})[NODE_INPUT_KEY]
         for block in self.blocks:
-            x = block(x, sh, rbf, envelope, graph)
+            x = self.run_block(block, x, sh, rbf, envelope, graph)
         x = self.norm(x)
         return Features(scalars=x[:, 0], vectors=x[:, 1:4])

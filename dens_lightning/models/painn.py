@@ -131,6 +131,23 @@ class PaiNNNoiseHead(NoiseHead):
         return v[:, :, 0]
 
 
+def interaction(
+    message: Message,
+    update: Update,
+    s: Tensor,
+    v: Tensor | None,
+    rbf: Tensor,
+    envelope: Tensor,
+    unit: Tensor,
+    graph: Graph,
+) -> tuple[Tensor, Tensor]:
+    """One message and one update block, each added to the features (residual)."""
+    ds, dv = message(s, v, rbf, envelope, unit, graph)
+    s, v = s + ds, dv if v is None else v + dv
+    ds, dv = update(s, v)
+    return s + ds, v + dv
+
+
 @register_backbone
 class PaiNN(Backbone):
     name = "painn"
@@ -169,10 +186,7 @@ class PaiNN(Backbone):
             s = s + node_inputs.get("scalars", 0.0)
             v = node_inputs.get("vectors")
         for message, update in zip(self.messages, self.updates):
-            ds, dv = message(s, v, rbf, envelope, unit, graph)
-            s, v = s + ds, dv if v is None else v + dv
-            ds, dv = update(s, v)
-            s, v = s + ds, v + dv
+            s, v = self.run_block(interaction, message, update, s, v, rbf, envelope, unit, graph)
         if v is None:  # no interactions
             v = s.new_zeros(s.shape[0], 3, s.shape[1])
         return Features(scalars=s, vectors=v)

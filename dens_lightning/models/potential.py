@@ -57,6 +57,13 @@ class Potential(nn.Module):
     def cutoff(self) -> float:
         return self.backbone.cutoff
 
+    def recompute_blocks(self, enabled: bool = True) -> Potential:
+        """Force evaluations that keep no block's activations for the backward pass but recompute
+        them there, one block at a time (:meth:`~dens_lightning.models.base.Backbone.run_block`):
+        less memory for large systems, one more forward pass of compute. Returns ``self``."""
+        self.backbone.recompute_blocks = enabled
+        return self
+
     def prepare(self, graph: Graph) -> Graph:
         return with_neighbors(graph, self.cutoff, self.neighbor_backend)
 

@@ -92,5 +92,5 @@ class SchNet(Backbone):
             shapes = {"scalars": tuple(x.shape)}
             x = x + checked_node_inputs(self.name, node_inputs, shapes)["scalars"]
         for interaction in self.interactions:
-            x = x + interaction(x, rbf, envelope, graph)
+            x = x + self.run_block(interaction, x, rbf, envelope, graph)
         return Features(scalars=x)

@@ -55,6 +55,7 @@ class EnergyForceTask(NonFiniteLossGuard, lightning.LightningModule):
         self.task_cfg = OmegaConf.create(task)
         self.finetune_cfg = OmegaConf.create(finetune or {"freeze_backbone": False, "backbone_lr_scale": 1.0})
         self.potential = Potential.build(model_name, model_hparams, neighbor_backend=neighbor_backend)
+        self.potential.recompute_blocks(bool(self.task_cfg.get("recompute_blocks", False)))
         self.register_buffer("loss_scale", torch.ones(()))
         self.val_metrics = EnergyForceMetrics()
         self.test_metrics = EnergyForceMetrics()

@@ -48,6 +48,7 @@ class DenoisingPretraining(NonFiniteLossGuard, lightning.LightningModule):
         self.save_hyperparameters()
         self.task_cfg = OmegaConf.create(task)
         self.backbone = build_backbone(model_name, model_hparams)
+        self.backbone.recompute_blocks = bool(self.task_cfg.get("recompute_blocks", False))
         self.noise_head = build_noise_head(self.backbone)
         self.neighbor_backend = neighbor_backend
         self.seed = torch.initial_seed()
