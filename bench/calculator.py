@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import calls_per_second, machine, median_range, run_trial, write_section  # noqa: E402
-from peers import CUTOFF, PAIRS, WORK, prepare_data, read_frames, schnetpack_model  # noqa: E402
+from peers import (  # noqa: E402
+    CUTOFF,
+    PAIRS,
+    WORK,
+    prepare_data,
+    read_frames,
+    schnetpack_calculator,
+    schnetpack_model,
+)
 
 MODELS = ("SchNet", "PaiNN")
 CODES = ("ours", "ours-compiled", "schnetpack")
@@ -42,25 +49,11 @@ def our_potential(model: str):
 def calculator(code: str, model: str):
     """The calculator of ``code`` for ``model``."""
     if code == "schnetpack":
-        import schnetpack.transform as trn
         import torch
-        from schnetpack.interfaces import SpkCalculator
 
         (name, hparams), _ = PAIRS[model]
         torch.manual_seed(0)
-        model_file = WORK / f"calculator-{name}.pt"
-        torch.save(schnetpack_model(name, hparams).eval(), model_file)
-        # SpkCalculator unpickles a whole model, which torch >= 2.6 refuses by default; this is the
-        # file the trial has just written (as in peers.py)
-        os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-        return SpkCalculator(
-            model_file=str(model_file),
-            neighbor_list=trn.MatScipyNeighborList(cutoff=CUTOFF),
-            energy_key="energy",
-            force_key="forces",
-            energy_unit="eV",
-            position_unit="Ang",
-        )
+        return schnetpack_calculator(schnetpack_model(name, hparams), WORK / f"calculator-{name}.pt")
     from dens_lightning.calculator import DensCalculator
 
     return DensCalculator(our_potential(model), compile=code == "ours-compiled")

@@ -165,6 +165,27 @@ def schnetpack_model(name: str, hparams: dict):
     )
 
 
+def schnetpack_calculator(model, model_file: Path, device: str = "cpu"):
+    """schnetpack's ``SpkCalculator`` (``MatScipyNeighborList``) on ``model``, saved to ``model_file``."""
+    import schnetpack.transform as trn
+    import torch
+    from schnetpack.interfaces import SpkCalculator
+
+    torch.save(model.eval(), model_file)
+    # SpkCalculator unpickles a whole model, which torch >= 2.6 refuses by default; this is the file
+    # just written, so allow it (torch's documented escape hatch)
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+    return SpkCalculator(
+        model_file=str(model_file),
+        neighbor_list=trn.MatScipyNeighborList(cutoff=CUTOFF),
+        energy_key="energy",
+        force_key="forces",
+        energy_unit="eV",
+        position_unit="Ang",
+        device=device,
+    )
+
+
 def schnetpack(name: str, hparams: dict, measure_loop: bool, device: str) -> dict:
     import pytorch_lightning as pl
     import schnetpack as spk
@@ -172,7 +193,7 @@ def schnetpack(name: str, hparams: dict, measure_loop: bool, device: str) -> dic
     import torch
     import torchmetrics
     from schnetpack.data import AtomsDataModule
-    from schnetpack.interfaces import AtomsConverter, SpkCalculator
+    from schnetpack.interfaces import AtomsConverter
 
     torch.manual_seed(0)
     model = schnetpack_model(name, hparams)
@@ -234,20 +255,7 @@ def schnetpack(name: str, hparams: dict, measure_loop: bool, device: str) -> dic
         trainer.fit(task, datamodule=datamodule)
         result["loop"] = timer.throughput()
         result["data_share"] = 100 * timer.data_fraction()
-        model_file = run_dir / "model.pt"
-        torch.save(model.eval(), model_file)
-        # SpkCalculator unpickles a whole model, which torch >= 2.6 refuses by default; this is the
-        # file the trial has just written, so allow it (torch's documented escape hatch)
-        os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-        calculator = SpkCalculator(
-            model_file=str(model_file),
-            neighbor_list=trn.MatScipyNeighborList(cutoff=CUTOFF),
-            energy_key="energy",
-            force_key="forces",
-            energy_unit="eV",
-            position_unit="Ang",
-            device=device,
-        )
+        calculator = schnetpack_calculator(model, run_dir / "model.pt", device)
         frames = read_frames()
         result["calculator"] = calls_per_second(calculator, frames[0])
         converter = AtomsConverter(
