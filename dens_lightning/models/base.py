@@ -7,6 +7,7 @@ into energies or noise vectors; tasks own the losses. A backbone never knows whi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -52,7 +53,7 @@ class Backbone(nn.Module):
         self.config = config
         self.recompute_blocks = False  # see run_block; set by Potential.recompute_blocks
 
-    def run_block(self, block, *args):
+    def run_block(self, block: Callable[..., Any], *args: Any) -> Any:
         """``block(*args)``, one interaction or transformer block. With ``recompute_blocks`` set, the
         block keeps no activations for the backward pass but runs again inside it
         (``torch.utils.checkpoint``): the force backward then holds one block's edge tensors at a
