@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -239,9 +240,12 @@ def calls_per_second(calculator, atoms, calls: int = 50) -> float:
     return 1.0 / median
 
 
-# the two ways a trial's malloc runs: as a script of yours (no tunable) and as the command line,
-# which restarts itself with glibc's huge pages (dens_lightning.allocator.restart_with_huge_pages)
-MALLOC_CONDITIONS = (("plain", {"GLIBC_TUNABLES": None}), ("huge", {"GLIBC_TUNABLES": HUGE_PAGES}))
+# malloc as the command line runs it: it restarts itself with glibc's huge pages
+# (dens_lightning.allocator.restart_with_huge_pages)
+HUGE_PAGES_ENV = {"GLIBC_TUNABLES": HUGE_PAGES}
+# trial conditions (label, extra arguments, environment) for alternating_trials: a script of yours
+# (no tunable) and the command line
+MALLOC_CONDITIONS = (("plain", (), {"GLIBC_TUNABLES": None}), ("huge", (), HUGE_PAGES_ENV))
 
 
 def alternating(items: Sequence, repeat: int) -> list:
@@ -249,24 +253,39 @@ def alternating(items: Sequence, repeat: int) -> list:
     return list(items) if repeat % 2 == 0 else list(items)[::-1]
 
 
+def trial_environment(env: dict[str, str | None] | None = None) -> dict[str, str]:
+    """This process's environment on 2 threads, warnings off, with ``env``: variables to set, or to
+    unset where the value is None."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
+    environment.update(env or {})
+    return {name: value for name, value in environment.items() if value is not None}
+
+
 def run_trial(
     script: str | Path, *args: str, cwd: Path | None = None, env: dict[str, str | None] | None = None
 ) -> str:
-    """Run ``script --trial args`` in its own process on 2 threads; its last line of output. ``env``:
-    variables to set, or to unset where the value is None."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
-    environment.update(env or {})
+    """Run ``script --trial args`` in its own process (:func:`trial_environment` with ``env``); its last
+    line of output."""
     done = subprocess.run(
         [sys.executable, str(Path(script).resolve()), "--trial", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={name: value for name, value in environment.items() if value is not None},
+        env=trial_environment(env),
     )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{Path(script).name} --trial {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return lines[-1]
+
+
+def alternating_trials(script: str | Path, conditions: Sequence, repeat: int, *args: str) -> dict[str, dict]:
+    """One :func:`run_trial` of ``script args`` per condition ``(label, extra arguments, env)``, in
+    :func:`alternating` order for ``repeat``; each trial's JSON result by label, in that order."""
+    return {
+        label: json.loads(run_trial(script, *args, *extra, env=env))
+        for label, extra, env in alternating(conditions, repeat)
+    }
 
 
 def runner_loop(

@@ -21,11 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     MALLOC_CONDITIONS,
-    alternating,
+    alternating_trials,
     machine,
     median_range,
     our_step,
-    run_trial,
     timed,
     write_section,
 )
@@ -72,8 +71,9 @@ def main() -> int:
     results: dict[tuple[str, str], list[dict]] = {}
     for repeat in range(args.repeats):
         for model, batch in CASES.items():
-            for label, env in alternating(MALLOC_CONDITIONS, repeat):
-                result = json.loads(run_trial(__file__, model, str(batch), env=env))
+            for label, result in alternating_trials(
+                __file__, MALLOC_CONDITIONS, repeat, model, str(batch)
+            ).items():
                 results.setdefault((model, label), []).append(result)
                 print(model, batch, label, result, flush=True)
     rows = [

@@ -12,7 +12,6 @@ set ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` themselves: the same setting, no r
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -20,10 +19,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BATCH, ROOT, machine, write_section  # noqa: E402
+from common import BATCH, HUGE_PAGES_ENV, ROOT, machine, trial_environment, write_section  # noqa: E402
 from peers import CUTOFF, PAIRS, WORK, prepare_data  # noqa: E402
-
-from dens_lightning.allocator import HUGE_PAGES  # noqa: E402
 
 # group -> a frame (py-spy's "function (file:line)") that puts a sample in it
 GROUPS = {
@@ -89,10 +86,11 @@ def profile(label: str, steps: int, directory: Path) -> dict[str, int]:
         str(Path(sys.executable).with_name("py-spy")), "record", "--rate", "200", "--format", "raw",
         "--output", str(raw), "--", sys.executable, "-m", "dens_lightning", stage, "--no-progress",
         "--run-dir", str(directory / "run"), *run_overrides(stage, overrides),
-        f"trainer.max_steps={steps // STEP_SCALE.get(label, 1)}", "trainer.limit_val_batches=0",
+        f"trainer.max_steps={steps}", "trainer.limit_val_batches=0",
     ]  # fmt: skip
-    env = {**os.environ, "GLIBC_TUNABLES": HUGE_PAGES, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        command, cwd=ROOT, env=trial_environment(HUGE_PAGES_ENV), capture_output=True, text=True
+    )
     if done.returncode != 0 or not raw.exists():
         raise RuntimeError(f"py-spy of {label} failed:\n{done.stderr[-3000:]}")
     return group_samples(raw.read_text())
@@ -108,13 +106,14 @@ def main() -> int:
     header = f"| run | steps | {' | '.join(LOOP)} | {' | '.join(outside)} (of the process) |"
     rows = [header, "|---" * (len(LOOP) + 4) + "|"]
     for label in RUNS:
+        steps = args.steps // STEP_SCALE.get(label, 1)
         with tempfile.TemporaryDirectory() as directory:
-            counts = profile(label, args.steps, Path(directory))
+            counts = profile(label, steps, Path(directory))
         print(label, counts, flush=True)
         loop = sum(counts[name] for name in LOOP)
         shares = [f"{100 * counts[name] / loop:.1f} %" for name in LOOP]
         shares += [f"{100 * counts[name] / sum(counts.values()):.0f} %" for name in ("imports", "other")]
-        rows.append(f"| {label} | {args.steps // STEP_SCALE.get(label, 1)} | {' | '.join(shares)} |")
+        rows.append(f"| {label} | {steps} | {' | '.join(shares)} |")
     lines = [
         "## Where a training run's time goes (py-spy)",
         "",

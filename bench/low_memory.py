@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import HUGE_PAGES, alternating, machine, run_trial, write_section  # noqa: E402
+from common import HUGE_PAGES_ENV, alternating_trials, machine, write_section  # noqa: E402
 from scaling import measure  # noqa: E402
 
-CONDITIONS = (("kept", "0"), ("recomputed", "1"))
+CONDITIONS = (("kept", ("0",), HUGE_PAGES_ENV), ("recomputed", ("1",), HUGE_PAGES_ENV))  # recompute flag
 
 
 def main() -> int:
@@ -41,10 +41,7 @@ def main() -> int:
     count = 0
     for name in args.backbones:
         for size in args.sizes:
-            cases = {}
-            for label, flag in alternating(CONDITIONS, count):
-                trial = run_trial(__file__, name, str(size), flag, env={"GLIBC_TUNABLES": HUGE_PAGES})
-                cases[label] = json.loads(trial)
+            cases = alternating_trials(__file__, CONDITIONS, count, name, str(size))
             count += 1
             kept, recomputed = cases["kept"], cases["recomputed"]
             rows.append(

@@ -30,10 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     MALLOC_CONDITIONS,
-    alternating,
+    alternating_trials,
     machine,
     peak_rss_mb,
-    run_trial,
     timed,
     write_section,
 )
@@ -102,9 +101,7 @@ def main() -> int:
     for name in args.backbones:
         for kind in ("molecule", "cell"):
             for size in args.sizes:
-                cases = {}
-                for label, env in alternating(MALLOC_CONDITIONS, count):
-                    cases[label] = json.loads(run_trial(__file__, name, kind, str(size), env=env))
+                cases = alternating_trials(__file__, MALLOC_CONDITIONS, count, name, kind, str(size))
                 count += 1
                 plain, huge = cases["plain"], cases["huge"]
                 rows.append(

@@ -78,3 +78,19 @@ def test_py_spy_samples_go_to_the_deepest_group():
     assert counts["rest of the training loop"] == 6
     assert counts["other"] == 7
     assert sum(counts.values()) == 28
+
+
+def test_alternating_trials_swap_order_and_pass_each_conditions_arguments_and_environment(tmp_path):
+    from common import alternating_trials
+
+    script = tmp_path / "trial.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "print(json.dumps({'args': sys.argv[2:], 'tunables': os.environ.get('GLIBC_TUNABLES')}))\n"
+    )
+    conditions = (("a", ("1",), {"GLIBC_TUNABLES": None}), ("b", ("2",), {"GLIBC_TUNABLES": "x=1"}))
+    first = alternating_trials(script, conditions, 0, "case")
+    assert list(first) == ["a", "b"]
+    assert first["a"] == {"args": ["case", "1"], "tunables": None}
+    assert first["b"] == {"args": ["case", "2"], "tunables": "x=1"}
+    assert list(alternating_trials(script, conditions, 1, "case")) == ["b", "a"]
