@@ -36,7 +36,7 @@ class DensCalculator(Calculator):
     ``low_memory=True`` recomputes each block's activations in the force backward instead of keeping
     them (:meth:`~dens_lightning.models.potential.Potential.recompute_blocks`), for systems too large
     for memory otherwise: 0.36-0.65x the peak memory of 1,000- and 5,000-atom cells, 1.1-2.4x the time
-    of a call (BENCHMARKS.md, low-memory). Eager models only.
+    of a call (BENCHMARKS.md, low-memory). Eager models only; set on (or off) the Potential you pass.
 
     The model runs in its own precision (float64 models give float64 dynamics). ``batch`` evaluates
     many structures in one call (one batched forward). Creating one tunes glibc's malloc for large
