@@ -77,6 +77,7 @@ class NoiseConfig:
     sigma: float = 0.1  # Å; with sigma_max, the low end of a log-uniform range per structure
     sigma_max: float | None = None  # Å; null: fixed sigma
     atom_fraction: float = 1.0  # probability that an atom is corrupted (the loss covers those)
+    head_blocks: int = 0  # message-passing blocks of the noise head before its readout
 
 
 @dataclass
@@ -90,9 +91,22 @@ class DensConfig:
     sigma: float = 0.05  # Å, std of the noise; with sigma_max the low end of a log-uniform range
     sigma_max: float | None = None  # Å; per structure, log-uniform in [sigma, sigma_max]; null: fixed
     weight: float = 5.0  # finetune: weight of the noise loss
+    head_blocks: int = 1  # finetune: message-passing blocks of the noise head before its readout
     decay: str = "linear"  # finetune: linear (weight falls to 0 over training, MD17) or none
     force_encoding: bool = True  # encode the corrupted atoms' forces (false: the paper's ablation)
-    energy_on_corrupted: bool = True  # finetune: the original energy also supervises corrupted structures
+    energy_on_corrupted: bool = False  # finetune: the original energy also supervises corrupted structures
+    forces_on_corrupted: bool = True  # finetune: uncorrupted atoms of corrupted structures supervise forces
+    diagnostics_every_n_steps: int = 100  # finetune: log each term's gradient norm every N steps; 0: off
+
+
+@dataclass
+class LossConfig:
+    """The form of each loss term (:mod:`dens_lightning.tasks.losses`): squared, or norm (the DeNS
+    reference's L1 on energies and per-atom error-vector norms on forces and noise)."""
+
+    energy: str = "norm"
+    forces: str = "norm"
+    noise: str = "norm"
 
 
 @dataclass
@@ -100,7 +114,8 @@ class TaskConfig:
     lr: float = 5e-4
     weight_decay: float = 0.0
     energy_weight: float = 1.0  # on per-atom energy, in units of the energy scale
-    forces_weight: float = 1.0  # on force components, in units of the energy scale per Å
+    forces_weight: float = 80.0  # on forces, in units of the energy scale per Å
+    loss: LossConfig = field(default_factory=LossConfig)
     scheduler: str = "cosine"  # cosine, plateau, none
     warmup_steps: int = 50
     min_lr_ratio: float = 0.01  # cosine floor, as a fraction of lr
@@ -229,6 +244,7 @@ def validate(cfg: DictConfig) -> None:
     import lightning
 
     from .tasks.faults import POLICIES
+    from .tasks.losses import FORMS
 
     model_hyperparameters(cfg)
     accepted = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self", "callbacks", "logger"}
@@ -282,6 +298,14 @@ def validate(cfg: DictConfig) -> None:
         ),
         ("task.dens.weight", cfg.task.dens.weight >= 0, "a non-negative number"),
         ("task.dens.decay", cfg.task.dens.decay in ("linear", "none"), "one of linear, none"),
+        ("task.dens.head_blocks", cfg.task.dens.head_blocks >= 0, "an integer >= 0"),
+        ("task.noise.head_blocks", cfg.task.noise.head_blocks >= 0, "an integer >= 0"),
+        (
+            "task.dens.diagnostics_every_n_steps",
+            cfg.task.dens.diagnostics_every_n_steps >= 0,
+            "an integer >= 0 (0: off)",
+        ),
+        *[(f"task.loss.{k}", cfg.task.loss[k] in FORMS, "one of " + ", ".join(FORMS)) for k in cfg.task.loss],
         ("task.lr", cfg.task.lr > 0, "a positive number"),
         ("task.energy_weight", cfg.task.energy_weight >= 0, "a non-negative number"),
         ("task.forces_weight", cfg.task.forces_weight >= 0, "a non-negative number"),
@@ -316,15 +340,7 @@ def validate(cfg: DictConfig) -> None:
         raise InputError(
             "config: data.embedded.smiles is empty and data.embedded.smiles_file is null; give one"
         )
-    if cfg.task.dens.enabled and cfg.task.dens.force_encoding:
-        name = cfg.model.get("name")
-        from .models import BACKBONES
-
-        if name in BACKBONES and not BACKBONES[name].supports_force_encoding:
-            raise InputError(
-                f"config: task.dens.force_encoding: model.name={name!r} cannot take encoded forces; "
-                "set task.dens.force_encoding=false or use a backbone that can"
-            )
+    check_backbone_supports(cfg)
     unbounded = cfg.trainer.get("max_epochs") == -1 and cfg.trainer.get("max_steps", -1) in (None, -1)
     decaying = cfg.task.dens.enabled and cfg.task.dens.decay == "linear" and cfg.stage == "finetune"
     if unbounded and (cfg.task.scheduler == "cosine" or decaying):
@@ -337,6 +353,30 @@ def validate(cfg: DictConfig) -> None:
         raise InputError("config: data.source: qm9 has no energy or force labels; use it to pretrain")
     if cfg.stage == "finetune" and cfg.task.energy_weight == 0 and cfg.task.forces_weight == 0:
         raise InputError("config: task.energy_weight and task.forces_weight are both 0; nothing to train")
+
+
+def check_backbone_supports(cfg: DictConfig) -> None:
+    """DeNS's force encoding and the noise heads' message-passing blocks need the backbone's own."""
+    from .models import BACKBONES
+
+    name = cfg.model.get("name")
+    if name not in BACKBONES:
+        return
+    backbone = BACKBONES[name]
+    if cfg.task.dens.enabled and cfg.task.dens.force_encoding and not backbone.supports_force_encoding:
+        raise InputError(
+            f"config: task.dens.force_encoding: model.name={name!r} cannot take encoded forces; "
+            "set task.dens.force_encoding=false or use a backbone that can"
+        )
+    blocks = {"task.noise.head_blocks": cfg.task.noise.head_blocks}
+    if cfg.task.dens.enabled and cfg.stage == "finetune":
+        blocks["task.dens.head_blocks"] = cfg.task.dens.head_blocks
+    for key, count in blocks.items():
+        if count > 0 and not backbone.supports_head_blocks:
+            raise InputError(
+                f"config: {key}={count}: model.name={name!r} has no message-passing block for a noise "
+                f"head (Backbone.make_head_block); set {key}=0"
+            )
 
 
 def to_yaml(cfg: DictConfig) -> str:

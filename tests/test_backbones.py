@@ -279,10 +279,16 @@ def test_paired_list_gives_what_any_order_of_edges_gives(name, periodic, molecul
 # ------------------------------------------------------------------ noise heads
 
 
-def make_noise_predictor(name: str, dtype: torch.dtype) -> DenoisingPretraining:
+def make_noise_predictor(name: str, dtype: torch.dtype, blocks: int = 0) -> DenoisingPretraining:
     torch.manual_seed(0)
-    task = DenoisingPretraining(name, dict(SMALL.get(name, {})), {"lr": 1e-3, "noise": {"sigma": 0.1}})
+    noise = {"sigma": 0.1, "head_blocks": blocks}
+    task = DenoisingPretraining(name, dict(SMALL.get(name, {})), {"lr": 1e-3, "noise": noise})
     return task.to(dtype).eval()
+
+
+@pytest.fixture(params=[0, 1], ids=["readout", "message-passing head"])
+def head_blocks(request):
+    return request.param
 
 
 def predict_noise(task, z, pos, dtype):
@@ -290,10 +296,12 @@ def predict_noise(task, z, pos, dtype):
     return task.predict_noise(graph, graph.pos).detach()
 
 
-def test_noise_prediction_is_equivariant(name, dtype, molecules):
+def test_noise_prediction_is_equivariant(name, dtype, head_blocks, molecules):
     """The noise head's output is a vector per atom: it rotates (and reflects, where the backbone
-    claims parity) with the molecule, ignores translations and follows a permutation of the atoms."""
-    task = make_noise_predictor(name, dtype)
+    claims parity) with the molecule, ignores translations and follows a permutation of the atoms;
+    with a message-passing block before its readout too."""
+    task = make_noise_predictor(name, dtype, head_blocks)
+    assert len(task.noise_head.message_blocks) == head_blocks
     tol = DTYPES[dtype]
     for z, pos in molecules:
         n0 = predict_noise(task, z, pos, dtype)
@@ -309,20 +317,25 @@ def test_noise_prediction_is_equivariant(name, dtype, molecules):
         torch.testing.assert_close(predict_noise(task, z[perm], pos[perm], dtype), n0[perm], **tol)
 
 
-def test_noise_prediction_of_a_batch_equals_molecules_one_by_one(name, dtype, batch_of, molecules):
-    task = make_noise_predictor(name, dtype)
+def test_noise_prediction_of_a_batch_equals_molecules_one_by_one(
+    name, dtype, head_blocks, batch_of, molecules
+):
+    task = make_noise_predictor(name, dtype, head_blocks)
     graph = batch_of(dtype)
     batched = task.predict_noise(graph, graph.pos).detach()
     one_by_one = torch.cat([predict_noise(task, z, pos, dtype) for z, pos in molecules])
     torch.testing.assert_close(batched, one_by_one, **DTYPES[dtype])
 
 
-def test_edge_noise_head_is_equivariant_batches_and_ignores_edge_order(molecules):
-    """DeNS's noise head for scalar-only backbones (no derivative): it rotates and reflects with the
-    molecule, ignores translations, follows a permutation of the atoms, gives on a batch what it gives
-    on each molecule, and gives the same on a shuffled unpaired edge list."""
+@pytest.mark.parametrize("blocks", [0, 1])
+def test_edge_noise_head_is_equivariant_batches_and_ignores_edge_order(blocks, molecules):
+    """DeNS's noise head for scalar-only backbones (no derivative), with and without a SchNet
+    interaction before it: it rotates and reflects with the molecule, ignores translations, follows
+    a permutation of the atoms, gives on a batch what it gives on each molecule, and gives the same
+    on a shuffled unpaired edge list."""
     potential = make_potential("schnet", torch.float64)
-    head = EdgeNoiseHead(potential.backbone.num_features, potential.backbone.cutoff).double()
+    head = build_noise_head(potential.backbone, differentiate=False, blocks=blocks).double()
+    assert isinstance(head, EdgeNoiseHead) and len(head.message_blocks) == blocks
     assert not head.needs_position_grad
     tol = DTYPES[torch.float64]
 
@@ -370,7 +383,7 @@ def test_encoded_forces_enter_equivariantly_and_only_where_masked(name, molecule
     potential = make_potential(name, torch.float64)
     encoder = potential.backbone.make_force_encoder().double()
     encoder.set_force_scale(0.7)
-    head = build_noise_head(potential.backbone, differentiate=False).double()  # as DeNS builds it
+    head = build_noise_head(potential.backbone, differentiate=False, blocks=1).double()  # as DeNS builds it
     z, pos = molecules[1]
     given = torch.as_tensor(np.random.default_rng(4).normal(size=(len(z), 3)))
     mask = torch.zeros(len(z), dtype=torch.bool)

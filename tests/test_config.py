@@ -23,12 +23,19 @@ def leaf_keys(node, prefix=""):
 
 # Keys that only one stage reads, and which its packaged default therefore leaves out.
 OTHER_STAGE_KEYS = {
-    "finetune": {"task.noise.sigma", "task.noise.sigma_max", "task.noise.atom_fraction"}
+    "finetune": {
+        "task.noise.sigma",
+        "task.noise.sigma_max",
+        "task.noise.atom_fraction",
+        "task.noise.head_blocks",
+    }
     | {f"data.qm9.{k}" for k in ("molecules", "samples", "displacement", "seed")},
     "pretrain": {"task.energy_weight", "task.forces_weight", "finetune.freeze_backbone"}
     | {"finetune.backbone_lr_scale"}
     | {f"task.dens.{k}" for k in ("probability", "corrupt_ratio", "sigma", "sigma_max", "weight", "decay")}
-    | {"task.dens.energy_on_corrupted"},
+    | {"task.dens.energy_on_corrupted", "task.dens.forces_on_corrupted", "task.dens.head_blocks"}
+    | {"task.dens.diagnostics_every_n_steps"}
+    | {"task.loss.energy", "task.loss.forces"},
 }
 
 
@@ -85,6 +92,9 @@ def test_overrides_win_over_file_over_default(tmp_path):
         ("task.nonfinite_loss=ignore", "task.nonfinite_loss"),
         ("data.min_distance=-1", "data.min_distance"),
         ("task.dens.probability=1.5", "task.dens.probability"),
+        ("task.loss.forces=cubed", "task.loss.forces"),
+        ("task.loss.energi=norm", "task.loss.energi"),
+        ("task.dens.head_blocks=-1", "task.dens.head_blocks"),
         ("trainer.max_epochs=-1", "trainer.max_epochs=-1 without trainer.max_steps"),
     ],
 )

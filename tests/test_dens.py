@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from dens_lightning.artifacts import read_metadata
 from dens_lightning.cli import main
 from dens_lightning.data.graph import collate
-from dens_lightning.tasks.dens import DENS, Corruption, dens_weight, draw, masked_mse, structures_with
+from dens_lightning.tasks.dens import DENS, Corruption, dens_weight, draw, structures_with
 from dens_lightning.tasks.finetune import EnergyForceTask
+from dens_lightning.tasks.losses import vector_loss
 
 from .conftest import TINY_EMBEDDED, molecule_graph, random_molecule
 from .test_backbones import SMALL
@@ -133,8 +134,34 @@ def test_force_loss_covers_uncorrupted_atoms_and_energy_loss_uncorrupted_structu
     expected_e = (per_atom[~touched] / scale).pow(2).mean()
     torch.testing.assert_close(parts["forces_loss"].value, expected_f)
     torch.testing.assert_close(parts["energy_loss"].value, expected_e)
-    noise = masked_mse(predicted, corruption.target, mask).value
+    noise = vector_loss(predicted, corruption.target, "squared", mask).value
     torch.testing.assert_close(noise, (predicted - corruption.target)[mask].pow(2).mean())
+
+
+@pytest.mark.parametrize("form", ["squared", "norm"])
+def test_forces_on_corrupted_false_keeps_only_clean_structures_in_the_force_loss(form):
+    """Uncorrupted atoms next to a displaced one keep labels of the undisplaced structure; with
+    ``forces_on_corrupted=false`` no atom of a corrupted structure enters the force loss, and the
+    diagnostics report the force error on both groups of uncorrupted atoms."""
+    task = dens_task(forces_on_corrupted=False).train()
+    task.task_cfg.loss = {"energy": form, "forces": form, "noise": form}
+    batch = labelled_batch(sizes=(5, 8, 11, 6))
+    corruption = task.dens_corruption(batch, step=0)
+    touched = structures_with(corruption.mask, batch)
+    assert touched.any() and (~touched).any()
+    terms = task.dens_terms(batch, corruption)
+    out, predicted = task.dens_forward(batch, corruption)
+    clean = ~touched[batch.batch]
+    delta = (out["forces"] - batch.forces)[clean] / task.loss_scale
+    expected = delta.pow(2).mean() if form == "squared" else delta.norm(dim=1).mean()
+    torch.testing.assert_close(terms["forces_loss"].value, expected)
+    errors = 1e3 * (out["forces"] - batch.forces).abs().detach()
+    torch.testing.assert_close(terms["forces_mae_clean"].value, errors[clean].mean())
+    beside = ~clean & ~corruption.mask
+    torch.testing.assert_close(terms["forces_mae_beside_noise"].value, errors[beside].mean())
+    delta = predicted[corruption.mask] - corruption.target[corruption.mask]
+    expected = delta.pow(2).mean() if form == "squared" else delta.norm(dim=1).mean()
+    torch.testing.assert_close(terms["noise_loss"].value, expected)
 
 
 def test_encoded_forces_reach_only_corrupted_atoms_and_fixed_atoms_never_move():
@@ -186,13 +213,31 @@ def train_losses(run_dir):
     return steps, val
 
 
+def val_metrics(run_dir):
+    with open(run_dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return [(r["val/forces_mae_meV_per_A"], r["val/energy_mae_meV"]) for r in rows if r.get("val/loss")]
+
+
 @pytest.mark.slow
-def test_probability_zero_trains_exactly_like_plain_training(tmp_path):
+@pytest.mark.parametrize("form", ["norm", "squared"])
+def test_probability_zero_trains_exactly_like_plain_training(form, tmp_path):
+    """With the default EMA and gradient clipping (which the DeNS modules' zero gradients must not
+    perturb), PaiNN with DeNS at probability 0 trains step for step as without DeNS, in both loss
+    forms."""
     common = [
         "finetune",
-        *FAST,
-        *SCHNET_TINY,
-        "trainer.max_epochs=2",
+        "--no-progress",
+        *TINY_EMBEDDED,
+        "data.batch_size=4",
+        "task.warmup_steps=2",
+        "model.name=painn",
+        *[f"model.{k}={v}" for k, v in SMALL["painn"].items()],
+        f"task.loss.energy={form}",
+        f"task.loss.forces={form}",
+        f"task.loss.noise={form}",
+        "trainer.gradient_clip_val=0.5",  # small enough that clipping acts on most steps
+        "trainer.max_epochs=3",
         "trainer.log_every_n_steps=1",
         "seed=3",
     ]
@@ -202,6 +247,12 @@ def test_probability_zero_trains_exactly_like_plain_training(tmp_path):
     plain, dens0 = train_losses(tmp_path / "plain"), train_losses(tmp_path / "dens0")
     assert len(plain[0]) > 10 and plain[1]
     assert plain == dens0  # the same numbers, step by step
+    assert val_metrics(tmp_path / "plain") == val_metrics(tmp_path / "dens0")
+    with open(tmp_path / "plain" / "metrics.csv") as handle:
+        norms = [
+            float(r["train/grad_norm_step"]) for r in csv.DictReader(handle) if r.get("train/grad_norm_step")
+        ]
+    assert sum(n > 0.5 for n in norms) > len(norms) // 2  # clipping did act
 
 
 @pytest.mark.slow
@@ -209,13 +260,17 @@ def test_probability_zero_trains_exactly_like_plain_training(tmp_path):
 def test_dens_finetune_through_the_cli(name, tmp_path):
     small = [f"model.{k}={v}" for k, v in SMALL[name].items()]
     argv = ["finetune", "--run-dir", str(tmp_path / "run"), *FAST, f"model.name={name}", *small]
-    assert main([*argv, "trainer.max_epochs=2", "task.dens.enabled=true", "task.dens.probability=0.5"]) == 0
+    dens = ["task.dens.enabled=true", "task.dens.probability=0.5", "task.dens.diagnostics_every_n_steps=2"]
+    assert main([*argv, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", *dens]) == 0
     with open(tmp_path / "run" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     noise = [float(r["train/noise_loss_step"]) for r in rows if r.get("train/noise_loss_step")]
     weights = [float(r["train/dens_weight_step"]) for r in rows if r.get("train/dens_weight_step")]
     assert noise and any(v > 0 for v in noise)
     assert weights[0] > weights[-1]  # linear decay
+    for diagnostic in ("forces_mae_clean", "forces_mae_beside_noise", "grad_norm", "grad_norm_noise"):
+        values = [float(r[f"train/{diagnostic}_step"]) for r in rows if r.get(f"train/{diagnostic}_step")]
+        assert values and all(np.isfinite(values)) and max(values) > 0, diagnostic
     assert any(r.get("val/noise_loss") for r in rows) is False  # validation never corrupts
     metadata = read_metadata(tmp_path / "run" / "model.safetensors")
     assert metadata["data"]["dens"]["probability"] == 0.5
@@ -258,9 +313,10 @@ def test_dens_pretraining_needs_forces(tmp_path, capsys):
     assert "no forces found" in err and "task.dens.force_encoding=false" in err and "\n" not in err
 
 
-def test_by_default_every_structure_energy_is_fitted_to_its_original_label():
-    """The reference code's choice: one pass at the corrupted positions, the energy loss over all
-    structures against the original energies; forces still only for uncorrupted atoms."""
+def test_energy_on_corrupted_fits_every_structure_energy_to_its_original_label():
+    """``energy_on_corrupted=true``, the reference code's choice: one pass at the corrupted
+    positions, the energy loss over all structures against the original energies; forces still
+    only for uncorrupted atoms."""
     task = dens_task(energy_on_corrupted=True).train()
     batch = labelled_batch()
     _, parts = task.dens_losses(batch)  # step 0 outside a trainer: the same draws as below

@@ -68,6 +68,68 @@ def test_dens_on_and_off_doubles_the_arms(tmp_path):
     ]
 
 
+def test_dens_ablation_and_equal_time_arms():
+    """Arms for the DeNS comparison: plain, DeNS, DeNS without force encoding (on the ablation seeds
+    only) and plain training for the DeNS run's wall time, from scratch only."""
+    spec = TransferConfig(
+        sizes=[4],
+        seeds=[0, 1],
+        dens=["off", "on", "no_encoding"],
+        starts=["scratch"],
+        equal_time=True,
+        ablation_seeds=[1],
+    )
+    names = [arm.name for arm in arms(spec)]
+    assert names == ["scratch", "scratch+dens", "scratch+dens-no-encoding", "scratch@dens-time"]
+    ablation = arms(spec)[2]
+    assert ablation.overrides == ["task.dens.enabled=True", "task.dens.force_encoding=false"]
+    runs = [run_dir.name for *_, run_dir in TransferExperiment(spec, "unused").runs()]
+    assert "scratch+dens-no-encoding-n4-seed1" in runs and "scratch+dens-no-encoding-n4-seed0" not in runs
+    assert len(runs) == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("dens: [maybe]", "dens"),
+        ("starts: [warm]", "starts"),
+        ("dens: [true]\nequal_time: true", "equal_time"),
+        ("steps: 0", "steps"),
+    ],
+)
+def test_bad_dens_experiment_keys_are_named(tmp_path, text, named):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"sizes: [4]\n{text}\n")
+    with pytest.raises(InputError, match=named):
+        load_experiment(path)
+
+
+@pytest.mark.slow
+def test_dens_experiment_runs_its_arms_and_reports_ratios(tmp_path):
+    """Plain, DeNS, the ablation and the equal-time arm through the command line; the equal-time
+    run gets the plain budget scaled by the DeNS run's wall time over the plain run's."""
+    config = tmp_path / "dens.yaml"
+    text = TINY.replace("seeds: [0, 1]", "seeds: [0]").replace("sizes: [4, 8]", "sizes: [8]")
+    config.write_text(
+        text + "starts: [scratch]\ndens: [false, true, no_encoding]\nequal_time: true\nsteps: 6\n"
+    )
+    out = tmp_path / "exp"
+    argv = ["experiment", "transfer", "--config", str(config), "--run-dir", str(out), "--no-progress"]
+    assert main(argv) == 0
+    rows = {r["arm"]: r for r in read_rows(out)}
+    assert set(rows) == {"scratch", "scratch+dens", "scratch+dens-no-encoding", "scratch@dens-time"}
+    assert not (out / "pretrain").exists()
+    walls = {arm: float(rows[arm]["wall_seconds"]) for arm in ("scratch", "scratch+dens")}
+    expected = max(1, round(6 * walls["scratch+dens"] / walls["scratch"]))
+    assert int(rows["scratch@dens-time"]["steps"]) == expected
+    assert int(rows["scratch"]["steps"]) == 6
+    summary = (out / "summary.md").read_text()
+    assert "| 8 | scratch+dens / scratch | 1 |" in summary
+    assert "| 8 | scratch+dens-no-encoding / scratch | 1 |" in summary
+    assert "DeNS against plain training" in summary
+    assert (out / "training_curves.png").stat().st_size > 10_000
+
+
 def test_bad_experiment_keys_are_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("sizes: [4]\nseedz: [0]\n")

@@ -18,7 +18,8 @@ from dens_lightning.models import BACKBONES
 from dens_lightning.models.base import Backbone, BackboneConfig, Features, register_backbone
 from dens_lightning.models.heads import GradientNoiseHead, build_noise_head
 from dens_lightning.models.potential import Potential
-from dens_lightning.tasks.dens import PRETRAIN, PRETRAIN_VALIDATION, corrupt, draw, masked_cosine, masked_mse
+from dens_lightning.tasks.dens import PRETRAIN, PRETRAIN_VALIDATION, corrupt, draw, masked_cosine
+from dens_lightning.tasks.losses import vector_loss
 from dens_lightning.tasks.pretrain import DenoisingPretraining
 
 from .conftest import molecule_graph, random_molecule
@@ -100,13 +101,16 @@ def test_masked_losses():
     target = torch.randn(10, 3)
     mask = torch.zeros(10, dtype=torch.bool)
     prediction = torch.zeros(10, 3, requires_grad=True)
-    empty = masked_mse(prediction, target, mask).value
+    empty = vector_loss(prediction, target, "squared", mask).value
     assert empty.item() == 0.0
     empty.backward()  # still in the graph: every rank of a DDP run gets a gradient
     assert prediction.grad is not None
     mask[:4] = True
-    assert masked_mse(torch.zeros(10, 3), target, mask).value.item() == pytest.approx(
+    assert vector_loss(torch.zeros(10, 3), target, "squared", mask).value.item() == pytest.approx(
         target[:4].pow(2).mean().item()
+    )
+    assert vector_loss(torch.zeros(10, 3), target, "norm", mask).value.item() == pytest.approx(
+        target[:4].norm(dim=1).mean().item()
     )
     assert masked_cosine(target, target, mask).value.item() == pytest.approx(1.0)
     assert masked_cosine(-target, target, mask).value.item() == pytest.approx(-1.0)

@@ -47,10 +47,22 @@ def test_readme_backbone_passes_the_conformance_suite(mynet, tmp_path, capsys):
         suite.test_permutation(mynet, dtype, molecules)
         suite.test_batch_equals_molecules_one_by_one(mynet, dtype, batch_of, molecules)
         suite.test_periodic_images_wrapping_changes_nothing(mynet, dtype)
-        suite.test_noise_prediction_is_equivariant(mynet, dtype, molecules)
+        suite.test_noise_prediction_is_equivariant(mynet, dtype, 0, molecules)
     suite.test_forces_are_minus_finite_difference_gradient(mynet, molecules)
     suite.test_stress_is_the_strain_derivative_of_the_energy(mynet)
     suite.test_no_gradient_leaks_between_molecules(mynet, batch_of)
     suite.test_energy_smooth_as_atom_crosses_cutoff(mynet)
     suite.test_backbones_without_force_encoding_refuse_node_inputs(mynet, molecules)
     suite.test_every_backbone_pretrains_and_finetunes_through_the_cli(mynet, tmp_path, capsys)
+
+
+def test_dens_on_a_backbone_without_head_blocks_names_the_key(mynet):
+    from dens_lightning.config import load_config
+    from dens_lightning.errors import InputError
+
+    dens = [f"model.name={mynet}", "task.dens.enabled=true", "task.dens.force_encoding=false"]
+    with pytest.raises(InputError, match="task.dens.head_blocks=1") as err:
+        load_config("finetune", overrides=dens)
+    assert "\n" not in str(err.value)
+    load_config("finetune", overrides=[*dens, "task.dens.head_blocks=0"])
+    load_config("pretrain", overrides=[f"model.name={mynet}"])  # pretraining's default head has no blocks

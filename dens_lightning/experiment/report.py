@@ -1,6 +1,8 @@
 """The experiment's report: ``results.csv`` (one row per run), ``learning_curve.png`` (test MAE
 against training-set size, log-log, one line per arm: the mean over seeds, the band from the lowest
-to the highest seed) and ``summary.md`` (the table, pretrained/scratch ratios, matched scratch sizes). With
+to the highest seed), ``training_curves.png`` (validation force MAE against the optimizer step, one
+line per run) and ``summary.md`` (the table, pretrained/scratch ratios, matched scratch sizes, and
+with DeNS arms their ratios to plain training from the same start). With
 ``energy_bins``, also ``energy_bins.csv`` and ``error_by_energy.png``: the test RMSE in equal-count
 bins of each test structure's energy above the test set's lowest, and a table of it in the summary."""
 
@@ -23,6 +25,7 @@ COLUMNS = (
     "dens",
     "train_size",
     "seed",
+    "steps",
     "n_structures",
     "energy_mae_meV",
     "energy_rmse_meV",
@@ -91,6 +94,81 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
     save_png(figure, path)
 
 
+def validation_curve(run_dir: Path) -> tuple[list[int], list[float]]:
+    """Steps and validation force MAE (meV/Å) logged in a run's ``metrics.csv``."""
+    path = run_dir / "metrics.csv"
+    if not path.exists():
+        return [], []
+    with open(path, newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("val/forces_mae_meV_per_A")]
+    return [int(float(r["step"])) for r in rows], [float(r["val/forces_mae_meV_per_A"]) for r in rows]
+
+
+def plot_training_curves(path: Path, rows: list[dict], title: str) -> None:
+    """Validation force MAE against the optimizer step, one line per run, one colour per arm, at the
+    largest training-set size."""
+    size = max(row["train_size"] for row in rows)
+    figure, axes = new_figure(1)
+    colours = {}
+    for row in sorted(rows, key=lambda r: (r["arm"], r["seed"])):
+        if row["train_size"] != size:
+            continue
+        steps, values = validation_curve(Path(row["run_dir"]))
+        if not steps:
+            continue
+        label = None if row["arm"] in colours else row["arm"]
+        (line,) = axes.plot(steps, values, color=colours.get(row["arm"]), label=label, linewidth=1)
+        colours.setdefault(row["arm"], line.get_color())
+    axes.set_yscale("log")
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("validation force MAE (meV/Å)")
+    axes.grid(True, which="both", alpha=0.3)
+    if colours:
+        axes.legend()
+    figure.suptitle(f"{title}: {size} training structures")
+    save_png(figure, path)
+
+
+def dens_ratios(rows: list[dict]) -> list[str]:
+    """Markdown rows: each DeNS (or equal-time) arm's test MAE over the plain arm's of the same start
+    and size, forces and energies, from the seed means, with the per-seed force ratios."""
+    lines = []
+    groups: dict[tuple[int, str], dict[int, dict]] = {}
+    for row in rows:
+        groups.setdefault((row["train_size"], row["arm"]), {})[row["seed"]] = row
+    for (size, arm), runs in sorted(groups.items()):
+        start = arm.split("+")[0].split("@")[0]
+        plain = groups.get((size, start))
+        if arm == start or not plain:
+            continue
+        seeds = sorted(set(runs) & set(plain))
+        if not seeds:
+            continue
+        ratio = {}
+        for key in ("forces_mae_meV_per_A", "energy_mae_meV"):
+            mine = statistics.fmean(float(runs[s][key]) for s in seeds)
+            ratio[key] = mine / statistics.fmean(float(plain[s][key]) for s in seeds)
+        per_seed = ", ".join(
+            f"{float(runs[s]['forces_mae_meV_per_A']) / float(plain[s]['forces_mae_meV_per_A']):.3f}"
+            for s in seeds
+        )
+        lines.append(
+            f"| {size} | {arm} / {start} | {len(seeds)} | {ratio['forces_mae_meV_per_A']:.3f} ({per_seed}) "
+            f"| {ratio['energy_mae_meV']:.3f} |"
+        )
+    if not lines:
+        return []
+    return [
+        "",
+        "Test MAE of each DeNS arm over plain training from the same start (below 1: better), seed "
+        "means over the seeds both have; forces per seed in brackets:",
+        "",
+        "| training structures | arms | seeds | force MAE ratio | energy MAE ratio |",
+        "|---|---|---|---|---|",
+        *lines,
+    ]
+
+
 def summary(rows: list[dict], title: str) -> str:
     lines = [
         f"# {title}",
@@ -128,6 +206,7 @@ def summary(rows: list[dict], title: str) -> str:
             "| training structures | arms | ratio | scratch structures for the same force MAE |",
         ]
         lines += ["|---|---|---|---|", *ratios]
+    lines += dens_ratios(rows)
     return "\n".join(lines) + "\n"
 
 
@@ -267,8 +346,10 @@ def write_report(out: Path, rows: list[dict], spec) -> None:
     write_csv(out / "results.csv", rows)
     if not rows:
         return
-    title = f"Transfer experiment {spec.name}: pretrained against scratch"
+    compared = "pretrained against scratch" if len(spec.starts) > 1 else "DeNS against plain training"
+    title = f"Transfer experiment {spec.name}: {compared}"
     plot(out / "learning_curve.png", rows, title)
+    plot_training_curves(out / "training_curves.png", rows, title)
     text = summary(rows, title)
     binned = binned_errors(rows, spec.energy_bins) if spec.energy_bins else []
     if binned:

@@ -2,8 +2,10 @@
 
 Pretrain once (or reuse a model file), then finetune from the pretrained backbone and from scratch at
 several training-set sizes and seeds, with the same finetune budget for every arm, optionally with and
-without DeNS. Every run is a normal run directory under the experiment's folder; a finished run is
-read back, an interrupted one resumed, so the whole experiment picks up where it stopped.
+without DeNS (and DeNS without force encoding, the paper's ablation), and optionally a plain arm
+given the wall time of the DeNS arm (``equal_time``). Every run is a normal run directory under the
+experiment's folder; a finished run is read back, an interrupted one resumed, so the whole
+experiment picks up where it stopped.
 
 The splits are drawn here, once, and written to each run's ``splits.json``: validation and test sets
 are the same for every run, and the training sets of one seed are nested (the 50 structures of the
@@ -17,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -41,7 +44,12 @@ class TransferConfig:
     finetune: list[str] = field(default_factory=list)  # overrides of every finetune run (data, budget)
     sizes: list[int] = field(default_factory=lambda: [16, 32, 64])  # training-set sizes
     seeds: list[int] = field(default_factory=lambda: [0, 1])
-    dens: list[bool] = field(default_factory=lambda: [False])  # [false, true]: with and without DeNS
+    # DeNS settings of the arms: false (off), true (on), no_encoding (on, without force encoding)
+    dens: list[Any] = field(default_factory=lambda: [False])
+    starts: list[str] = field(default_factory=lambda: ["scratch", "pretrained"])  # which starts to run
+    steps: int | None = None  # optimizer steps of every finetune run (trainer.max_steps); null: as set
+    equal_time: bool = False  # also a plain arm with the steps the DeNS arm's wall time affords
+    ablation_seeds: list[int] | None = None  # seeds of the no_encoding arm; null: every seed
     validation: int = 16  # validation structures, the same for every run
     test: int = 64  # test structures, the same for every run (0 when data.test names a file)
     split_seed: int = 0  # draws the validation and test sets
@@ -49,14 +57,39 @@ class TransferConfig:
     #                       structure's energy above the test set's lowest (one molecule: a temperature proxy)
 
 
+DENS_SETTINGS = {"off": [], "on": [], "no_encoding": ["task.dens.force_encoding=false"]}
+DENS_NAMES = {"off": "", "on": "+dens", "no_encoding": "+dens-no-encoding"}
+STARTS = ("scratch", "pretrained")
+
+
+def dens_setting(value: Any) -> str:
+    """``off``, ``on`` or ``no_encoding`` from a YAML value (booleans too)."""
+    text = str(value).lower()
+    setting = {"false": "off", "true": "on"}.get(text, text)
+    if setting not in DENS_SETTINGS:
+        raise InputError(f"experiment: dens: {value!r}: expected false, true or no_encoding")
+    return setting
+
+
 @dataclass(frozen=True)
 class Arm:
     pretrained: bool
-    dens: bool
+    dens: str = "off"  # off, on, no_encoding
+    equal_time: bool = False  # plain training for the wall time of the arm's DeNS twin
 
     @property
     def name(self) -> str:
-        return ("pretrained" if self.pretrained else "scratch") + ("+dens" if self.dens else "")
+        base = ("pretrained" if self.pretrained else "scratch") + DENS_NAMES[self.dens]
+        return base + ("@dens-time" if self.equal_time else "")
+
+    @property
+    def overrides(self) -> list[str]:
+        return [f"task.dens.enabled={self.dens != 'off'}", *DENS_SETTINGS[self.dens]]
+
+    @property
+    def twins(self) -> tuple[Arm, Arm]:
+        """For an equal-time arm: the plain and DeNS arms whose wall times set its budget."""
+        return Arm(self.pretrained), Arm(self.pretrained, "on")
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> TransferConfig:
@@ -80,11 +113,23 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Tra
         raise InputError(f"{path}: seeds: expected at least one seed")
     if spec.energy_bins < 0:
         raise InputError(f"{path}: energy_bins {spec.energy_bins}: expected 0 (off) or a number of bins")
+    spec.dens = [dens_setting(value) for value in spec.dens]
+    unknown = [start for start in spec.starts if start not in STARTS]
+    if unknown or not spec.starts:
+        raise InputError(f"{path}: starts {spec.starts}: expected some of {', '.join(STARTS)}")
+    if spec.steps is not None and spec.steps < 1:
+        raise InputError(f"{path}: steps {spec.steps}: expected a number of optimizer steps >= 1")
+    if spec.equal_time and not {"off", "on"} <= set(spec.dens):
+        raise InputError(f"{path}: equal_time needs the arms it matches: dens must hold false and true")
     return spec
 
 
 def arms(spec: TransferConfig) -> list[Arm]:
-    return [Arm(pretrained, dens) for dens in spec.dens for pretrained in (False, True)]
+    starts = [start == "pretrained" for start in STARTS if start in spec.starts]
+    out = [Arm(pretrained, dens_setting(dens)) for dens in spec.dens for pretrained in starts]
+    if spec.equal_time:
+        out += [Arm(pretrained, equal_time=True) for pretrained in starts]
+    return out
 
 
 def draw_splits(total: int, spec: TransferConfig, explicit_test: bool) -> tuple[dict, dict[int, np.ndarray]]:
@@ -161,7 +206,31 @@ class TransferExperiment:
         for size in sorted(self.spec.sizes):
             for seed in self.spec.seeds:
                 for arm in arms(self.spec):
+                    if arm.dens == "no_encoding" and seed not in (self.spec.ablation_seeds or [seed]):
+                        continue
                     yield arm, size, seed, self.out / "runs" / f"{arm.name}-n{size}-seed{seed}"
+
+    def max_steps(self) -> int:
+        """The optimizer steps of a finetune run: ``steps``, else ``trainer.max_steps`` of the
+        finetune overrides (equal-time arms need it)."""
+        if self.spec.steps is not None:
+            return self.spec.steps
+        cfg = self._finetune_config()
+        steps = cfg.trainer.get("max_steps", -1)
+        if steps is None or steps < 1:
+            raise InputError("experiment: equal_time needs a step budget: set steps or trainer.max_steps")
+        return int(steps)
+
+    def equal_time_steps(self, arm: Arm, size: int, seed: int) -> int:
+        """Steps for an equal-time arm: the plain budget times the DeNS twin's wall time over the
+        plain twin's (both finished runs of the same size and seed)."""
+        walls = []
+        for twin in arm.twins:
+            wall = self.out / "runs" / f"{twin.name}-n{size}-seed{seed}" / "wall_seconds.txt"
+            if not wall.exists():
+                raise InputError(f"experiment: {wall}: the {twin.name} run must finish before {arm.name}")
+            walls.append(float(wall.read_text()))
+        return max(1, round(self.max_steps() * walls[1] / walls[0]))
 
     def finetune(self, arm: Arm, seed: int, run_dir: Path, data: Path, total: int, indices: dict, pretrained):
         """One finetune run on the given split, skipped when finished and resumed when interrupted."""
@@ -172,12 +241,12 @@ class TransferExperiment:
             return
         if not (run_dir / "splits.json").exists():
             write_splits(run_dir / "splits.json", seed, total, data, indices)
-        overrides = [
-            *self.spec.finetune,
-            f"data.path={data}",
-            f"seed={seed}",
-            f"task.dens.enabled={arm.dens}",
-        ]
+        overrides = [*self.spec.finetune, f"data.path={data}", f"seed={seed}", *arm.overrides]
+        if arm.equal_time:
+            size = len(indices["train"])
+            overrides.append(f"trainer.max_steps={self.equal_time_steps(arm, size, seed)}")
+        elif self.spec.steps is not None:
+            overrides.append(f"trainer.max_steps={self.spec.steps}")
         source = pretrained if arm.pretrained else None
         resume = (run_dir / "checkpoints" / "last.ckpt").exists()
         cfg = finetune_config(source, overrides=overrides if source else [*self.spec.model, *overrides])
@@ -192,7 +261,7 @@ class TransferExperiment:
 
         data, total, test_file = self.data_file()
         fixed, pools = draw_splits(total, self.spec, bool(test_file))
-        pretrained = self.pretrained_model()
+        pretrained = self.pretrained_model() if "pretrained" in self.spec.starts else None
         test = None
         for arm, size, seed, run_dir in self.runs():
             indices = {**fixed, "train": np.sort(pools[seed][:size])}
@@ -213,6 +282,7 @@ class TransferExperiment:
             if not metrics_file.exists():
                 continue
             row = {"arm": arm.name, "pretrained": arm.pretrained, "dens": arm.dens}
+            row["steps"] = run_steps(run_dir)
             row |= {"train_size": size, "seed": seed, **json.loads(metrics_file.read_text())}
             wall = run_dir / "wall_seconds.txt"
             row["wall_seconds"] = float(wall.read_text()) if wall.exists() else None
@@ -222,6 +292,15 @@ class TransferExperiment:
 
 
 STRUCTURE_ERRORS = "test_structures.csv"
+
+
+def run_steps(run_dir: Path) -> int | None:
+    """The optimizer steps a finished run was given (its resolved ``config.yaml``)."""
+    config = run_dir / "config.yaml"
+    if not config.exists():
+        return None
+    steps = OmegaConf.load(config).trainer.get("max_steps")
+    return int(steps) if steps is not None and steps > 0 else None
 
 
 def write_test_structure_errors(run_dir: Path, test) -> None:

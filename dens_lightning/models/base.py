@@ -21,10 +21,12 @@ from ..data.graph import Graph
 @dataclass
 class Features:
     """Per-atom features: invariant ``scalars`` [N, F]; equivariant ``vectors`` [N, 3, F] (polar,
-    Cartesian x, y, z) where the backbone has them."""
+    Cartesian x, y, z) where the backbone has them; all degrees ``irreps`` [N, (lmax+1)^2, C] where
+    the backbone has higher ones."""
 
     scalars: Tensor
     vectors: Tensor | None = None
+    irreps: Tensor | None = None
 
 
 @dataclass
@@ -42,11 +44,13 @@ class Backbone(nn.Module):
     name: ClassVar[str]
     Config: ClassVar[type[BackboneConfig]] = BackboneConfig
     supports_force_encoding: ClassVar[bool] = False  # set for you: whether make_force_encoder is defined
+    supports_head_blocks: ClassVar[bool] = False  # set for you: whether make_head_block is defined
     parity: ClassVar[bool] = True  # whether outputs are equivariant under reflections too (E(3), not SE(3))
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         cls.supports_force_encoding = cls.make_force_encoder is not Backbone.make_force_encoder
+        cls.supports_head_blocks = cls.make_head_block is not Backbone.make_head_block
 
     def __init__(self, config: BackboneConfig):
         super().__init__()
@@ -86,6 +90,11 @@ class Backbone(nn.Module):
     def make_noise_head(self) -> nn.Module | None:
         """A denoising head suited to this backbone's features (e.g. from its vector channel), or
         None for the generic gradient head (:class:`dens_lightning.models.heads.GradientNoiseHead`)."""
+        return None
+
+    def make_head_block(self) -> nn.Module | None:
+        """A fresh message-passing block of this backbone's kind, ``(Features, graph) -> Features``,
+        that a noise head runs before its readout (``task.dens.head_blocks``); None where there is none."""
         return None
 
 

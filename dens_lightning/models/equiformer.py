@@ -345,24 +345,60 @@ class EquiformerNoiseHead(NoiseHead):
         super().__init__()
         self.linear = nn.Linear(channels, 1, bias=False)
 
-    def forward(self, features: Features, graph) -> Tensor:
+    def readout(self, features: Features, graph) -> Tensor:
         return self.linear(features.vectors).squeeze(-1)
 
 
+class EdgeGeometry:
+    """Spherical harmonics per edge, Gaussians of the distance per pair and the cosine envelope per
+    pair and per edge (:func:`pair_vectors`, :func:`both_directions`). A mixin of the modules that
+    need them: it sets ``rbf`` (keeping the backbone's state-dict keys) and ``sh_parity``."""
+
+    def init_geometry(self, config: EquiformerConfig) -> None:
+        self.lmax, self.envelope_cutoff = config.lmax, float(config.cutoff)
+        self.rbf = GaussianRBF(config.num_rbf, config.cutoff)
+        self.register_buffer("sh_parity", (-1.0) ** degree_of_row(config.lmax), persistent=False)
+
+    def geometry(self, graph: Graph) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        vec, distance = pair_vectors(graph)
+        sh = o3.spherical_harmonics(list(range(self.lmax + 1)), vec, True, normalization="component")
+        sh = both_directions(graph, sh, self.sh_parity)  # Y_l(-r) = (-1)^l Y_l(r)
+        envelope = cosine_cutoff(distance, self.envelope_cutoff)
+        return sh, self.rbf(distance), envelope, both_directions(graph, envelope)
+
+
+def irreps_features(x: Tensor) -> Features:
+    """Features of the dense irreps layout: ``0e`` scalars, ``1o`` vectors and all degrees."""
+    return Features(scalars=x[:, 0], vectors=x[:, 1:4], irreps=x)
+
+
+class EquiformerHeadBlock(EdgeGeometry, nn.Module):
+    """One more transformer block (graph attention and feed-forward) and the output norm, on all
+    degrees of Equiformer's features, for a noise head (the DeNS reference's head block)."""
+
+    def __init__(self, config: EquiformerConfig):
+        super().__init__()
+        self.init_geometry(config)
+        self.block = TransformerBlock(config)
+        self.norm = EquivariantLayerNorm(config.lmax, config.num_channels)
+
+    def forward(self, features: Features, graph: Graph) -> Features:
+        sh, rbf, _, envelope = self.geometry(graph)
+        return irreps_features(self.norm(self.block(features.irreps, sh, rbf, envelope, graph)))
+
+
 @register_backbone
-class Equiformer(Backbone):
+class Equiformer(EdgeGeometry, Backbone):
     name = "equiformer"
     Config = EquiformerConfig
 
     def __init__(self, config: EquiformerConfig):
         super().__init__(config)
-        self.lmax = config.lmax
-        self.rbf = GaussianRBF(config.num_rbf, config.cutoff)
+        self.init_geometry(config)
         self.atom_embedding = nn.Embedding(config.max_z + 1, config.num_channels, padding_idx=0)
         self.edge_degree = EdgeDegreeEmbedding(config)
         self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
         self.norm = EquivariantLayerNorm(config.lmax, config.num_channels)
-        self.register_buffer("sh_parity", (-1.0) ** degree_of_row(config.lmax), persistent=False)
 
     @property
     def num_features(self) -> int:
@@ -376,22 +412,19 @@ class Equiformer(Backbone):
     def make_noise_head(self) -> nn.Module:
         return EquiformerNoiseHead(self.config.num_channels)
 
+    def make_head_block(self) -> nn.Module:
+        return EquiformerHeadBlock(self.config)
+
     def make_force_encoder(self) -> nn.Module:
         return IrrepsForceEncoder(self.lmax, self.config.num_channels)
 
     def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
-        vec, distance = pair_vectors(graph)
-        sh = o3.spherical_harmonics(list(range(self.lmax + 1)), vec, True, normalization="component")
-        sh = both_directions(graph, sh, self.sh_parity)  # Y_l(-r) = (-1)^l Y_l(r)
-        rbf = self.rbf(distance)
-        envelope = cosine_cutoff(distance, self.cutoff)
-        x = self.edge_degree(graph.z, sh, rbf, envelope, graph)
-        envelope = both_directions(graph, envelope)
+        sh, rbf, pair_envelope, envelope = self.geometry(graph)
+        x = self.edge_degree(graph.z, sh, rbf, pair_envelope, graph)
         x = torch.cat([x[:, :1] + self.atom_embedding(graph.z)[:, None], x[:, 1:]], dim=1)
         if node_inputs:
             shape = (x.shape[0], *self.node_shape)
             x = x + checked_node_inputs(self.name, node_inputs, {NODE_INPUT_KEY: shape})[NODE_INPUT_KEY]
         for block in self.blocks:
             x = self.run_block(block, x, sh, rbf, envelope, graph)
-        x = self.norm(x)
-        return Features(scalars=x[:, 0], vectors=x[:, 1:4])
+        return irreps_features(self.norm(x))

@@ -62,11 +62,24 @@ class NoiseHead(nn.Module):
     A head is not part of the backbone: the pretrain task owns it and finetuning drops it.
     ``needs_position_grad`` says whether the head differentiates with respect to the positions
     (the task must then make them require grad before the backbone runs).
+
+    ``message_blocks``: message-passing blocks of the backbone's own kind (``Backbone.make_head_block``),
+    run on the features before the per-atom :meth:`readout`, so the head sees its neighbourhood
+    (the DeNS reference's noise head is a full graph-attention block).
     """
 
     needs_position_grad: bool = False
 
+    def __init__(self, blocks: list[nn.Module] | None = None):
+        super().__init__()
+        self.message_blocks = nn.ModuleList(blocks or [])
+
     def forward(self, features: Features, graph) -> Tensor:
+        for block in self.message_blocks:
+            features = block(features, graph)
+        return self.readout(features, graph)
+
+    def readout(self, features: Features, graph) -> Tensor:
         raise NotImplementedError
 
 
@@ -78,12 +91,12 @@ class GradientNoiseHead(NoiseHead):
 
     needs_position_grad = True
 
-    def __init__(self, num_features: int, hidden: int | None = None):
-        super().__init__()
+    def __init__(self, num_features: int, hidden: int | None = None, blocks: list[nn.Module] | None = None):
+        super().__init__(blocks)
         # no output bias: a constant offset of s has no gradient, so it would be unused (DDP)
         self.mlp = scalar_mlp(num_features, hidden, output_bias=False)
 
-    def forward(self, features: Features, graph) -> Tensor:
+    def readout(self, features: Features, graph) -> Tensor:
         scalar = self.mlp(features.scalars).sum()
         keep = self.training
         (grad,) = torch.autograd.grad(scalar, graph.pos, create_graph=keep, retain_graph=keep)
@@ -99,8 +112,15 @@ class EdgeNoiseHead(NoiseHead):
     r̂_ij``); here the pair weights are predicted directly, so training differentiates once less: a DeNS
     step already takes the second derivative through the forces."""
 
-    def __init__(self, num_features: int, cutoff: float, hidden: int | None = None, num_rbf: int = 50):
-        super().__init__()
+    def __init__(
+        self,
+        num_features: int,
+        cutoff: float,
+        hidden: int | None = None,
+        num_rbf: int = 50,
+        blocks: list[nn.Module] | None = None,
+    ):
+        super().__init__(blocks)
         hidden = hidden or max(num_features // 2, 1)
         self.cutoff = cutoff
         self.center = nn.Linear(num_features, hidden)
@@ -110,11 +130,12 @@ class EdgeNoiseHead(NoiseHead):
         self.weight = nn.Sequential(
             ShiftedSoftplus(), nn.Linear(hidden, hidden), ShiftedSoftplus(), nn.Linear(hidden, 1)
         )
-        xavier_init(self)
+        for layer in (self.center, self.neighbor, self.radial, self.weight):
+            xavier_init(layer)
         with torch.no_grad():  # starts near zero noise (a loss near 1), as the gradient head does
             self.weight[-1].weight.mul_(0.01)
 
-    def forward(self, features: Features, graph) -> Tensor:
+    def readout(self, features: Features, graph) -> Tensor:
         j, i = graph.edge_index
         vec, distance = pair_vectors(graph)
         radial = both_directions(graph, self.radial(self.rbf(distance)))
@@ -127,13 +148,23 @@ class EdgeNoiseHead(NoiseHead):
         return noise.index_add(0, i, weighted)
 
 
-def build_noise_head(backbone, differentiate: bool = True) -> NoiseHead:
+def build_noise_head(backbone, differentiate: bool = True, blocks: int = 0) -> NoiseHead:
     """The backbone's own noise head when it brings one (vector or irreps backbones); else the
     gradient head (``differentiate``: pretraining, as in Wang et al.) or the edge head (DeNS), which
-    any backbone with a graph can use."""
-    own = backbone.make_noise_head()
-    if own is not None:
-        return own
-    if differentiate:
-        return GradientNoiseHead(backbone.num_features)
-    return EdgeNoiseHead(backbone.num_features, backbone.cutoff)
+    any backbone with a graph can use. ``blocks`` message-passing blocks of the backbone's kind run
+    before the head's readout (a backbone without :meth:`make_head_block` is refused)."""
+    extra = []
+    for _ in range(blocks):
+        block = backbone.make_head_block()
+        if block is None:
+            raise ValueError(f"{backbone.name} has no message-passing block for a noise head (head_blocks)")
+        extra.append(block)
+    head = backbone.make_noise_head()
+    if head is None:
+        if differentiate:
+            head = GradientNoiseHead(backbone.num_features)
+        else:
+            head = EdgeNoiseHead(backbone.num_features, backbone.cutoff)
+    if extra:
+        head.message_blocks.extend(extra)
+    return head

@@ -113,6 +113,31 @@ class GatedEquivariantBlock(nn.Module):
         return self.scalar_activation(s_out), gate[:, None, :] * self.v1(v)
 
 
+def geometry(graph: Graph, rbf: SineRBF, cutoff: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Radial basis and cosine envelope per pair, unit vector from each atom to its neighbour per edge."""
+    vec, distance = pair_vectors(graph)
+    unit = both_directions(graph, vec / distance[:, None], -1.0)
+    return rbf(distance), cosine_cutoff(distance, cutoff), unit
+
+
+class PaiNNHeadBlock(nn.Module):
+    """One more PaiNN interaction (message and update) on the backbone's features, for a noise head."""
+
+    def __init__(self, config: PaiNNConfig):
+        super().__init__()
+        self.cutoff = config.cutoff
+        self.rbf = SineRBF(config.num_rbf, config.cutoff)
+        self.message = Message(config.hidden_channels, config.num_rbf)
+        self.update = Update(config.hidden_channels)
+        xavier_init(self)
+
+    def forward(self, features: Features, graph: Graph) -> Features:
+        rbf, envelope, unit = geometry(graph, self.rbf, self.cutoff)
+        s, v = features.scalars, features.vectors
+        s, v = interaction(self.message, self.update, s, v, rbf, envelope, unit, graph)
+        return Features(scalars=s, vectors=v)
+
+
 class PaiNNNoiseHead(NoiseHead):
     """Two gated equivariant blocks on PaiNN's features → one vector per atom: the predicted noise."""
 
@@ -124,7 +149,7 @@ class PaiNNNoiseHead(NoiseHead):
         )
         xavier_init(self)
 
-    def forward(self, features: Features, graph) -> Tensor:
+    def readout(self, features: Features, graph) -> Tensor:
         s, v = features.scalars, features.vectors
         for block in self.blocks:
             s, v = block(s, v)
@@ -169,14 +194,14 @@ class PaiNN(Backbone):
     def make_noise_head(self) -> nn.Module:
         return PaiNNNoiseHead(self.config.hidden_channels)
 
+    def make_head_block(self) -> nn.Module:
+        return PaiNNHeadBlock(self.config)
+
     def make_force_encoder(self) -> nn.Module:
         return VectorForceEncoder(self.config.hidden_channels)
 
     def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
-        vec, distance = pair_vectors(graph)
-        unit = both_directions(graph, vec / distance[:, None], -1.0)
-        rbf = self.rbf(distance)
-        envelope = cosine_cutoff(distance, self.cutoff)
+        rbf, envelope, unit = geometry(graph, self.rbf, self.cutoff)
         s = self.embedding(graph.z)
         v = None  # zero until the first message: skipped in it
         if node_inputs:  # DeNS force encoding: added to the initial scalar and vector features

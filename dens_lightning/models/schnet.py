@@ -61,6 +61,23 @@ class Interaction(nn.Module):
         return self.filter_to_out(aggregated)
 
 
+class SchNetHeadBlock(nn.Module):
+    """One more interaction block on SchNet's features, for a noise head (its own filters)."""
+
+    def __init__(self, config: SchNetConfig):
+        super().__init__()
+        self.cutoff = config.cutoff
+        self.rbf = GaussianRBF(config.num_rbf, config.cutoff)
+        self.interaction = Interaction(config.hidden_channels, config.num_filters, config.num_rbf)
+        xavier_init(self)
+
+    def forward(self, features: Features, graph: Graph) -> Features:
+        _, distance = pair_vectors(graph)
+        x = features.scalars
+        x = x + self.interaction(x, self.rbf(distance), cosine_cutoff(distance, self.cutoff), graph)
+        return Features(scalars=x)
+
+
 @register_backbone
 class SchNet(Backbone):
     name = "schnet"
@@ -79,6 +96,9 @@ class SchNet(Backbone):
     @property
     def num_features(self) -> int:
         return self.config.hidden_channels
+
+    def make_head_block(self) -> nn.Module:
+        return SchNetHeadBlock(self.config)
 
     def make_force_encoder(self) -> nn.Module:
         return EdgeProjectionForceEncoder(self.config.hidden_channels, self.config.cutoff)

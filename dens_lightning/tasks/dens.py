@@ -120,11 +120,6 @@ def corrupt(
     return Corruption(pos=pos + noise, noise=noise, sigma=atom_sigma, mask=mask)
 
 
-def masked_mse(prediction: Tensor, target: Tensor, mask: Tensor) -> Mean:
-    """Squared error per component over the masked atoms (0, still in the graph, when none are)."""
-    return masked_sum((prediction - target).pow(2), mask)
-
-
 def masked_cosine(prediction: Tensor, target: Tensor, mask: Tensor) -> Mean:
     """Cosine similarity between predicted and true noise vectors over the masked atoms."""
     return masked_sum(torch.nn.functional.cosine_similarity(prediction, target, dim=-1, eps=1e-12), mask)

@@ -14,16 +14,20 @@ from ..models.encoders import build_force_encoder
 from ..models.heads import build_noise_head
 from ..models.potential import Potential
 from . import optim
-from .dens import DENS, Corruption, corrupt, dens_weight, draw, masked_mse, select_structures, structures_with
+from .clipping import LoggedGradientClipping, gradient_norm
+from .dens import DENS, Corruption, corrupt, dens_weight, draw, select_structures, structures_with
 from .faults import NonFiniteLossGuard
 from .logging import log_epoch_means, log_parts
+from .losses import scalar_errors, vector_loss
 from .metrics import EnergyForceMetrics
 from .reduction import Mean, MeanAccumulator, combine, masked_sum
 
 
-class EnergyForceTask(NonFiniteLossGuard, lightning.LightningModule):
-    """Loss ``w_E · mean(((E - E_ref) / N / s)²) + w_F · mean(((F - F_ref) / s)²)``, with ``s`` the
-    training set's energy scale (force RMS) so both terms are of order one whatever the units.
+class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.LightningModule):
+    """Loss ``w_E · mean(err_E) + w_F · mean(err_F)`` with errors in the form ``task.loss`` chooses
+    (:mod:`.losses`): ``norm`` (default: ``|E - E_ref| / N / s`` per structure, ``‖F_i - F_ref,i‖ / s``
+    per atom) or ``squared``; ``s`` is the training set's force RMS, so terms are of order one
+    whatever the units.
 
     Forces are ``-dE/dpos`` by autograd, with ``create_graph`` only in training.
 
@@ -32,11 +36,14 @@ class EnergyForceTask(NonFiniteLossGuard, lightning.LightningModule):
     probability ``corrupt_ratio`` by N(0, sigma²) noise (fixed atoms never); the labelled forces of
     the corrupted atoms are encoded into the backbone's input; a separate noise head predicts
     ``eps / sigma`` for them. The loss becomes ``w_E L_E + w_F L_F(uncorrupted atoms) + w_dens(t)
-    L_noise(corrupted atoms)``, with one forward pass at the corrupted positions: ``L_E`` fits every
-    structure's predicted energy to its original label, as the reference code does
-    (``energy_on_corrupted=false``: only structures with no corrupted atom). Every term is a masked
-    mean that stays in the graph when its mask is empty (no DDP hang). Validation and test never
-    corrupt nor encode.
+    L_noise(corrupted atoms)``, with one forward pass at the corrupted positions: ``L_E`` covers the
+    structures with no corrupted atom (``energy_on_corrupted=true``: every structure, fitted to its
+    original label, as the reference code does). Every term is a masked mean that stays in the graph
+    when its mask is empty (no DDP hang). Validation and test never corrupt nor encode.
+
+    Diagnostics of a DeNS step (logged, not trained on): the force MAE on the atoms of clean
+    structures and on the uncorrupted atoms of corrupted ones, and every
+    ``dens.diagnostics_every_n_steps`` steps the gradient norm of each weighted term.
 
     Every mean is over the whole step or evaluation set on all devices (:mod:`.reduction`), and the
     DeNS draws are keyed by structure (:mod:`.dens`): W devices of batch B train like one of W·B.
@@ -71,7 +78,9 @@ class EnergyForceTask(NonFiniteLossGuard, lightning.LightningModule):
             # built from a forked RNG: the potential's initialisation and the data order do not change
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.dens_seed + 1)
-                self.noise_head = build_noise_head(self.potential.backbone, differentiate=False)
+                self.noise_head = build_noise_head(
+                    self.potential.backbone, differentiate=False, blocks=int(dens.get("head_blocks", 0))
+                )
                 if dens.force_encoding:
                     self.force_encoder = build_force_encoder(self.potential.backbone)
 
@@ -100,6 +109,10 @@ class EnergyForceTask(NonFiniteLossGuard, lightning.LightningModule):
         weights = {"energy_loss": self.task_cfg.energy_weight, "forces_loss": self.task_cfg.forces_weight}
         return {k: float(w) for k, w in weights.items() if w > 0}
 
+    def loss_form(self, term: str) -> str:
+        """``squared`` or ``norm`` for ``energy``, ``forces`` or ``noise`` (``task.loss``)."""
+        return self.task_cfg.get("loss", {}).get(term, "squared")
+
     def losses(
         self,
         out: dict[str, Tensor],
@@ -107,16 +120,18 @@ class EnergyForceTask(NonFiniteLossGuard, lightning.LightningModule):
         structures: Tensor | None = None,
         atoms: Tensor | None = None,
     ) -> dict[str, Mean]:
-        """The energy and force terms that have weight: squared errors per structure (energy per atom)
-        and per force component, in units of the scale; ``structures`` [B] and ``atoms`` [N] (bool)
+        """The energy and force terms that have weight, per structure (energy per atom) and per atom
+        (or force component), in units of the scale; ``structures`` [B] and ``atoms`` [N] (bool)
         restrict them (DeNS)."""
         scale = self.loss_scale
         terms: dict[str, Mean] = {}
         if self.task_cfg.energy_weight > 0:
             per_atom = (out["energy"] - batch.energy) / batch.num_atoms.to(out["energy"].dtype)
-            terms["energy_loss"] = masked_sum((per_atom / scale).pow(2), structures)
+            errors = scalar_errors(per_atom / scale, self.loss_form("energy"))
+            terms["energy_loss"] = masked_sum(errors, structures)
         if self.uses_forces:
-            terms["forces_loss"] = masked_sum(((out["forces"] - batch.forces) / scale).pow(2), atoms)
+            form = self.loss_form("forces")
+            terms["forces_loss"] = vector_loss(out["forces"] / scale, batch.forces / scale, form, atoms)
         return terms
 
     def training_step(self, batch: Graph, batch_idx: int) -> Tensor:
@@ -151,15 +166,21 @@ class EnergyForceTask(NonFiniteLossGuard, lightning.LightningModule):
 
     def dens_terms(self, batch: Graph, corruption: Corruption) -> dict[str, Mean]:
         """The energy and force terms (restricted as the class docstring says), ``noise_loss`` over the
-        corrupted atoms and ``corrupted_fraction`` (logged only)."""
+        corrupted atoms; logged only: ``corrupted_fraction`` and the force MAE (meV/Å) on the atoms
+        of clean structures (``forces_mae_clean``) and on the uncorrupted atoms of corrupted
+        structures (``forces_mae_beside_noise``)."""
         out, predicted = self.dens_forward(batch, corruption)
         mask = corruption.mask
-        structures = None
-        if not self.task_cfg.dens.energy_on_corrupted:
-            structures = ~structures_with(mask, batch)
-        terms = self.losses(out, batch, structures=structures, atoms=~mask)
-        terms["noise_loss"] = masked_mse(predicted, corruption.target, mask)
+        corrupted_structure = structures_with(mask, batch)
+        structures = None if self.task_cfg.dens.energy_on_corrupted else ~corrupted_structure
+        beside = corrupted_structure[batch.batch]
+        atoms = ~mask if self.task_cfg.dens.get("forces_on_corrupted", True) else ~beside
+        terms = self.losses(out, batch, structures=structures, atoms=atoms)
+        terms["noise_loss"] = vector_loss(predicted, corruption.target, self.loss_form("noise"), mask)
         terms["corrupted_fraction"] = masked_sum(mask.to(predicted.dtype))
+        errors = 1e3 * (out["forces"].detach() - batch.forces).abs()
+        terms["forces_mae_clean"] = masked_sum(errors, ~beside)
+        terms["forces_mae_beside_noise"] = masked_sum(errors, beside & ~mask)
         return terms
 
     def dens_losses(self, batch: Graph) -> tuple[Tensor, dict[str, Tensor]]:
@@ -167,9 +188,25 @@ class EnergyForceTask(NonFiniteLossGuard, lightning.LightningModule):
         cfg = self.task_cfg.dens
         terms = self.dens_terms(batch, self.dens_corruption(batch, self.global_step))
         weight = dens_weight(cfg.weight, cfg.decay, self.global_step, optim.total_steps(self))
-        loss, logged = combine(self, terms, {**self.loss_weights, "noise_loss": weight})
+        weights = {**self.loss_weights, "noise_loss": weight}
+        parts: dict[str, Tensor] = {}
+        loss, logged = combine(self, terms, weights, parts=parts)
         logged["dens_weight"] = logged["loss"].new_tensor(weight)
+        every = int(cfg.get("diagnostics_every_n_steps", 0))
+        if every and self.training and self.global_step % every == 0 and torch.is_grad_enabled():
+            logged |= self.term_gradient_norms(parts)
         return loss, logged
+
+    def term_gradient_norms(self, parts: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``grad_norm_<term>``: the norm of each weighted term's gradient with respect to the
+        backbone's parameters on this process (one extra backward pass per term; the step's own
+        backward is unchanged)."""
+        parameters = [p for p in self.potential.backbone.parameters() if p.requires_grad]
+        norms = {}
+        for name, part in parts.items():
+            grads = torch.autograd.grad(part, parameters, retain_graph=True, allow_unused=True)
+            norms[f"grad_norm_{name.removesuffix('_loss')}"] = gradient_norm(grads)
+        return norms
 
     def _evaluate(self, batch: Graph, metrics: EnergyForceMetrics, terms: MeanAccumulator) -> None:
         with torch.enable_grad():

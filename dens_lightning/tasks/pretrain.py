@@ -8,7 +8,9 @@ non-equilibrium structure has one well-defined target; the corruption is still `
 Each training step corrupts the batch afresh; a validation structure is always corrupted the same
 way, so the validation loss of different epochs compares like with like. Every draw is keyed by the
 structure (see :mod:`.dens`), so the numbers do not depend on the batch size or the device count.
-Logged: ``loss`` (MSE on ``eps / sigma``; 1.0 is the loss of predicting zero) and ``cosine`` (the
+Logged: ``loss`` (on ``eps / sigma`` in the form ``task.loss.noise`` sets: ``squared``, the mean
+squared error of each component, 1.0 for predicting zero; ``norm``, the mean norm of each atom's
+error vector, sqrt(8/π) ≈ 1.60 for predicting zero) and ``cosine`` (the
 mean cosine similarity between predicted and true noise vectors), means over every noised atom of
 the step (training) or of the whole validation set (validation), across all devices.
 """
@@ -28,15 +30,17 @@ from ..models.base import build_backbone
 from ..models.encoders import build_force_encoder
 from ..models.heads import build_noise_head
 from . import optim
-from .dens import PRETRAIN, PRETRAIN_VALIDATION, Corruption, corrupt, draw, masked_cosine, masked_mse
+from .clipping import LoggedGradientClipping
+from .dens import PRETRAIN, PRETRAIN_VALIDATION, Corruption, corrupt, draw, masked_cosine
 from .faults import NonFiniteLossGuard
 from .logging import log_epoch_means, log_parts
+from .losses import vector_loss
 from .reduction import Mean, MeanAccumulator, combine
 
 WEIGHTS = {"noise": 1.0}
 
 
-class DenoisingPretraining(NonFiniteLossGuard, lightning.LightningModule):
+class DenoisingPretraining(LoggedGradientClipping, NonFiniteLossGuard, lightning.LightningModule):
     def __init__(
         self,
         model_name: str,
@@ -49,7 +53,9 @@ class DenoisingPretraining(NonFiniteLossGuard, lightning.LightningModule):
         self.task_cfg = OmegaConf.create(task)
         self.backbone = build_backbone(model_name, model_hparams)
         self.backbone.recompute_blocks = bool(self.task_cfg.get("recompute_blocks", False))
-        self.noise_head = build_noise_head(self.backbone)
+        self.noise_head = build_noise_head(
+            self.backbone, blocks=int(self.task_cfg.noise.get("head_blocks", 0))
+        )
         self.neighbor_backend = neighbor_backend
         self.seed = torch.initial_seed()
         self.val_terms = MeanAccumulator(("noise", "cosine"))
@@ -84,12 +90,13 @@ class DenoisingPretraining(NonFiniteLossGuard, lightning.LightningModule):
             return self.noise_head(self.backbone(graph, node_inputs), graph)
 
     def losses(self, batch: Graph, stream: int = PRETRAIN, step: int = 0) -> dict[str, Mean]:
-        """``noise`` (squared error of each component of ``eps / sigma``) and ``cosine``, over the
-        noised atoms."""
+        """``noise`` (the error of ``eps / sigma`` in the form of ``task.loss.noise``) and ``cosine``,
+        over the noised atoms."""
         corruption = self.corrupt(batch, stream, step)
         predicted = self.predict_noise(batch, corruption.pos, corruption.mask)
+        form = self.task_cfg.get("loss", {}).get("noise", "squared")
         return {
-            "noise": masked_mse(predicted, corruption.target, corruption.mask),
+            "noise": vector_loss(predicted, corruption.target, form, corruption.mask),
             "cosine": masked_cosine(predicted.detach(), corruption.target, corruption.mask),
         }
 

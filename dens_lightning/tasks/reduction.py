@@ -50,9 +50,12 @@ def world(module) -> tuple[int, object | None]:
     return trainer.world_size, trainer.strategy
 
 
-def combine(module, terms: dict[str, Mean], weights: dict[str, float]) -> tuple[Tensor, dict[str, Tensor]]:
+def combine(
+    module, terms: dict[str, Mean], weights: dict[str, float], parts: dict[str, Tensor] | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
     """``(loss, logged)``: this rank's differentiable ``Σ_k w_k W sum_k / count_k,all`` and the
-    detached means over every rank of each term and of the weighted loss (what to log).
+    detached means over every rank of each term and of the weighted loss (what to log). ``parts``,
+    when given, receives each weighted term's differentiable share of the loss.
 
     One all-reduce (of every count and detached sum together) per call, on every rank: call it
     once per training step, on every rank alike.
@@ -70,7 +73,10 @@ def combine(module, terms: dict[str, Mean], weights: dict[str, float]) -> tuple[
     for i, name in enumerate(names):
         logged[name] = totals[i] / counts[i]
         if name in weights:  # a zero weight still keeps the term's parameters in the graph (DDP)
-            loss = loss + weights[name] * terms[name].total * (size / counts[i])
+            part = weights[name] * terms[name].total * (size / counts[i])
+            loss = loss + part
+            if parts is not None:
+                parts[name] = part
     logged["loss"] = sum((weights.get(k, 0.0) * logged[k] for k in names), torch.zeros((), dtype=dtype))
     return loss, logged
 
