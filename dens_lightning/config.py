@@ -91,11 +91,11 @@ class DensConfig:
     sigma: float = 0.05  # Å, std of the noise; with sigma_max the low end of a log-uniform range
     sigma_max: float | None = None  # Å; per structure, log-uniform in [sigma, sigma_max]; null: fixed
     weight: float = 5.0  # finetune: weight of the noise loss
-    head_blocks: int = 1  # finetune: message-passing blocks of the noise head before its readout
+    head_blocks: int = 0  # finetune: message-passing blocks of the noise head before its readout
     decay: str = "linear"  # finetune: linear (weight falls to 0 over training, MD17) or none
     force_encoding: bool = True  # encode the corrupted atoms' forces (false: the paper's ablation)
     energy_on_corrupted: bool = False  # finetune: the original energy also supervises corrupted structures
-    forces_on_corrupted: bool = True  # finetune: uncorrupted atoms of corrupted structures supervise forces
+    forces_on_corrupted: bool = False  # finetune: uncorrupted atoms of corrupted structures supervise forces
     diagnostics_every_n_steps: int = 100  # finetune: log each term's gradient norm every N steps; 0: off
 
 

@@ -261,6 +261,7 @@ def test_dens_finetune_through_the_cli(name, tmp_path):
     small = [f"model.{k}={v}" for k, v in SMALL[name].items()]
     argv = ["finetune", "--run-dir", str(tmp_path / "run"), *FAST, f"model.name={name}", *small]
     dens = ["task.dens.enabled=true", "task.dens.probability=0.5", "task.dens.diagnostics_every_n_steps=2"]
+    dens.append("task.dens.head_blocks=1")  # a message-passing noise head
     assert main([*argv, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", *dens]) == 0
     with open(tmp_path / "run" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))

@@ -193,7 +193,8 @@ class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.Ligh
         loss, logged = combine(self, terms, weights, parts=parts)
         logged["dens_weight"] = logged["loss"].new_tensor(weight)
         every = int(cfg.get("diagnostics_every_n_steps", 0))
-        if every and self.training and self.global_step % every == 0 and torch.is_grad_enabled():
+        # on the steps Lightning logs when ``every`` is a multiple of trainer.log_every_n_steps
+        if every and self.training and (self.global_step + 1) % every == 0 and torch.is_grad_enabled():
             logged |= self.term_gradient_norms(parts)
         return loss, logged
 
