@@ -35,7 +35,12 @@ from .data.datamodule import AtomsDataModule
 from .errors import InputError, Interrupted, first_line
 from .evaluation import evaluate_structures, write_structure_errors
 from .files import json_text, write_text_atomic
-from .tasks.checkpoints import AtomicCheckpointIO, CheckpointOnInterrupt, periodic_checkpoint
+from .tasks.checkpoints import (
+    AtomicCheckpointIO,
+    CheckpointOnInterrupt,
+    epoch_checkpoint,
+    periodic_checkpoint,
+)
 from .tasks.finetune import EnergyForceTask
 
 log = logging.getLogger("dens_lightning")
@@ -175,10 +180,10 @@ def _callbacks(cfg: DictConfig, run_dir: Path, progress: bool) -> list:
             monitor="val/loss",
             mode="min",
             save_top_k=1,
-            save_last=True,
             auto_insert_metric_name=False,
-            enable_version_counter=False,  # no last-v1.ckpt after resuming from a SIGTERM checkpoint
+            enable_version_counter=False,
         ),
+        epoch_checkpoint(run_dir / "checkpoints"),
         LearningRateMonitor(logging_interval="epoch"),
     ]
     if cfg.checkpoint.every_n_steps:

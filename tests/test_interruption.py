@@ -206,3 +206,17 @@ def test_a_nonfinite_loss_can_be_skipped_and_counted(tmp_path):
     assert checkpoint["skipped_batches"] == 1
     # the EMA averaged every optimizer step, and not the skipped batch
     assert int(checkpoint["averaging_state"]["n_averaged"]) == checkpoint["global_step"] - 1
+
+
+@pytest.mark.slow
+def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path):
+    """An epoch whose validation loss is no better still writes last.ckpt (a monitored checkpoint's
+    save_last would not), so --resume never goes back to an older epoch."""
+    run_dir = tmp_path / "run"
+    frozen = ["checkpoint.every_n_steps=null", "task.lr=1e-30"]  # the weights, so the loss, stay put
+    assert main(["finetune", "--run-dir", str(run_dir), *RUN, *frozen]) == 0
+    with open(run_dir / "metrics.csv") as handle:
+        losses = [float(r["val/loss"]) for r in csv.DictReader(handle) if r.get("val/loss")]
+    assert len(losses) == 3 and min(losses[1:]) >= losses[0]  # no epoch after the first improved
+    assert progress(run_dir / "checkpoints" / "last.ckpt")[:2] == (3 * STEPS_PER_EPOCH, 2)
+    assert load_checkpoint(run_dir / "checkpoints" / "best.ckpt")["global_step"] == STEPS_PER_EPOCH

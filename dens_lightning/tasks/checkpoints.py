@@ -39,6 +39,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.fsync(handle.fileno())
 
 
+def epoch_checkpoint(directory: Path) -> ModelCheckpoint:
+    """Writes ``directory/last.ckpt`` at the end of every epoch, whatever the validation loss did
+    (``ModelCheckpoint(save_last=True)`` on a monitored checkpoint writes it only alongside a new best
+    one, so an epoch without improvement would leave ``last.ckpt`` behind)."""
+    return ModelCheckpoint(
+        dirpath=directory,
+        filename=Path(LAST).stem,
+        monitor=None,
+        save_top_k=1,  # without a monitor: the latest, under the one name
+        enable_version_counter=False,
+    )
+
+
 def periodic_checkpoint(directory: Path, every_n_steps: int) -> ModelCheckpoint:
     """Writes ``directory/last.ckpt`` every ``every_n_steps`` optimizer steps (and nothing else)."""
     return ModelCheckpoint(
