@@ -66,8 +66,18 @@ def save_png(figure, path: Path) -> None:
         figure.savefig(tmp, format="png", dpi=120)
 
 
+def round_log_ticks(ax) -> None:
+    """Label a log y axis at a few round values (errors often span less than a decade)."""
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    low, high = ax.get_ylim()
+    ax.set_yticks(sorted({float(f"{v:.2g}") for v in np.geomspace(low, high, 6)[1:-1]}))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def plot(path: Path, rows: list[dict], title: str) -> None:
-    from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     figure, axes = new_figure(len(PANELS))
     for ax, (key, label) in zip(axes, PANELS):
@@ -82,10 +92,7 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
         ax.set_xticks(sorted({row["train_size"] for row in rows}))
         ax.xaxis.set_major_formatter(ScalarFormatter())  # the sizes as plain numbers
         ax.xaxis.set_minor_formatter(NullFormatter())
-        low, high = ax.get_ylim()  # errors often span less than a decade: label a few round values
-        ax.set_yticks(sorted({float(f"{v:.2g}") for v in np.geomspace(low, high, 6)[1:-1]}))
-        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        round_log_ticks(ax)
         ax.set_xlabel("training structures")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
@@ -109,7 +116,7 @@ def plot_training_curves(path: Path, rows: list[dict], title: str) -> None:
     largest training-set size."""
     size = max(row["train_size"] for row in rows)
     figure, axes = new_figure(1)
-    colours = {}
+    colours, finals = {}, []
     for row in sorted(rows, key=lambda r: (r["arm"], r["seed"])):
         if row["train_size"] != size:
             continue
@@ -119,13 +126,17 @@ def plot_training_curves(path: Path, rows: list[dict], title: str) -> None:
         label = None if row["arm"] in colours else row["arm"]
         (line,) = axes.plot(steps, values, color=colours.get(row["arm"]), label=label, linewidth=1)
         colours.setdefault(row["arm"], line.get_color())
+        finals.append(min(values))
     axes.set_yscale("log")
+    if finals:  # the end of training, where the arms differ, rather than the first steps
+        axes.set_ylim(0.95 * min(finals), 3.0 * max(finals))
+    round_log_ticks(axes)
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("validation force MAE (meV/Å)")
     axes.grid(True, which="both", alpha=0.3)
     if colours:
         axes.legend()
-    figure.suptitle(f"{title}: {size} training structures")
+    figure.suptitle(f"{title.replace(': ', chr(10), 1)}, {size} training structures", fontsize="medium")
     save_png(figure, path)
 
 

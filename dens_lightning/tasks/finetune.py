@@ -173,14 +173,14 @@ class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.Ligh
         mask = corruption.mask
         corrupted_structure = structures_with(mask, batch)
         structures = None if self.task_cfg.dens.energy_on_corrupted else ~corrupted_structure
-        beside = corrupted_structure[batch.batch]
-        atoms = ~mask if self.task_cfg.dens.get("forces_on_corrupted", True) else ~beside
+        in_corrupted = corrupted_structure[batch.batch]  # atoms of corrupted structures
+        atoms = ~mask if self.task_cfg.dens.get("forces_on_corrupted", True) else ~in_corrupted
         terms = self.losses(out, batch, structures=structures, atoms=atoms)
         terms["noise_loss"] = vector_loss(predicted, corruption.target, self.loss_form("noise"), mask)
         terms["corrupted_fraction"] = masked_sum(mask.to(predicted.dtype))
         errors = 1e3 * (out["forces"].detach() - batch.forces).abs()
-        terms["forces_mae_clean"] = masked_sum(errors, ~beside)
-        terms["forces_mae_beside_noise"] = masked_sum(errors, beside & ~mask)
+        terms["forces_mae_clean"] = masked_sum(errors, ~in_corrupted)
+        terms["forces_mae_beside_noise"] = masked_sum(errors, in_corrupted & ~mask)
         return terms
 
     def dens_losses(self, batch: Graph) -> tuple[Tensor, dict[str, Tensor]]:
