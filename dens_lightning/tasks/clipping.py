@@ -18,7 +18,7 @@ def gradient_norm(gradients: list[Tensor | None]) -> Tensor:
     grads = [g for g in gradients if g is not None]
     if not grads:
         return torch.zeros(())
-    norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
+    norms = torch.stack(torch._foreach_norm(grads))  # one kernel for all, as torch's own clipping
     return torch.linalg.vector_norm(norms[norms != 0])
 
 

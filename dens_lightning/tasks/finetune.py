@@ -18,7 +18,7 @@ from .clipping import LoggedGradientClipping, gradient_norm
 from .dens import DENS, Corruption, corrupt, dens_weight, draw, select_structures, structures_with
 from .faults import NonFiniteLossGuard
 from .logging import log_epoch_means, log_parts
-from .losses import scalar_errors, vector_loss
+from .losses import loss_form, scalar_errors, vector_loss
 from .metrics import EnergyForceMetrics
 from .reduction import Mean, MeanAccumulator, combine, masked_sum
 
@@ -109,10 +109,6 @@ class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.Ligh
         weights = {"energy_loss": self.task_cfg.energy_weight, "forces_loss": self.task_cfg.forces_weight}
         return {k: float(w) for k, w in weights.items() if w > 0}
 
-    def loss_form(self, term: str) -> str:
-        """``squared`` or ``norm`` for ``energy``, ``forces`` or ``noise`` (``task.loss``)."""
-        return self.task_cfg.get("loss", {}).get(term, "squared")
-
     def losses(
         self,
         out: dict[str, Tensor],
@@ -127,10 +123,10 @@ class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.Ligh
         terms: dict[str, Mean] = {}
         if self.task_cfg.energy_weight > 0:
             per_atom = (out["energy"] - batch.energy) / batch.num_atoms.to(out["energy"].dtype)
-            errors = scalar_errors(per_atom / scale, self.loss_form("energy"))
+            errors = scalar_errors(per_atom / scale, loss_form(self.task_cfg, "energy"))
             terms["energy_loss"] = masked_sum(errors, structures)
         if self.uses_forces:
-            form = self.loss_form("forces")
+            form = loss_form(self.task_cfg, "forces")
             terms["forces_loss"] = vector_loss(out["forces"] / scale, batch.forces / scale, form, atoms)
         return terms
 
@@ -176,7 +172,8 @@ class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.Ligh
         in_corrupted = corrupted_structure[batch.batch]  # atoms of corrupted structures
         atoms = ~mask if self.task_cfg.dens.get("forces_on_corrupted", True) else ~in_corrupted
         terms = self.losses(out, batch, structures=structures, atoms=atoms)
-        terms["noise_loss"] = vector_loss(predicted, corruption.target, self.loss_form("noise"), mask)
+        noise_form = loss_form(self.task_cfg, "noise")
+        terms["noise_loss"] = vector_loss(predicted, corruption.target, noise_form, mask)
         terms["corrupted_fraction"] = masked_sum(mask.to(predicted.dtype))
         errors = 1e3 * (out["forces"].detach() - batch.forces).abs()
         terms["forces_mae_clean"] = masked_sum(errors, ~in_corrupted)

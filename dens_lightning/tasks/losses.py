@@ -23,6 +23,12 @@ from .reduction import Mean, masked_sum
 FORMS = ("squared", "norm")
 
 
+def loss_form(task_cfg, term: str) -> str:
+    """The form ``task.loss`` sets for ``energy``, ``forces`` or ``noise``; ``squared`` for a task
+    config without ``loss`` (models and checkpoints written before the norm form existed)."""
+    return task_cfg.get("loss", {}).get(term, "squared")
+
+
 def scalar_errors(residual: Tensor, form: str) -> Tensor:
     """Per-structure errors [B] of scaled residuals [B]: squared, or absolute (``norm``)."""
     return residual.pow(2) if form == "squared" else residual.abs()

@@ -34,7 +34,7 @@ from .clipping import LoggedGradientClipping
 from .dens import PRETRAIN, PRETRAIN_VALIDATION, Corruption, corrupt, draw, masked_cosine
 from .faults import NonFiniteLossGuard
 from .logging import log_epoch_means, log_parts
-from .losses import vector_loss
+from .losses import loss_form, vector_loss
 from .reduction import Mean, MeanAccumulator, combine
 
 WEIGHTS = {"noise": 1.0}
@@ -94,7 +94,7 @@ class DenoisingPretraining(LoggedGradientClipping, NonFiniteLossGuard, lightning
         over the noised atoms."""
         corruption = self.corrupt(batch, stream, step)
         predicted = self.predict_noise(batch, corruption.pos, corruption.mask)
-        form = self.task_cfg.get("loss", {}).get("noise", "squared")
+        form = loss_form(self.task_cfg, "noise")
         return {
             "noise": vector_loss(predicted, corruption.target, form, corruption.mask),
             "cosine": masked_cosine(predicted.detach(), corruption.target, corruption.mask),
