@@ -158,3 +158,13 @@ def resolve_model_path(path: str | Path) -> Path:
     if not path.exists():
         raise InputError(f"{path}: model file not found")
     return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint read with ``weights_only=True``: no code in it can run."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InputError(
+            f"{path}: not a loadable checkpoint with weights_only=True ({type(err).__name__})"
+        ) from err

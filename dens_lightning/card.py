@@ -66,6 +66,14 @@ def _training(metadata: dict) -> list[str]:
             f"| started from | `{origin.get('path')}` (stage {origin.get('stage')}; "
             f"{origin.get('tensors_loaded')} backbone tensors loaded) |"
         )
+        before = origin.get("validation_before_finetuning")
+        if before:
+            energy, forces = before.get("energy_mae_meV"), before.get("forces_mae_meV_per_A")
+            rows.append(
+                f"| validation errors before finetuning | energy MAE {_number(energy)} meV, force MAE "
+                f"{_number(forces)} meV/Å ({before.get('n_structures')} structures; the pretrained "
+                "start, energy references refitted) |"
+            )
     elif metadata.get("stage") == "finetune":
         rows.append("| started from | random initialisation |")
     dens = data.get("dens")

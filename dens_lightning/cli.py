@@ -125,7 +125,7 @@ def _training_config(args: argparse.Namespace, stage: str):
     from .config import load_config
 
     if stage == "finetune" and args.from_path is not None and not args.resume:
-        from .runner import finetune_config
+        from .warm_start import finetune_config
 
         return finetune_config(args.from_path, args.config, args.overrides)
     if args.resume:

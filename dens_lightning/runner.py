@@ -12,7 +12,7 @@ import datetime
 import importlib.util
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning
@@ -22,13 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from .allocator import keep_freed_memory
 from .artifacts import (
     MODEL_FILE,
-    load_backbone_state,
+    load_checkpoint,
     load_potential,
     model_metadata,
-    read_metadata,
     resolve_model_path,
     save_model,
-    with_prefix,
 )
 from .config import model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
@@ -42,6 +40,7 @@ from .tasks.checkpoints import (
     periodic_checkpoint,
 )
 from .tasks.finetune import EnergyForceTask
+from .warm_start import check_architecture, pretrained_backbone, read_warm_start, warm_start
 
 log = logging.getLogger("dens_lightning")
 
@@ -62,95 +61,6 @@ def default_run_dir(stage: str) -> Path:
 
 def precision_dtype(precision) -> torch.dtype:
     return torch.float64 if str(precision).startswith("64") else torch.float32
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """A Lightning checkpoint read with ``weights_only=True``: no code in it can run."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise InputError(
-            f"{path}: not a loadable checkpoint with weights_only=True ({type(err).__name__})"
-        ) from err
-
-
-@dataclass
-class Pretrained:
-    """A backbone to start finetuning from: its architecture, its tensors and where they came from."""
-
-    name: str
-    hyperparameters: dict
-    state: dict[str, torch.Tensor]
-    metadata: dict
-    source: Path
-    encoder_state: dict[str, torch.Tensor] = field(default_factory=dict)  # DeNS force encoder, if any
-
-    @property
-    def architecture(self) -> dict:
-        return {"name": self.name, **self.hyperparameters}
-
-
-def pretrained_backbone(path: str | Path) -> Pretrained:
-    """The backbone of a run directory, a model file (pretrained or finetuned) or a ``.ckpt``."""
-    path = Path(path)
-    if path.suffix == ".ckpt":
-        checkpoint = load_checkpoint(path)
-        hparams = checkpoint.get("hyper_parameters", {})
-        if "model_name" not in hparams:
-            raise InputError(
-                f"{path}: checkpoint lacks model_name/model_hparams; not a dens_lightning checkpoint"
-            )
-        for prefix in ("backbone.", "potential.backbone."):
-            state = with_prefix(checkpoint["state_dict"], prefix)
-            if state:
-                break
-        else:
-            raise InputError(f"{path}: checkpoint holds no backbone tensors")
-        metadata = {"stage": "pretrain" if prefix == "backbone." else "finetune"}
-        encoder = with_prefix(checkpoint["state_dict"], "force_encoder.")
-        return Pretrained(hparams["model_name"], hparams["model_hparams"], state, metadata, path, encoder)
-    model_path = resolve_model_path(path)
-    metadata, state, encoder = load_backbone_state(model_path)
-    backbone = metadata["backbone"]
-    return Pretrained(backbone["name"], backbone["hyperparameters"], state, metadata, model_path, encoder)
-
-
-def finetune_config(
-    from_path: str | Path | None,
-    config_file: str | list[str] | None = None,
-    overrides: list[str] | None = None,
-) -> DictConfig:
-    """The finetune config for ``finetune --from from_path``: the pretrained backbone's architecture
-    replaces the packaged default's ``model`` section, then ``config_file`` and ``overrides`` apply."""
-    from .config import load_config
-
-    base = pretrained_architecture(from_path) if from_path is not None else None
-    return load_config("finetune", config_file, overrides, base_model=base)
-
-
-def pretrained_architecture(path: str | Path) -> dict:
-    """Backbone name and hyperparameters of ``path``, from a model file's metadata alone (its tensors
-    are read once, by :func:`pretrained_backbone`, when the run starts)."""
-    if Path(path).suffix == ".ckpt":
-        return pretrained_backbone(path).architecture
-    backbone = read_metadata(resolve_model_path(path))["backbone"]
-    return {"name": backbone["name"], **backbone["hyperparameters"]}
-
-
-def check_architecture(cfg: DictConfig, pretrained: Pretrained) -> None:
-    """Refuse a config whose backbone differs from the pretrained one, naming the first difference."""
-    name, hparams = model_hyperparameters(cfg)
-    if name != pretrained.name:
-        raise InputError(
-            f"model.name={name!r} but {pretrained.source} holds a {pretrained.name!r} backbone; "
-            "finetune with the same backbone (drop the model.name override)"
-        )
-    for key, value in pretrained.hyperparameters.items():
-        if hparams.get(key) != value:
-            raise InputError(
-                f"model.{key}={hparams.get(key)!r} but the backbone in {pretrained.source} has "
-                f"{key}={value!r}; a pretrained backbone keeps its architecture (drop the override)"
-            )
 
 
 def _loggers(run_dir: Path, resume_from: Path | None = None) -> list:
@@ -401,8 +311,9 @@ def run_finetune(
 ) -> RunResult:
     """Train energies and forces, from scratch or from the backbone at ``from_path`` (a pretrain run
     directory, a model file or a ``.ckpt``): every backbone tensor is loaded, the heads start fresh
-    and the per-element energy references are fitted on the new data. ``callbacks``: Lightning
-    callbacks added to the run's own."""
+    and the per-element energy references are fitted on the new data; the warm-started model's
+    validation errors before the first step are recorded (:mod:`.warm_start`). ``callbacks``:
+    Lightning callbacks added to the run's own."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir("finetune")
     resume_from = _start(run_dir, resume)
     keep_freed_memory()
@@ -423,11 +334,9 @@ def run_finetune(
         neighbor_backend=cfg.data.neighbor_backend,
     )
     task.set_statistics(datamodule.references, datamodule.scale)
-    loaded, encoder_loaded = None, False
+    origin = read_warm_start(run_dir) if resume else None
     if pretrained is not None:
-        loaded = load_pretrained(task.potential.backbone, pretrained)
-        _warn_new_elements(datamodule, pretrained)
-        encoder_loaded = load_pretrained_encoder(task, pretrained, datamodule.scale)
+        origin = warm_start(task, datamodule, pretrained, run_dir, trainer)
 
     _fit(trainer, task, datamodule, cfg, run_dir, resume_from)
     test_metrics = None
@@ -441,14 +350,8 @@ def run_finetune(
         provenance = dict(datamodule.provenance)
         if cfg.task.dens.enabled:  # how the model was trained travels with it
             provenance["dens"] = OmegaConf.to_container(cfg.task.dens, resolve=True)
-        if pretrained is not None:
-            provenance["pretrained_from"] = {
-                "path": str(pretrained.source),
-                "stage": pretrained.metadata.get("stage"),
-                "data": pretrained.metadata.get("data"),
-                "tensors_loaded": loaded,
-                "force_encoder_loaded": encoder_loaded,
-            }
+        if origin is not None:
+            provenance["pretrained_from"] = origin
         metadata = model_metadata(
             potential,
             stage="finetune",
@@ -464,60 +367,10 @@ def run_finetune(
         run_dir=run_dir,
         model_path=model_path,
         test_metrics=test_metrics,
-        pretrained_tensors=loaded,
-        pretrained_encoder=encoder_loaded,
+        pretrained_tensors=origin["tensors_loaded"] if pretrained is not None else None,
+        pretrained_encoder=bool(pretrained is not None and origin["force_encoder_loaded"]),
         is_global_zero=trainer.is_global_zero,
     )
-
-
-def load_pretrained(backbone: torch.nn.Module, pretrained: Pretrained) -> int:
-    """Copy every pretrained tensor into ``backbone`` (all must match); returns how many."""
-    expected = backbone.state_dict()
-    missing = sorted(set(expected) - set(pretrained.state))
-    unexpected = sorted(set(pretrained.state) - set(expected))
-    shapes = [k for k in expected if k in pretrained.state and pretrained.state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise InputError(
-            f"{pretrained.source}: backbone tensors do not match {pretrained.name!r} "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shape {shapes[:3]})"
-        )
-    backbone.load_state_dict(pretrained.state)
-    log.info("loaded all %d backbone tensors from %s", len(pretrained.state), pretrained.source)
-    return len(pretrained.state)
-
-
-def load_pretrained_encoder(task, pretrained: Pretrained, force_scale: float) -> bool:
-    """Start a DeNS finetune's force encoder from a DeNS-pretrained one, where both exist and match;
-    the force scale stays the new data's. Returns whether it was loaded."""
-    encoder = task.force_encoder
-    if encoder is None or not pretrained.encoder_state:
-        return False
-    expected = encoder.state_dict()
-    if set(expected) != set(pretrained.encoder_state) or any(
-        expected[k].shape != v.shape for k, v in pretrained.encoder_state.items()
-    ):
-        log.info("the pretrained force encoder does not match this one; it starts fresh")
-        return False
-    encoder.load_state_dict(pretrained.encoder_state)
-    encoder.set_force_scale(force_scale)
-    log.info("loaded the pretrained DeNS force encoder (%d tensors)", len(pretrained.encoder_state))
-    return True
-
-
-def _warn_new_elements(datamodule: AtomsDataModule, pretrained: Pretrained) -> None:
-    seen = pretrained.metadata.get("elements")
-    if not seen:
-        return
-    new = sorted(set(datamodule.splits["train"].elements) - set(seen))
-    if new:
-        from ase.data import chemical_symbols
-
-        warnings.warn(
-            f"elements {', '.join(chemical_symbols[z] for z in new)} were not in the pretraining data of "
-            f"{pretrained.source}; their embeddings start from the untrained initialisation",
-            UserWarning,
-            stacklevel=2,
-        )
 
 
 def _check_elements(datamodule: AtomsDataModule, hparams: dict) -> None:

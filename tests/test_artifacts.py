@@ -13,7 +13,7 @@ from dens_lightning.artifacts import FORMAT_VERSION, METADATA_KEY, model_metadat
 from dens_lightning.cli import main
 from dens_lightning.errors import InputError
 from dens_lightning.models.potential import Potential
-from dens_lightning.runner import pretrained_backbone
+from dens_lightning.warm_start import pretrained_backbone
 
 from .conftest import molecule_graph, random_molecule
 

@@ -5,6 +5,7 @@ import json
 import math
 from dataclasses import dataclass
 
+import lightning
 import numpy as np
 import pytest
 import torch
@@ -14,13 +15,16 @@ from dens_lightning.artifacts import model_metadata, read_metadata, save_model
 from dens_lightning.cli import main
 from dens_lightning.data.graph import collate
 from dens_lightning.data.neighbors import with_neighbors
+from dens_lightning.evaluation import evaluate_structures
 from dens_lightning.models import BACKBONES
 from dens_lightning.models.base import Backbone, BackboneConfig, Features, register_backbone
 from dens_lightning.models.heads import GradientNoiseHead, build_noise_head
 from dens_lightning.models.potential import Potential
+from dens_lightning.runner import run_finetune
 from dens_lightning.tasks.dens import PRETRAIN, PRETRAIN_VALIDATION, corrupt, draw, masked_cosine
 from dens_lightning.tasks.losses import vector_loss
 from dens_lightning.tasks.pretrain import DenoisingPretraining
+from dens_lightning.warm_start import finetune_config, read_warm_start
 
 from .conftest import molecule_graph, random_molecule
 
@@ -236,6 +240,42 @@ def test_finetune_starts_from_the_pretrained_weights(pretrained, tmp_path):
     name = "backbone.interactions.0.filter_net.0.weight"
     moved = (tuned[name] - pre[name]).norm()
     assert 0 < moved < 0.05 * (fresh[name] - pre[name]).norm()
+
+
+class _ValidationAtTrainStart(lightning.Callback):
+    """Evaluates the model Lightning is about to train, on the validation split, at its first step."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.errors, _ = evaluate_structures(pl_module.potential, trainer.datamodule.splits["val"], 8)
+
+
+@pytest.mark.slow
+def test_validation_before_finetuning_is_the_warm_started_model(pretrained, tmp_path):
+    """The recorded step-0 errors are those of the model the first optimizer step starts from."""
+    run_dir = tmp_path / "ft"
+    overrides = [arg for arg in FINETUNE_FAST if arg != "--no-progress"]
+    cfg = finetune_config(pretrained, overrides=[*overrides, "trainer.max_epochs=1", "data.eval_batch_size=3"])
+    probe = _ValidationAtTrainStart()
+    run_finetune(cfg, run_dir, from_path=pretrained, progress=False, callbacks=[probe])
+    recorded = read_warm_start(run_dir)["validation_before_finetuning"]
+    assert recorded["n_structures"] == probe.errors["n_structures"] > 0
+    for key in ("energy_mae_meV", "forces_mae_meV_per_A", "forces_rmse_meV_per_A"):
+        assert recorded[key] == pytest.approx(probe.errors[key], rel=1e-5), key
+    origin = read_metadata(run_dir / "model.safetensors")["data"]["pretrained_from"]
+    assert origin["validation_before_finetuning"] == recorded
+    assert "validation errors before finetuning" in (run_dir / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_resumed_warm_start_keeps_its_origin(pretrained, tmp_path):
+    run_dir = tmp_path / "ft"
+    argv = ["finetune", "--run-dir", str(run_dir), *FINETUNE_FAST]
+    assert main([*argv, "--from", str(pretrained), "trainer.max_epochs=1"]) == 0
+    first = read_metadata(run_dir / "model.safetensors")["data"]["pretrained_from"]
+    assert main([*argv, "--resume", "trainer.max_epochs=2"]) == 0
+    resumed = read_metadata(run_dir / "model.safetensors")["data"]["pretrained_from"]
+    assert resumed == first and resumed["path"] == str(pretrained / "model.safetensors")
+    assert "random initialisation" not in (run_dir / "README.md").read_text()
 
 
 @pytest.mark.slow

@@ -235,7 +235,8 @@ class TransferExperiment:
     def finetune(self, arm: Arm, seed: int, run_dir: Path, data: Path, total: int, indices: dict, pretrained):
         """One finetune run on the given split, skipped when finished and resumed when interrupted."""
         from ..data.datamodule import write_splits
-        from ..runner import finetune_config, run_finetune
+        from ..runner import run_finetune
+        from ..warm_start import finetune_config
 
         if (run_dir / "model.safetensors").exists():
             return

@@ -1,0 +1,198 @@
+"""Starting a finetune from a pretrained model (``finetune --from``): read the backbone of a run
+directory, a model file or a checkpoint, check that the config keeps its architecture, copy its
+tensors (and a DeNS-pretrained force encoder) into the new task, and measure the warm-started model
+on the validation split before the first step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from .artifacts import load_backbone_state, load_checkpoint, read_metadata, resolve_model_path, with_prefix
+from .config import load_config, model_hyperparameters
+from .errors import InputError
+from .evaluation import evaluate_structures
+from .files import json_text, write_text_atomic
+
+log = logging.getLogger("dens_lightning")
+
+WARM_START_FILE = "warm_start.json"  # in the run directory: where a warm-started run began
+
+
+@dataclass
+class Pretrained:
+    """A backbone to start finetuning from: its architecture, its tensors and where they came from."""
+
+    name: str
+    hyperparameters: dict
+    state: dict[str, torch.Tensor]
+    metadata: dict
+    source: Path
+    encoder_state: dict[str, torch.Tensor] = field(default_factory=dict)  # DeNS force encoder, if any
+
+    @property
+    def architecture(self) -> dict:
+        return {"name": self.name, **self.hyperparameters}
+
+
+def pretrained_backbone(path: str | Path) -> Pretrained:
+    """The backbone of a run directory, a model file (pretrained or finetuned) or a ``.ckpt``."""
+    path = Path(path)
+    if path.suffix == ".ckpt":
+        checkpoint = load_checkpoint(path)
+        hparams = checkpoint.get("hyper_parameters", {})
+        if "model_name" not in hparams:
+            raise InputError(
+                f"{path}: checkpoint lacks model_name/model_hparams; not a dens_lightning checkpoint"
+            )
+        for prefix in ("backbone.", "potential.backbone."):
+            state = with_prefix(checkpoint["state_dict"], prefix)
+            if state:
+                break
+        else:
+            raise InputError(f"{path}: checkpoint holds no backbone tensors")
+        metadata = {"stage": "pretrain" if prefix == "backbone." else "finetune"}
+        encoder = with_prefix(checkpoint["state_dict"], "force_encoder.")
+        return Pretrained(hparams["model_name"], hparams["model_hparams"], state, metadata, path, encoder)
+    model_path = resolve_model_path(path)
+    metadata, state, encoder = load_backbone_state(model_path)
+    backbone = metadata["backbone"]
+    return Pretrained(backbone["name"], backbone["hyperparameters"], state, metadata, model_path, encoder)
+
+
+def finetune_config(
+    from_path: str | Path | None,
+    config_file: str | list[str] | None = None,
+    overrides: list[str] | None = None,
+) -> DictConfig:
+    """The finetune config for ``finetune --from from_path``: the pretrained backbone's architecture
+    replaces the packaged default's ``model`` section, then ``config_file`` and ``overrides`` apply."""
+    base = pretrained_architecture(from_path) if from_path is not None else None
+    return load_config("finetune", config_file, overrides, base_model=base)
+
+
+def pretrained_architecture(path: str | Path) -> dict:
+    """Backbone name and hyperparameters of ``path``, from a model file's metadata alone (its tensors
+    are read once, by :func:`pretrained_backbone`, when the run starts)."""
+    if Path(path).suffix == ".ckpt":
+        return pretrained_backbone(path).architecture
+    backbone = read_metadata(resolve_model_path(path))["backbone"]
+    return {"name": backbone["name"], **backbone["hyperparameters"]}
+
+
+def check_architecture(cfg: DictConfig, pretrained: Pretrained) -> None:
+    """Refuse a config whose backbone differs from the pretrained one, naming the first difference."""
+    name, hparams = model_hyperparameters(cfg)
+    if name != pretrained.name:
+        raise InputError(
+            f"model.name={name!r} but {pretrained.source} holds a {pretrained.name!r} backbone; "
+            "finetune with the same backbone (drop the model.name override)"
+        )
+    for key, value in pretrained.hyperparameters.items():
+        if hparams.get(key) != value:
+            raise InputError(
+                f"model.{key}={hparams.get(key)!r} but the backbone in {pretrained.source} has "
+                f"{key}={value!r}; a pretrained backbone keeps its architecture (drop the override)"
+            )
+
+
+def load_pretrained(backbone: torch.nn.Module, pretrained: Pretrained) -> int:
+    """Copy every pretrained tensor into ``backbone`` (all must match); returns how many."""
+    expected = backbone.state_dict()
+    missing = sorted(set(expected) - set(pretrained.state))
+    unexpected = sorted(set(pretrained.state) - set(expected))
+    shapes = [k for k in expected if k in pretrained.state and pretrained.state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise InputError(
+            f"{pretrained.source}: backbone tensors do not match {pretrained.name!r} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shape {shapes[:3]})"
+        )
+    backbone.load_state_dict(pretrained.state)
+    log.info("loaded all %d backbone tensors from %s", len(pretrained.state), pretrained.source)
+    return len(pretrained.state)
+
+
+def load_pretrained_encoder(task, pretrained: Pretrained, force_scale: float) -> bool:
+    """Start a DeNS finetune's force encoder from a DeNS-pretrained one, where both exist and match;
+    the force scale stays the new data's. Returns whether it was loaded."""
+    encoder = task.force_encoder
+    if encoder is None or not pretrained.encoder_state:
+        return False
+    expected = encoder.state_dict()
+    if set(expected) != set(pretrained.encoder_state) or any(
+        expected[k].shape != v.shape for k, v in pretrained.encoder_state.items()
+    ):
+        log.info("the pretrained force encoder does not match this one; it starts fresh")
+        return False
+    encoder.load_state_dict(pretrained.encoder_state)
+    encoder.set_force_scale(force_scale)
+    log.info("loaded the pretrained DeNS force encoder (%d tensors)", len(pretrained.encoder_state))
+    return True
+
+
+def warn_new_elements(datamodule, pretrained: Pretrained) -> None:
+    """Warn of elements of the training split that the pretraining data did not hold."""
+    seen = pretrained.metadata.get("elements")
+    if not seen:
+        return
+    new = sorted(set(datamodule.splits["train"].elements) - set(seen))
+    if new:
+        from ase.data import chemical_symbols
+
+        warnings.warn(
+            f"elements {', '.join(chemical_symbols[z] for z in new)} were not in the pretraining data of "
+            f"{pretrained.source}; their embeddings start from the untrained initialisation",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+def step0_validation(potential: torch.nn.Module, datamodule, device: torch.device | str = "cpu") -> dict:
+    """Errors of the warm-started ``potential`` on the validation split before the first finetuning
+    step (its energy references already fitted to the new data): what the pretrained start is worth
+    on its own, in the units of :func:`~dens_lightning.evaluation.evaluate_structures`."""
+    structures = datamodule.splits["val"]
+    batch_size = datamodule.cfg.eval_batch_size or datamodule.cfg.batch_size
+    with torch.random.fork_rng(devices=[]):  # a loader's seed draw would shift the run's data order
+        errors, _ = evaluate_structures(potential.to(device), structures, batch_size, device)
+    log.info("warm-started model before finetuning: %s", errors)
+    return errors
+
+
+def warm_start(task, datamodule, pretrained: Pretrained, run_dir: Path, trainer) -> dict:
+    """Load ``pretrained`` into the finetune ``task`` (whose energy references are already fitted)
+    and return the record of where the run began: source, stage, pretraining data, what was loaded
+    and the validation errors before the first step. Rank zero measures them and writes the record
+    to the run directory, so that a resumed run's model card still names its start."""
+    record = {
+        "path": str(pretrained.source),
+        "stage": pretrained.metadata.get("stage"),
+        "data": pretrained.metadata.get("data"),
+        "tensors_loaded": load_pretrained(task.potential.backbone, pretrained),
+        "force_encoder_loaded": load_pretrained_encoder(task, pretrained, datamodule.scale),
+    }
+    warn_new_elements(datamodule, pretrained)
+    if trainer.is_global_zero:
+        record["validation_before_finetuning"] = step0_validation(
+            task.potential, datamodule, trainer.strategy.root_device
+        )
+        write_text_atomic(Path(run_dir) / WARM_START_FILE, json_text(record, indent=2) + "\n")
+    return record
+
+
+def read_warm_start(run_dir: str | Path) -> dict | None:
+    """The record :func:`warm_start` wrote in ``run_dir``; None for a run trained from scratch."""
+    path = Path(run_dir) / WARM_START_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from err
