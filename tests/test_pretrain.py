@@ -254,7 +254,8 @@ def test_validation_before_finetuning_is_the_warm_started_model(pretrained, tmp_
     """The recorded step-0 errors are those of the model the first optimizer step starts from."""
     run_dir = tmp_path / "ft"
     overrides = [arg for arg in FINETUNE_FAST if arg != "--no-progress"]
-    cfg = finetune_config(pretrained, overrides=[*overrides, "trainer.max_epochs=1", "data.eval_batch_size=3"])
+    overrides += ["trainer.max_epochs=1", "data.eval_batch_size=3"]
+    cfg = finetune_config(pretrained, overrides=overrides)
     probe = _ValidationAtTrainStart()
     run_finetune(cfg, run_dir, from_path=pretrained, progress=False, callbacks=[probe])
     recorded = read_warm_start(run_dir)["validation_before_finetuning"]
