@@ -334,9 +334,8 @@ def run_finetune(
         neighbor_backend=cfg.data.neighbor_backend,
     )
     task.set_statistics(datamodule.references, datamodule.scale)
-    origin = read_warm_start(run_dir) if resume else None
-    if pretrained is not None:
-        origin = warm_start(task, datamodule, pretrained, run_dir, trainer)
+    loaded_now = warm_start(task, datamodule, pretrained, run_dir, trainer) if pretrained is not None else {}
+    origin = loaded_now or (read_warm_start(run_dir) if resume else None)
 
     _fit(trainer, task, datamodule, cfg, run_dir, resume_from)
     test_metrics = None
@@ -367,8 +366,8 @@ def run_finetune(
         run_dir=run_dir,
         model_path=model_path,
         test_metrics=test_metrics,
-        pretrained_tensors=origin["tensors_loaded"] if pretrained is not None else None,
-        pretrained_encoder=bool(pretrained is not None and origin["force_encoder_loaded"]),
+        pretrained_tensors=loaded_now.get("tensors_loaded"),
+        pretrained_encoder=bool(loaded_now.get("force_encoder_loaded")),
         is_global_zero=trainer.is_global_zero,
     )
 

@@ -158,8 +158,7 @@ def step0_validation(potential: torch.nn.Module, datamodule, device: torch.devic
     """Errors of the warm-started ``potential`` on the validation split before the first finetuning
     step (its energy references already fitted to the new data): what the pretrained start is worth
     on its own, in the units of :func:`~dens_lightning.evaluation.evaluate_structures`."""
-    structures = datamodule.splits["val"]
-    batch_size = datamodule.cfg.eval_batch_size or datamodule.cfg.batch_size
+    structures, batch_size = datamodule.splits["val"], datamodule.eval_batch_size
     with torch.random.fork_rng(devices=[]):  # a loader's seed draw would shift the run's data order
         errors, _ = evaluate_structures(potential.to(device), structures, batch_size, device)
     log.info("warm-started model before finetuning: %s", errors)

@@ -352,9 +352,14 @@ class AtomsDataModule(lightning.LightningDataModule):
 
     # -------------------------------------------------------------- loaders
 
+    @property
+    def eval_batch_size(self) -> int:
+        """Structures per validation or test batch: ``data.eval_batch_size``, else ``data.batch_size``."""
+        return self.cfg.eval_batch_size or self.cfg.batch_size
+
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         """Batches of ``data.batch_size`` (per device) for training, ``data.eval_batch_size`` else."""
-        batch_size = self.cfg.batch_size if shuffle else (self.cfg.eval_batch_size or self.cfg.batch_size)
+        batch_size = self.cfg.batch_size if shuffle else self.eval_batch_size
         dataset = StructureDataset(self.splits[name], self.dtype)
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
