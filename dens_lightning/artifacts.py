@@ -21,6 +21,7 @@ from .models.potential import Potential
 METADATA_KEY = "dens_lightning"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
+PARTS = ("backbone", "energy_head", "force_encoder")  # what finetune --from can take from a model file
 
 
 def _backbone_metadata(backbone, stage: str, provenance: dict | None) -> dict:
@@ -52,16 +53,33 @@ def model_metadata(potential: Potential, stage: str, provenance: dict | None = N
 
 
 def pretrain_metadata(backbone, provenance: dict | None = None, **extra: Any) -> dict:
-    """Metadata of a pretrained backbone file (stage ``pretrain``: backbone and noise head, no
-    energy head)."""
-    return {**_backbone_metadata(backbone, "pretrain", provenance), "units": {"length": "Å"}, **extra}
+    """Metadata of a denoising-pretrained backbone file (stage ``pretrain``, objective ``denoise``:
+    backbone and noise head, no energy head)."""
+    return {
+        **_backbone_metadata(backbone, "pretrain", provenance),
+        "objective": "denoise",
+        "units": {"length": "Å"},
+        **extra,
+    }
 
 
-def save_model(module: torch.nn.Module, path: str | Path, metadata: dict) -> Path:
-    """Write ``module``'s weights and ``metadata`` atomically (a temporary file, then a rename)."""
+def has_energy_head(metadata: dict) -> bool:
+    """Whether a model file holds an energy head: every file but a denoising-pretrained backbone
+    (files without ``objective`` predate the supervised and DeNS pretraining objectives)."""
+    return metadata.get("stage") != "pretrain" or metadata.get("objective", "denoise") != "denoise"
+
+
+def save_model(
+    module: torch.nn.Module, path: str | Path, metadata: dict, parts: dict[str, torch.nn.Module] | None = None
+) -> Path:
+    """Write ``module``'s weights and ``metadata`` atomically (a temporary file, then a rename);
+    ``parts``: further modules stored under their name as prefix (e.g. ``force_encoder``)."""
     from safetensors.torch import save_file
 
-    tensors = {name: t.detach().contiguous().cpu() for name, t in module.state_dict().items()}
+    state = dict(module.state_dict())
+    for prefix, part in (parts or {}).items():
+        state |= {f"{prefix}.{name}": t for name, t in part.state_dict().items()}
+    tensors = {name: t.detach().contiguous().cpu() for name, t in state.items()}
     with replacing(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json_text(metadata, sort_keys=True)})
     return Path(path)
@@ -109,18 +127,19 @@ def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def load_backbone_state(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Metadata, the backbone's tensors and the DeNS force encoder's (empty where there is none), names
-    without their ``backbone.`` / ``force_encoder.`` prefix, of any model file, pretrained or finetuned."""
+def load_parts(path: str | Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+    """Metadata and the tensors of each part of any model file, pretrained or finetuned: ``backbone``,
+    ``energy_head`` and the DeNS ``force_encoder`` (empty where the file has none), named without
+    their prefix."""
     from safetensors.torch import load_file
 
     metadata = read_metadata(path)
     _registered(path, metadata)
     tensors = load_file(str(path), device="cpu")
-    state = with_prefix(tensors, "backbone.")
-    if not state:
+    parts = {prefix: with_prefix(tensors, f"{prefix}.") for prefix in PARTS}
+    if not parts["backbone"]:
         raise InputError(f"{path}: holds no backbone tensors")
-    return metadata, state, with_prefix(tensors, "force_encoder.")
+    return metadata, parts
 
 
 def load_potential(path: str | Path, device: str | torch.device = "cpu") -> Potential:
@@ -129,13 +148,14 @@ def load_potential(path: str | Path, device: str | torch.device = "cpu") -> Pote
 
     metadata = read_metadata(path)
     name = _registered(path, metadata)
-    if metadata.get("stage") == "pretrain":
+    if not has_energy_head(metadata):
         raise InputError(
-            f"{path}: a pretrained backbone without an energy head; finetune it first "
+            f"{path}: a denoising-pretrained backbone without an energy head; finetune it first "
             f"(python -m dens_lightning finetune --from {path})"
         )
     potential = Potential.build(name, metadata["backbone"]["hyperparameters"], metadata=metadata)
-    state = load_file(str(path), device="cpu")
+    tensors = load_file(str(path), device="cpu")
+    state = {k: v for k, v in tensors.items() if not k.startswith("force_encoder.")}
     dtype = next(iter(state.values())).dtype if state else torch.float32
     potential.to(dtype)
     missing, unexpected = potential.load_state_dict(state, strict=False)

@@ -8,6 +8,13 @@ from pathlib import Path
 
 from ase.data import chemical_symbols
 
+from .artifacts import has_energy_head
+
+OBJECTIVES = {
+    "denoise": "predict the noise added to sampled conformations (no labels)",
+    "supervised": "energies and forces of the pretraining set",
+    "dens": "energies and forces, with DeNS as an auxiliary task",
+}
 TEST_COLUMNS = (
     ("energy_mae_meV", "energy MAE (meV)"),
     ("energy_rmse_meV", "energy RMSE (meV)"),
@@ -62,9 +69,11 @@ def _training(metadata: dict) -> list[str]:
     rows = []
     origin = data.get("pretrained_from")
     if origin:
+        head = "; its energy head kept" if origin.get("energy_head_loaded") else ""
+        objective = f", objective {origin['objective']}" if origin.get("objective") else ""
         rows.append(
-            f"| started from | `{origin.get('path')}` (stage {origin.get('stage')}; "
-            f"{origin.get('tensors_loaded')} backbone tensors loaded) |"
+            f"| started from | `{origin.get('path')}` (stage {origin.get('stage')}{objective}; "
+            f"{origin.get('tensors_loaded')} backbone tensors loaded{head}) |"
         )
         before = origin.get("validation_before_finetuning")
         if before:
@@ -83,9 +92,18 @@ def _training(metadata: dict) -> list[str]:
     noise = metadata.get("noise")
     if noise:
         rows.append(f"| denoising | {_settings(noise)} |")
-    loss = (metadata.get("validation") or {}).get("noise_loss")
-    if loss is not None:
-        rows.append(f"| validation noise loss | {loss:.4f} (best) |")
+    if metadata.get("objective"):
+        objective = metadata["objective"]
+        rows.append(f"| pretraining objective | {objective}: {OBJECTIVES.get(objective, '')} |")
+    validation = metadata.get("validation") or {}
+    if validation.get("noise_loss") is not None:
+        rows.append(f"| validation noise loss | {validation['noise_loss']:.4f} (best) |")
+    if validation.get("forces_mae_meV_per_A") is not None:
+        rows.append(
+            f"| validation errors | energy MAE {_number(validation.get('energy_mae_meV'))} meV, force MAE "
+            f"{_number(validation['forces_mae_meV_per_A'])} meV/Å "
+            f"({validation.get('n_structures')} structures) |"
+        )
     return rows
 
 
@@ -107,8 +125,8 @@ def _test_metrics(metrics: dict | None) -> list[str]:
     ]
 
 
-def _usage(stage: str, path: str) -> list[str]:
-    if stage == "pretrain":
+def _usage(metadata: dict, path: str) -> list[str]:
+    if not has_energy_head(metadata):
         return [
             "A pretrained backbone (denoising), not a potential: finetune it on energies and forces:",
             "",
@@ -142,6 +160,8 @@ def model_card(metadata: dict, path: str = "model.safetensors") -> str:
     stage = metadata.get("stage", "unknown")
     what = {"pretrain": "denoising-pretrained backbone", "finetune": "interatomic potential"}
     what = what.get(stage, stage)
+    if stage == "pretrain" and has_energy_head(metadata):
+        what = "pretrained interatomic potential"
     units = metadata.get("units", {})
     rows = [
         f"| stage | {stage} |",
@@ -168,5 +188,5 @@ def model_card(metadata: dict, path: str = "model.safetensors") -> str:
     ]
     if stage == "finetune":
         lines += ["## Test errors", "", *_test_metrics(metadata.get("test_metrics")), ""]
-    lines += ["## Use it", "", *_usage(stage, path), ""]
+    lines += ["## Use it", "", *_usage(metadata, path), ""]
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from .errors import InputError, first_line
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 STAGES = ("pretrain", "finetune")
+OBJECTIVES = ("denoise", "supervised", "dens")  # what a pretraining run fits (task.objective)
 
 
 @dataclass
@@ -83,20 +84,22 @@ class NoiseConfig:
 @dataclass
 class DensConfig:
     """DeNS (Liao et al. 2024): denoising partially corrupted non-equilibrium structures, with their
-    forces encoded, as an auxiliary task (finetune) or as the pretraining task (pretrain)."""
+    forces encoded: an auxiliary task beside energies and forces (finetune, and the ``dens``
+    pretraining objective; the keys marked "auxiliary"), or with the ``denoise`` objective
+    force-encoded denoising with ``task.noise``'s corruption."""
 
     enabled: bool = False
-    probability: float = 0.25  # finetune: chance that a structure is corrupted (MD17 setting)
-    corrupt_ratio: float = 0.25  # finetune: chance that an atom of such a structure is corrupted
+    probability: float = 0.25  # auxiliary: chance that a structure is corrupted (MD17 setting)
+    corrupt_ratio: float = 0.25  # auxiliary: chance that an atom of such a structure is corrupted
     sigma: float = 0.05  # Å, std of the noise; with sigma_max the low end of a log-uniform range
     sigma_max: float | None = None  # Å; per structure, log-uniform in [sigma, sigma_max]; null: fixed
-    weight: float = 5.0  # finetune: weight of the noise loss
-    head_blocks: int = 0  # finetune: message-passing blocks of the noise head before its readout
-    decay: str = "linear"  # finetune: linear (weight falls to 0 over training, MD17) or none
+    weight: float = 5.0  # auxiliary: weight of the noise loss
+    head_blocks: int = 0  # auxiliary: message-passing blocks of the noise head before its readout
+    decay: str = "linear"  # auxiliary: linear (weight falls to 0 over training, MD17) or none
     force_encoding: bool = True  # encode the corrupted atoms' forces (false: the paper's ablation)
-    energy_on_corrupted: bool = False  # finetune: the original energy also supervises corrupted structures
-    forces_on_corrupted: bool = False  # finetune: uncorrupted atoms of corrupted structures supervise forces
-    diagnostics_every_n_steps: int = 100  # finetune: log each term's gradient norm every N steps; 0: off
+    energy_on_corrupted: bool = False  # auxiliary: the original energy also supervises corrupted structures
+    forces_on_corrupted: bool = False  # auxiliary: uncorrupted atoms of corrupted structures supervise forces
+    diagnostics_every_n_steps: int = 100  # auxiliary: log each term's gradient norm every N steps; 0: off
 
 
 @dataclass
@@ -111,6 +114,8 @@ class LossConfig:
 
 @dataclass
 class TaskConfig:
+    # pretrain only: denoise (label-free), supervised (energies and forces), dens (supervised + DeNS)
+    objective: str | None = None
     lr: float = 5e-4
     weight_decay: float = 0.0
     energy_weight: float = 1.0  # on per-atom energy, in units of the energy scale
@@ -132,6 +137,8 @@ class TaskConfig:
 class FinetuneConfig:
     freeze_backbone: bool = False
     backbone_lr_scale: float = 1.0  # lr of the pretrained backbone relative to task.lr
+    energy_head: str = "keep"  # keep: a pretrained model's energy head, where it has one; fresh: a new one
+    freeze: list[str] = field(default_factory=list)  # backbone parts not trained: embedding, block0, ...
 
 
 @dataclass
@@ -195,6 +202,8 @@ def load_config(
         except OmegaConfBaseException as err:
             raise config_error(err, where) from err
     cfg.stage = stage
+    if stage == "pretrain" and cfg.task.objective == "dens":
+        cfg.task.dens.enabled = True  # DeNS pretraining is the DeNS auxiliary task on the pretraining set
     if base_model is not None and cfg.model.get("name") != base_model["name"]:
         raise InputError(
             f"model.name={cfg.model.get('name')!r} but the pretrained model (--from) holds a "
@@ -318,6 +327,7 @@ def validate(cfg: DictConfig) -> None:
         ("task.nonfinite_loss", cfg.task.nonfinite_loss in POLICIES, "one of " + ", ".join(POLICIES)),
         ("task.ema_decay", cfg.task.ema_decay is None or 0 <= cfg.task.ema_decay < 1, "null or in [0, 1)"),
         ("finetune.backbone_lr_scale", cfg.finetune.backbone_lr_scale >= 0, "a non-negative number"),
+        ("finetune.energy_head", cfg.finetune.energy_head in ("keep", "fresh"), "one of keep, fresh"),
         (
             "checkpoint.every_n_steps",
             cfg.checkpoint.every_n_steps is None or cfg.checkpoint.every_n_steps >= 1,
@@ -340,19 +350,61 @@ def validate(cfg: DictConfig) -> None:
         raise InputError(
             "config: data.embedded.smiles is empty and data.embedded.smiles_file is null; give one"
         )
+    check_objective(cfg)
     check_backbone_supports(cfg)
     unbounded = cfg.trainer.get("max_epochs") == -1 and cfg.trainer.get("max_steps", -1) in (None, -1)
-    decaying = cfg.task.dens.enabled and cfg.task.dens.decay == "linear" and cfg.stage == "finetune"
+    decaying = dens_auxiliary(cfg) and cfg.task.dens.decay == "linear"
     if unbounded and (cfg.task.scheduler == "cosine" or decaying):
         what = "task.scheduler=cosine" if cfg.task.scheduler == "cosine" else "task.dens.decay=linear"
         raise InputError(
             f"config: trainer.max_epochs=-1 without trainer.max_steps leaves training unbounded, but {what} "
             "needs its length: set trainer.max_steps, or task.scheduler=plateau or none, task.dens.decay=none"
         )
-    if cfg.data.source == "qm9" and cfg.stage != "pretrain":
-        raise InputError("config: data.source: qm9 has no energy or force labels; use it to pretrain")
-    if cfg.stage == "finetune" and cfg.task.energy_weight == 0 and cfg.task.forces_weight == 0:
+    if cfg.data.source == "qm9" and labelled(cfg) and not (cfg.data.path or cfg.data.train):
+        what = "finetune" if cfg.stage == "finetune" else f"task.objective={cfg.task.objective}"
+        raise InputError(
+            f"config: data.source: qm9 has no energy or force labels, which {what} needs; "
+            "pretrain on it with task.objective=denoise"
+        )
+    if labelled(cfg) and cfg.task.energy_weight == 0 and cfg.task.forces_weight == 0:
         raise InputError("config: task.energy_weight and task.forces_weight are both 0; nothing to train")
+
+
+def labelled(cfg: DictConfig) -> bool:
+    """Whether the run fits energies and forces: finetuning, or a supervised or DeNS pretraining."""
+    return cfg.stage == "finetune" or cfg.task.objective in ("supervised", "dens")
+
+
+def dens_auxiliary(cfg: DictConfig) -> bool:
+    """Whether DeNS runs as an auxiliary task beside energies and forces (a DeNS finetune or the
+    ``dens`` pretraining objective), rather than as force-encoded denoising pretraining."""
+    return bool(cfg.task.dens.enabled) and labelled(cfg)
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """``task.objective``: one of :data:`OBJECTIVES` when pretraining, unset when finetuning; a labelled
+    objective on the embedded set needs a labeller."""
+    objective = cfg.task.objective
+    if cfg.stage == "finetune":
+        if objective is not None:
+            raise InputError(
+                f"config: task.objective={objective!r} applies to pretrain; finetune always fits energies "
+                "and forces (DeNS beside them: task.dens.enabled=true)"
+            )
+        return
+    if objective not in OBJECTIVES:
+        raise InputError(f"config: task.objective: {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+    if objective == "supervised" and cfg.task.dens.enabled:
+        raise InputError(
+            "config: task.dens.enabled=true with task.objective=supervised; for DeNS pretraining set "
+            "task.objective=dens"
+        )
+    embedded = cfg.data.source == "embedded" and not (cfg.data.path or cfg.data.train)
+    if objective != "denoise" and embedded and cfg.data.embedded.labeller == "none":
+        raise InputError(
+            f"config: task.objective={objective} needs energies and forces, but data.embedded.labeller is "
+            "'none'; set data.embedded.labeller=xtb (or mmff, auto) or give a labelled data.path"
+        )
 
 
 def check_backbone_supports(cfg: DictConfig) -> None:
@@ -369,7 +421,7 @@ def check_backbone_supports(cfg: DictConfig) -> None:
             "set task.dens.force_encoding=false or use a backbone that can"
         )
     blocks = {"task.noise.head_blocks": cfg.task.noise.head_blocks}
-    if cfg.task.dens.enabled and cfg.stage == "finetune":
+    if dens_auxiliary(cfg):
         blocks["task.dens.head_blocks"] = cfg.task.dens.head_blocks
     for key, count in blocks.items():
         if count > 0 and not backbone.supports_head_blocks:

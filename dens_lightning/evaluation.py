@@ -39,13 +39,7 @@ def evaluate_structures(
     structure, in order (the columns of ``PER_STRUCTURE_COLUMNS``): reference and predicted energy
     (eV), energy error predicted − reference (meV), and the MAE and RMSE over the structure's force
     components (meV/Å). Missing labels give NaN."""
-    dtype = next(potential.parameters()).dtype
-    loader = DataLoader(
-        StructureDataset(structures, dtype),
-        batch_size=batch_size,
-        shuffle=False,
-        collate_fn=Collater(potential.cutoff, potential.neighbor_backend),
-    )
+    loader = structure_loader(potential, structures, batch_size)
     metrics = EnergyForceMetrics(sync=False).to(device)  # one process: never gathers across ranks
     columns: dict[str, list[np.ndarray]] = {name: [] for name in PER_STRUCTURE_COLUMNS}
     was_training = potential.training
@@ -61,6 +55,38 @@ def evaluate_structures(
         potential.train(was_training)
     errors = {"n_structures": len(structures), **metrics.compute()}
     return errors, {name: np.concatenate(values) for name, values in columns.items()}
+
+
+def structure_loader(
+    potential: Potential, structures: Structures | StructureView, batch_size: int
+) -> DataLoader:
+    """``structures`` in order, in batches with the neighbour lists of ``potential``, in its dtype."""
+    return DataLoader(
+        StructureDataset(structures, next(potential.parameters()).dtype),
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=Collater(potential.cutoff, potential.neighbor_backend),
+    )
+
+
+@torch.no_grad()
+def predict_energies(
+    potential: Potential,
+    structures: Structures | StructureView,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """The energy (eV) ``potential`` predicts for each structure, in order (no forces)."""
+    was_training = potential.training
+    potential.eval()
+    try:
+        energies = [
+            potential(batch.to(device), compute_forces=False)["energy"].double().cpu().numpy()
+            for batch in structure_loader(potential, structures, batch_size)
+        ]
+    finally:
+        potential.train(was_training)
+    return np.concatenate(energies)
 
 
 def _per_structure(batch, out: dict) -> tuple:

@@ -25,10 +25,11 @@ from .artifacts import (
     load_checkpoint,
     load_potential,
     model_metadata,
+    read_metadata,
     resolve_model_path,
     save_model,
 )
-from .config import model_hyperparameters, to_yaml
+from .config import labelled, model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
 from .errors import InputError, Interrupted, first_line
 from .evaluation import evaluate_structures, write_structure_errors
@@ -238,8 +239,8 @@ def _datamodule(
         cutoff=hparams["cutoff"],
         seed=cfg.seed,
         run_dir=run_dir,
-        require_energy=cfg.task.energy_weight > 0,
-        require_forces=(cfg.task.forces_weight > 0 and stage != "pretrain") or encodes_forces(cfg),
+        require_energy=cfg.task.energy_weight > 0 and labelled(cfg),
+        require_forces=(cfg.task.forces_weight > 0 and labelled(cfg)) or encodes_forces(cfg),
         dtype=precision_dtype(cfg.trainer.get("precision", "32-true")),
         stage=stage,
         is_global_zero=trainer.is_global_zero,
@@ -264,12 +265,11 @@ def run_pretrain(
     progress: bool = True,
     callbacks: list | None = None,
 ) -> RunResult:
-    """Denoising pretraining: the run directory's ``model.safetensors`` holds the backbone and its
-    noise head (stage ``pretrain``), ready for ``finetune --from``. ``callbacks``: Lightning callbacks
-    added to the run's own (e.g. a timer)."""
-    from .artifacts import pretrain_metadata
-    from .tasks.pretrain import DenoisingPretraining
-
+    """Pretraining with ``task.objective``: ``denoise`` (label-free; the run directory's
+    ``model.safetensors`` holds the backbone and its noise head), ``supervised`` (energies and forces)
+    or ``dens`` (the same with DeNS beside them; the file also holds the force encoder); either of
+    the last two files holds a whole potential, energy head included. Stage ``pretrain``, ready for
+    ``finetune --from``. ``callbacks``: Lightning callbacks added to the run's own (e.g. a timer)."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir("pretrain")
     resume_from = _start(run_dir, resume)
     keep_freed_memory()
@@ -277,28 +277,56 @@ def run_pretrain(
     name, hparams = model_hyperparameters(cfg)
     trainer = make_trainer(cfg, run_dir, progress, callbacks, resume_from)
     datamodule = _datamodule(cfg, run_dir, hparams, "pretrain", trainer)
-    task = DenoisingPretraining(
-        model_name=name,
-        model_hparams=hparams,
-        task=OmegaConf.to_container(cfg.task, resolve=True),
-        neighbor_backend=cfg.data.neighbor_backend,
-    )
-    task.set_force_scale(datamodule.scale)
+    task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
+    if cfg.task.objective == "denoise":
+        from .tasks.pretrain import DenoisingPretraining
+
+        task = DenoisingPretraining(name, hparams, task_cfg, neighbor_backend=cfg.data.neighbor_backend)
+        task.set_force_scale(datamodule.scale)
+    else:
+        task = EnergyForceTask(name, hparams, task_cfg, neighbor_backend=cfg.data.neighbor_backend)
+        task.set_statistics(datamodule.references, datamodule.scale)
     _fit(trainer, task, datamodule, cfg, run_dir, resume_from)
     model_path = run_dir / MODEL_FILE
     if trainer.is_global_zero:
-        best = trainer.checkpoint_callback.best_model_score
+        save_pretrained(cfg, task, datamodule, trainer, model_path)
+        write_model_card(run_dir, read_metadata(model_path))
+    return RunResult(run_dir, model_path, test_metrics=None, is_global_zero=trainer.is_global_zero)
+
+
+def save_pretrained(cfg: DictConfig, task, datamodule: AtomsDataModule, trainer, path: Path) -> None:
+    """Write a pretraining run's model file with its metadata: the objective, the pretraining data and
+    the best validation loss (and a labelled objective's validation errors)."""
+    from .artifacts import pretrain_metadata
+
+    best = trainer.checkpoint_callback.best_model_score
+    provenance = dict(datamodule.provenance)
+    elements = datamodule.splits["train"].elements
+    if cfg.task.objective == "denoise":
         metadata = pretrain_metadata(
             task.backbone,
-            provenance=dict(datamodule.provenance),
-            elements=datamodule.splits["train"].elements,
+            provenance=provenance,
+            elements=elements,
             noise=OmegaConf.to_container(cfg.task.noise, resolve=True)
             | {"force_encoding": task.force_encoder is not None},
             validation={"noise_loss": float(best) if best is not None else None},
         )
-        save_model(task.cpu(), model_path, metadata)
-        write_model_card(run_dir, metadata)
-    return RunResult(run_dir, model_path, test_metrics=None, is_global_zero=trainer.is_global_zero)
+        save_model(task.cpu(), path, metadata)
+        return
+    if cfg.task.dens.enabled:
+        provenance["dens"] = OmegaConf.to_container(cfg.task.dens, resolve=True)
+    potential = task.potential.cpu().eval()
+    errors, _ = evaluate_structures(potential, datamodule.splits["val"], datamodule.eval_batch_size)
+    metadata = model_metadata(
+        potential,
+        stage="pretrain",
+        provenance=provenance,
+        elements=elements,
+        objective=cfg.task.objective,
+        validation={"loss": float(best) if best is not None else None, **errors},
+    )
+    encoder = task.force_encoder
+    save_model(potential, path, metadata, parts={"force_encoder": encoder.cpu()} if encoder else None)
 
 
 def run_finetune(
@@ -310,10 +338,11 @@ def run_finetune(
     callbacks: list | None = None,
 ) -> RunResult:
     """Train energies and forces, from scratch or from the backbone at ``from_path`` (a pretrain run
-    directory, a model file or a ``.ckpt``): every backbone tensor is loaded, the heads start fresh
-    and the per-element energy references are fitted on the new data; the warm-started model's
-    validation errors before the first step are recorded (:mod:`.warm_start`). ``callbacks``:
-    Lightning callbacks added to the run's own."""
+    directory, a model file or a ``.ckpt``): every backbone tensor is loaded; a model trained on
+    energies keeps its energy head, with the per-element references refitted on its residuals on
+    the new data (``finetune.energy_head``), any other head starts fresh with references fitted on
+    the new data; the warm-started model's validation errors before the first step are recorded
+    (:mod:`.warm_start`). ``callbacks``: Lightning callbacks added to the run's own."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir("finetune")
     resume_from = _start(run_dir, resume)
     keep_freed_memory()

@@ -1,7 +1,7 @@
 """Starting a finetune from a pretrained model (``finetune --from``): read the backbone of a run
 directory, a model file or a checkpoint, check that the config keeps its architecture, copy its
-tensors (and a DeNS-pretrained force encoder) into the new task, and measure the warm-started model
-on the validation split before the first step.
+tensors (and a DeNS-pretrained force encoder, and the energy head of a model trained on energies)
+into the new task, and measure the warm-started model on the validation split before the first step.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from .artifacts import load_backbone_state, load_checkpoint, read_metadata, resolve_model_path, with_prefix
+from .artifacts import load_checkpoint, load_parts, read_metadata, resolve_model_path, with_prefix
 from .config import load_config, model_hyperparameters
+from .data.statistics import reference_energies
 from .errors import InputError
-from .evaluation import evaluate_structures
+from .evaluation import evaluate_structures, predict_energies
 from .files import json_text, write_text_atomic
 
 log = logging.getLogger("dens_lightning")
@@ -36,6 +37,7 @@ class Pretrained:
     metadata: dict
     source: Path
     encoder_state: dict[str, torch.Tensor] = field(default_factory=dict)  # DeNS force encoder, if any
+    head_state: dict[str, torch.Tensor] = field(default_factory=dict)  # energy head, if trained on energies
 
     @property
     def architecture(self) -> dict:
@@ -58,13 +60,24 @@ def pretrained_backbone(path: str | Path) -> Pretrained:
                 break
         else:
             raise InputError(f"{path}: checkpoint holds no backbone tensors")
-        metadata = {"stage": "pretrain" if prefix == "backbone." else "finetune"}
+        objective = (hparams.get("task") or {}).get("objective")  # None: a finetune's checkpoint
+        metadata = {"stage": "finetune" if objective is None else "pretrain", "objective": objective}
         encoder = with_prefix(checkpoint["state_dict"], "force_encoder.")
-        return Pretrained(hparams["model_name"], hparams["model_hparams"], state, metadata, path, encoder)
+        head = with_prefix(checkpoint["state_dict"], "potential.energy_head.")
+        name, architecture = hparams["model_name"], hparams["model_hparams"]
+        return Pretrained(name, architecture, state, metadata, path, encoder, head)
     model_path = resolve_model_path(path)
-    metadata, state, encoder = load_backbone_state(model_path)
+    metadata, parts = load_parts(model_path)
     backbone = metadata["backbone"]
-    return Pretrained(backbone["name"], backbone["hyperparameters"], state, metadata, model_path, encoder)
+    return Pretrained(
+        backbone["name"],
+        backbone["hyperparameters"],
+        parts["backbone"],
+        metadata,
+        model_path,
+        parts["force_encoder"],
+        parts["energy_head"],
+    )
 
 
 def finetune_config(
@@ -137,6 +150,32 @@ def load_pretrained_encoder(task, pretrained: Pretrained, force_scale: float) ->
     return True
 
 
+def load_energy_head(potential: torch.nn.Module, pretrained: Pretrained, datamodule, device="cpu") -> dict:
+    """Keep the energy head of a model trained on energies (its network and learned per-element
+    scale) and refit the per-element reference energies to the new data on the model's residuals:
+    ``e_z`` minimising ``Σ (E - E_model,0 - Σ_i e_{z_i})²`` over the training split (a seeded
+    sample of a large one), ``E_model,0`` the model's energy with zero references. Reference
+    energies fitted on the labels alone would count the interaction energy the head already
+    predicts twice. Returns the fitted references (eV per atom, by atomic number)."""
+    head = potential.energy_head
+    expected = head.state_dict()
+    if set(expected) != set(pretrained.head_state) or any(
+        expected[k].shape != v.shape for k, v in pretrained.head_state.items()
+    ):
+        raise InputError(f"{pretrained.source}: energy head tensors do not match {pretrained.name!r}")
+    head.load_state_dict(pretrained.head_state)
+    structures = datamodule.statistics_set()
+    references = dict(datamodule.references)  # without energies to fit to, the new data's stand
+    if structures.energy is not None:
+        head.set_references({})
+        with torch.random.fork_rng(devices=[]):
+            predicted = predict_energies(potential.to(device), structures, datamodule.eval_batch_size, device)
+        references = reference_energies(structures, structures.energy - predicted)
+    head.set_references(references)
+    log.info("kept the energy head of %s; references refitted on its residuals", pretrained.source)
+    return references
+
+
 def warn_new_elements(datamodule, pretrained: Pretrained) -> None:
     """Warn of elements of the training split that the pretraining data did not hold."""
     seen = pretrained.metadata.get("elements")
@@ -173,10 +212,16 @@ def warm_start(task, datamodule, pretrained: Pretrained, run_dir: Path, trainer)
     record = {
         "path": str(pretrained.source),
         "stage": pretrained.metadata.get("stage"),
+        "objective": pretrained.metadata.get("objective"),
         "data": pretrained.metadata.get("data"),
         "tensors_loaded": load_pretrained(task.potential.backbone, pretrained),
         "force_encoder_loaded": load_pretrained_encoder(task, pretrained, datamodule.scale),
+        "energy_head_loaded": False,
     }
+    if pretrained.head_state and task.finetune_cfg.get("energy_head", "keep") == "keep":
+        references = load_energy_head(task.potential, pretrained, datamodule, trainer.strategy.root_device)
+        record["energy_head_loaded"] = True
+        record["energy_references_eV"] = {str(z): v for z, v in references.items()}
     warn_new_elements(datamodule, pretrained)
     if trainer.is_global_zero:
         record["validation_before_finetuning"] = step0_validation(

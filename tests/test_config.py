@@ -28,14 +28,10 @@ OTHER_STAGE_KEYS = {
         "task.noise.sigma_max",
         "task.noise.atom_fraction",
         "task.noise.head_blocks",
+        "task.objective",
     }
     | {f"data.qm9.{k}" for k in ("molecules", "samples", "displacement", "seed")},
-    "pretrain": {"task.energy_weight", "task.forces_weight", "finetune.freeze_backbone"}
-    | {"finetune.backbone_lr_scale"}
-    | {f"task.dens.{k}" for k in ("probability", "corrupt_ratio", "sigma", "sigma_max", "weight", "decay")}
-    | {"task.dens.energy_on_corrupted", "task.dens.forces_on_corrupted", "task.dens.head_blocks"}
-    | {"task.dens.diagnostics_every_n_steps"}
-    | {"task.loss.energy", "task.loss.forces"},
+    "pretrain": {f"finetune.{k}" for k in ("freeze_backbone", "backbone_lr_scale", "energy_head", "freeze")},
 }
 
 

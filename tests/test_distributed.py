@@ -118,6 +118,7 @@ def datamodule(tmp_path, world: int, rank: int, stage="finetune", batch=4, **dat
         cutoff=5.0,
         seed=cfg.seed,
         run_dir=tmp_path,
+        require_energy=stage != "pretrain",
         require_forces=stage != "pretrain",
         stage=stage,
         is_global_zero=rank == 0,

@@ -15,6 +15,7 @@ from dens_lightning.artifacts import model_metadata, read_metadata, save_model
 from dens_lightning.cli import main
 from dens_lightning.data.graph import collate
 from dens_lightning.data.neighbors import with_neighbors
+from dens_lightning.errors import InputError
 from dens_lightning.evaluation import evaluate_structures
 from dens_lightning.models import BACKBONES
 from dens_lightning.models.base import Backbone, BackboneConfig, Features, register_backbone
@@ -414,3 +415,29 @@ def test_backbone_learning_rate_scale_and_freezing(freeze, scale):
     else:
         assert lrs["backbone"] == pytest.approx(scale * 1e-3)
     assert lrs["heads"] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(
+    "name, hparams",
+    [
+        ("schnet", SMALL),
+        ("painn", {"hidden_channels": 8, "num_interactions": 3, "num_rbf": 6}),
+        ("equiformer", {"num_channels": 8, "num_layers": 2, "lmax": 1, "num_heads": 2, "num_rbf": 6}),
+    ],
+)
+def test_freeze_named_parts(name, hparams):
+    """``finetune.freeze`` takes the named parts out of training and leaves every other one in."""
+    from dens_lightning.tasks.finetune import EnergyForceTask
+
+    task_cfg = {"lr": 1e-3, "weight_decay": 0.0, "scheduler": "none", "warmup_steps": 0, "ema_decay": None}
+    finetune = {"freeze_backbone": False, "backbone_lr_scale": 1.0, "freeze": ["embedding", "block0"]}
+    task = EnergyForceTask(name, dict(hparams), task_cfg, finetune=finetune)
+    parts = task.potential.backbone.parts()
+    assert list(parts)[:3] == ["embedding", "block0", "block1"]
+    frozen = {id(p) for part in ("embedding", "block0") for p in parts[part].parameters()}
+    in_optimizer = {id(p) for g in task.configure_optimizers()["optimizer"].param_groups for p in g["params"]}
+    assert frozen and not frozen & in_optimizer
+    others = [p for p in task.potential.parameters() if id(p) not in frozen]
+    assert others and all(p.requires_grad and id(p) in in_optimizer for p in others)
+    with pytest.raises(InputError, match="finetune.freeze: 'block9' is not a part of"):
+        EnergyForceTask(name, dict(hparams), task_cfg, finetune={**finetune, "freeze": ["block9"]})

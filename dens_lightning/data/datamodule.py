@@ -152,14 +152,13 @@ class AtomsDataModule(lightning.LightningDataModule):
         stage: str = "finetune",
         is_global_zero: bool = True,
     ):
-        """``stage="pretrain"``: no energies needed or used, and the default data is the lazily read
-        pretraining set (the embedded conformation store or QM9); forces (and their RMS as the scale)
-        only with ``require_forces`` (DeNS pretraining encodes them). Only with ``is_global_zero`` is
+        """``stage="pretrain"``: the default data is the lazily read pretraining set (the embedded
+        conformation store or QM9); energies and forces are read and checked only as
+        ``require_energy`` and ``require_forces`` ask (a supervised or DeNS pretraining, or the force
+        encoding of denoising), the statistics fitted only then. Only with ``is_global_zero`` is
         ``splits.json`` written."""
         super().__init__()
         self.stage = stage
-        if stage == "pretrain":
-            require_energy = False
         self.cfg = data_cfg
         self.cutoff = cutoff
         self.seed = seed
@@ -194,17 +193,18 @@ class AtomsDataModule(lightning.LightningDataModule):
         return structures
 
     def _check_labels(self, structures: Structures) -> None:
+        pretraining = self.stage == "pretrain"
         if self.require_energy and structures.energy is None:
+            hint = "set task.energy_weight=0"
+            if pretraining:
+                hint = "pretrain with task.objective=denoise (label-free)"
             raise InputError(
-                f"{structures.source}: no energies found; "
-                "name them with data.energy_key or set task.energy_weight=0"
+                f"{structures.source}: no energies found; name them with data.energy_key or {hint}"
             )
         if self.require_forces and getattr(structures, "forces", None) is None:
-            hint = (
-                "set task.dens.force_encoding=false"
-                if self.stage == "pretrain"
-                else "set task.forces_weight=0 (and task.dens.force_encoding=false)"
-            )
+            hint = "set task.forces_weight=0 (and task.dens.force_encoding=false)"
+            if pretraining and not self.require_energy:
+                hint = "set task.dens.force_encoding=false"
             raise InputError(
                 f"{structures.source}: no forces found; name them with data.forces_key or {hint}"
             )
@@ -246,7 +246,8 @@ class AtomsDataModule(lightning.LightningDataModule):
 
             info = store_info(path)
             summary = {k: info.get(k) for k in ("structures", "kept", "rejected_bonds", "sampler")}
-            return open_store(path), None, {"embedded_store": {"path": str(path), **summary}}
+            labeller = resolve_labeller(cfg.embedded.labeller)
+            return open_store(path), labeller, {"embedded_store": {"path": str(path), **summary}}
         return self._read(path), resolve_labeller(cfg.embedded.labeller), {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -279,8 +280,8 @@ class AtomsDataModule(lightning.LightningDataModule):
             raise InputError(
                 f"data.split: {list(cfg.split)} leaves no validation structures; set data.val or data.split"
             )
-        if self.stage != "pretrain" or self.require_forces:
-            fitted_on = self._statistics_set()
+        if self.stage != "pretrain" or self.require_forces or self.require_energy:
+            fitted_on = self.statistics_set()
             self.references = reference_energies(fitted_on)
             self.scale = energy_scale(fitted_on, self.references)
         files = {
@@ -299,7 +300,7 @@ class AtomsDataModule(lightning.LightningDataModule):
             **extra,
         }
 
-    def _statistics_set(self) -> Structures:
+    def statistics_set(self) -> Structures:
         """The training structures the statistics are fitted on: all of them, or for a memory-mapped
         set a seeded sample of :data:`STATISTICS_SAMPLE` (every rank draws the same)."""
         train = self.splits["train"]

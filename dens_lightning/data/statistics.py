@@ -16,17 +16,19 @@ def element_counts(structures: Structures, elements: list[int]) -> np.ndarray:
     return counts
 
 
-def reference_energies(structures: Structures) -> dict[int, float]:
-    """Per-element energies (eV) minimising ``Σ (E - Σ_i e_{z_i})²`` over the structures.
+def reference_energies(structures: Structures, energy: np.ndarray | None = None) -> dict[int, float]:
+    """Per-element energies (eV) minimising ``Σ (E - Σ_i e_{z_i})²`` over the structures; ``energy``
+    [B] (eV) replaces the structures' own (e.g. the residuals of a model, to fit its references).
 
     With fewer distinct compositions than elements the problem is underdetermined; ``lstsq`` then
     returns the minimum-norm solution, which still removes the composition-dependent offset.
     """
     elements = structures.elements
-    if structures.energy is None:
+    energy = structures.energy if energy is None else energy
+    if energy is None:
         return dict.fromkeys(elements, 0.0)
     counts = element_counts(structures, elements)
-    solution, *_ = np.linalg.lstsq(counts, structures.energy, rcond=None)
+    solution, *_ = np.linalg.lstsq(counts, np.asarray(energy, dtype=np.float64), rcond=None)
     return {z: float(e) for z, e in zip(elements, solution)}
 
 

@@ -82,6 +82,12 @@ class Backbone(nn.Module):
     def forward(self, graph: Graph, node_inputs: dict[str, Tensor] | None = None) -> Features:
         raise NotImplementedError
 
+    def parts(self) -> dict[str, nn.Module]:
+        """The parts ``finetune.freeze`` can name: ``embedding`` (what turns atoms, and for some
+        backbones their neighbourhoods, into the first features) and ``block0``, ``block1``, ... (the
+        interaction or transformer blocks, in the order they run)."""
+        raise NotImplementedError(f"{self.name}: parts() is not defined; finetune.freeze needs it")
+
     def make_force_encoder(self) -> nn.Module | None:
         """The DeNS force encoder producing this backbone's ``node_inputs``
         (:mod:`dens_lightning.models.encoders`), or None where it takes none."""

@@ -404,6 +404,10 @@ class Equiformer(EdgeGeometry, Backbone):
     def num_features(self) -> int:
         return self.config.num_channels
 
+    def parts(self) -> dict[str, nn.Module]:
+        embedding = nn.ModuleList([self.atom_embedding, self.edge_degree])
+        return {"embedding": embedding} | {f"block{k}": b for k, b in enumerate(self.blocks)}
+
     @property
     def node_shape(self) -> tuple[int, int]:
         """Per-atom shape of the features and of ``node_inputs["irreps"]``: ((lmax+1)^2, C)."""

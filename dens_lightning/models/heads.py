@@ -44,10 +44,15 @@ class EnergyHead(nn.Module):
     @torch.no_grad()
     def set_statistics(self, shift: dict[int, float], scale: float) -> None:
         """Reference energies per atomic number (eV) and the energy scale (eV)."""
+        self.set_references(shift)
+        self.scale.fill_(float(scale))
+
+    @torch.no_grad()
+    def set_references(self, shift: dict[int, float]) -> None:
+        """Reference energies per atomic number (eV); every other element's become 0."""
         self.shift.zero_()
         for z, value in shift.items():
             self.shift[int(z)] = float(value)
-        self.scale.fill_(float(scale))
 
     def forward(self, features: Features, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
         scale, shift = self.scale.index_select(0, z), self.shift.index_select(0, z)

@@ -191,6 +191,10 @@ class PaiNN(Backbone):
     def num_features(self) -> int:
         return self.config.hidden_channels
 
+    def parts(self) -> dict[str, nn.Module]:
+        blocks = {f"block{k}": nn.ModuleList(pair) for k, pair in enumerate(zip(self.messages, self.updates))}
+        return {"embedding": self.embedding} | blocks
+
     def make_noise_head(self) -> nn.Module:
         return PaiNNNoiseHead(self.config.hidden_channels)
 

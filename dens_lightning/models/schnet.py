@@ -97,6 +97,9 @@ class SchNet(Backbone):
     def num_features(self) -> int:
         return self.config.hidden_channels
 
+    def parts(self) -> dict[str, nn.Module]:
+        return {"embedding": self.embedding} | {f"block{k}": b for k, b in enumerate(self.interactions)}
+
     def make_head_block(self) -> nn.Module:
         return SchNetHeadBlock(self.config)
 

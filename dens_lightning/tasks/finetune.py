@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from ..data.graph import Graph
+from ..errors import InputError
 from ..models.encoders import build_force_encoder
 from ..models.heads import build_noise_head
 from ..models.potential import Potential
@@ -21,6 +22,21 @@ from .logging import log_epoch_means, log_parts
 from .losses import loss_form, scalar_errors, vector_loss
 from .metrics import EnergyForceMetrics
 from .reduction import Mean, MeanAccumulator, combine, masked_sum
+
+
+def freeze_parts(backbone: torch.nn.Module, names: list[str]) -> None:
+    """Stop training the backbone parts ``names`` (:meth:`~dens_lightning.models.base.Backbone.parts`)."""
+    if not names:
+        return
+    parts = backbone.parts()
+    unknown = [name for name in names if name not in parts]
+    if unknown:
+        raise InputError(
+            f"config: finetune.freeze: {unknown[0]!r} is not a part of {backbone.name}; "
+            f"expected some of {', '.join(parts)}"
+        )
+    for name in names:
+        parts[name].requires_grad_(False)
 
 
 class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.LightningModule):
@@ -71,6 +87,7 @@ class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.Ligh
         self.test_results: dict[str, float] = {}  # the last test epoch's metrics (every rank)
         if self.finetune_cfg.freeze_backbone:
             self.potential.backbone.requires_grad_(False)
+        freeze_parts(self.potential.backbone, list(self.finetune_cfg.get("freeze") or []))
         self.dens_seed = torch.initial_seed()
         self.noise_head, self.force_encoder = None, None
         dens = self.task_cfg.get("dens")
