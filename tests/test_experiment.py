@@ -94,6 +94,7 @@ def test_dens_ablation_and_equal_time_arms():
         ("dens: [maybe]", "dens"),
         ("starts: [warm]", "starts"),
         ("dens: [true]\nequal_time: true", "equal_time"),
+        ("starts: [scratch]\ncompute_matched: true", "compute_matched"),
         ("steps: 0", "steps"),
     ],
 )
@@ -128,6 +129,30 @@ def test_dens_experiment_runs_its_arms_and_reports_ratios(tmp_path):
     assert "| 8 | scratch+dens-no-encoding / scratch | 1 |" in summary
     assert "DeNS against plain training" in summary
     assert (out / "training_curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_compute_matched_arm_gets_the_pretraining_time(tmp_path):
+    """The compute-matched scratch run gets the finetune budget plus the steps its scratch twin takes
+    in the measured pretraining time; pretrained rows carry the errors before finetuning."""
+    config = tmp_path / "matched.yaml"
+    text = TINY.replace("seeds: [0, 1]", "seeds: [0]").replace("sizes: [4, 8]", "sizes: [8]")
+    config.write_text(text.replace("energy_bins: 2", "compute_matched: true\nsteps: 6"))
+    out = tmp_path / "exp"
+    argv = ["experiment", "transfer", "--config", str(config), "--run-dir", str(out), "--no-progress"]
+    assert main(argv) == 0
+    rows = {r["arm"]: r for r in read_rows(out)}
+    assert set(rows) == {"scratch", "pretrained", "scratch@pretrain-time"}
+    pretraining = float((out / "pretrain" / "wall_seconds.txt").read_text())
+    expected = round(6 * (1 + pretraining / float(rows["scratch"]["wall_seconds"])))
+    assert int(rows["scratch@pretrain-time"]["steps"]) == expected > 6
+    summary = (out / "summary.md").read_text()
+    assert "| 8 | pretrained / scratch@pretrain-time (equal compute) |" in summary
+    assert "scratch@pretrain-time / scratch" not in summary  # not a DeNS arm
+    before = json.loads(Path(rows["pretrained"]["run_dir"], "warm_start.json").read_text())
+    before = before["validation_before_finetuning"]["forces_mae_meV_per_A"]
+    assert float(rows["pretrained"]["val_forces_mae_meV_per_A_before_finetuning"]) == pytest.approx(before)
+    assert rows["scratch"]["val_forces_mae_meV_per_A_before_finetuning"] == ""
 
 
 def test_bad_experiment_keys_are_named(tmp_path):

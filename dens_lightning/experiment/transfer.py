@@ -2,10 +2,11 @@
 
 Pretrain once (or reuse a model file), then finetune from the pretrained backbone and from scratch at
 several training-set sizes and seeds, with the same finetune budget for every arm, optionally with and
-without DeNS (and DeNS without force encoding, the paper's ablation), and optionally a plain arm
-given the wall time of the DeNS arm (``equal_time``). Every run is a normal run directory under the
-experiment's folder; a finished run is read back, an interrupted one resumed, so the whole
-experiment picks up where it stopped.
+without DeNS (and DeNS without force encoding, the paper's ablation), optionally a plain arm
+given the wall time of the DeNS arm (``equal_time``), and optionally a scratch arm given the
+pretraining's wall time on top of the finetune budget (``compute_matched``). Every run is a normal
+run directory under the experiment's folder; a finished run is read back, an interrupted one
+resumed, so the whole experiment picks up where it stopped.
 
 The splits are drawn here, once, and written to each run's ``splits.json``: validation and test sets
 are the same for every run, and the training sets of one seed are nested (the 50 structures of the
@@ -49,6 +50,7 @@ class TransferConfig:
     starts: list[str] = field(default_factory=lambda: ["scratch", "pretrained"])  # which starts to run
     steps: int | None = None  # optimizer steps of every finetune run (trainer.max_steps); null: as set
     equal_time: bool = False  # also a plain arm with the steps the DeNS arm's wall time affords
+    compute_matched: bool = False  # also a scratch arm with the steps the pretraining's wall time adds
     ablation_seeds: list[int] | None = None  # seeds of the no_encoding arm; null: every seed
     validation: int = 16  # validation structures, the same for every run
     test: int = 64  # test structures, the same for every run (0 when data.test names a file)
@@ -76,11 +78,12 @@ class Arm:
     pretrained: bool
     dens: str = "off"  # off, on, no_encoding
     equal_time: bool = False  # plain training for the wall time of the arm's DeNS twin
+    pretrain_time: bool = False  # scratch training for its budget plus the pretraining's wall time
 
     @property
     def name(self) -> str:
         base = ("pretrained" if self.pretrained else "scratch") + DENS_NAMES[self.dens]
-        return base + ("@dens-time" if self.equal_time else "")
+        return base + ("@dens-time" if self.equal_time else "@pretrain-time" if self.pretrain_time else "")
 
     @property
     def overrides(self) -> list[str]:
@@ -121,6 +124,11 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Tra
         raise InputError(f"{path}: steps {spec.steps}: expected a number of optimizer steps >= 1")
     if spec.equal_time and not {"off", "on"} <= set(spec.dens):
         raise InputError(f"{path}: equal_time needs the arms it matches: dens must hold false and true")
+    if spec.compute_matched and not ("off" in spec.dens and set(STARTS) <= set(spec.starts)):
+        raise InputError(
+            f"{path}: compute_matched needs the arms it matches: starts must hold scratch and pretrained, "
+            "dens must hold false"
+        )
     return spec
 
 
@@ -129,6 +137,8 @@ def arms(spec: TransferConfig) -> list[Arm]:
     out = [Arm(pretrained, dens_setting(dens)) for dens in spec.dens for pretrained in starts]
     if spec.equal_time:
         out += [Arm(pretrained, equal_time=True) for pretrained in starts]
+    if spec.compute_matched:
+        out.append(Arm(False, pretrain_time=True))
     return out
 
 
@@ -232,6 +242,28 @@ class TransferExperiment:
             walls.append(float(wall.read_text()))
         return max(1, round(self.max_steps() * walls[1] / walls[0]))
 
+    def pretraining_seconds(self) -> float:
+        """The wall time of the pretraining run (its ``wall_seconds.txt``, written by this experiment;
+        for a reused ``pretrain.model``, the one in its run directory)."""
+        source = Path(self.spec.pretrain.model) if self.spec.pretrain.model else self.out / "pretrain"
+        wall = (source if source.is_dir() else source.parent) / "wall_seconds.txt"
+        if not wall.exists():
+            raise InputError(
+                f"experiment: {wall}: compute_matched needs the pretraining's wall time, in seconds, there"
+            )
+        return float(wall.read_text())
+
+    def compute_matched_steps(self, size: int, seed: int) -> int:
+        """Steps for the compute-matched scratch arm: the finetune budget, plus the steps the scratch
+        twin (same size and seed) would take in the pretraining's wall time at its own pace."""
+        from .report import COMPUTE_MATCHED
+
+        wall = self.out / "runs" / f"{Arm(False).name}-n{size}-seed{seed}" / "wall_seconds.txt"
+        if not wall.exists():
+            raise InputError(f"experiment: {wall}: the scratch run must finish before {COMPUTE_MATCHED}")
+        budget = self.max_steps()
+        return round(budget * (1 + self.pretraining_seconds() / float(wall.read_text())))
+
     def finetune(self, arm: Arm, seed: int, run_dir: Path, data: Path, total: int, indices: dict, pretrained):
         """One finetune run on the given split, skipped when finished and resumed when interrupted."""
         from ..data.datamodule import write_splits
@@ -246,6 +278,8 @@ class TransferExperiment:
         if arm.equal_time:
             size = len(indices["train"])
             overrides.append(f"trainer.max_steps={self.equal_time_steps(arm, size, seed)}")
+        elif arm.pretrain_time:
+            overrides.append(f"trainer.max_steps={self.compute_matched_steps(len(indices['train']), seed)}")
         elif self.spec.steps is not None:
             overrides.append(f"trainer.max_steps={self.spec.steps}")
         source = pretrained if arm.pretrained else None
@@ -276,7 +310,10 @@ class TransferExperiment:
         return rows
 
     def rows(self) -> list[dict]:
-        """One row per finished run: the arm, size, seed, test errors and wall time."""
+        """One row per finished run: the arm, size, seed, test errors, wall time and, for a warm start,
+        the validation errors before its first step."""
+        from ..warm_start import read_warm_start
+
         rows = []
         for arm, size, seed, run_dir in self.runs():
             metrics_file = run_dir / "test_metrics.json"
@@ -287,6 +324,9 @@ class TransferExperiment:
             row |= {"train_size": size, "seed": seed, **json.loads(metrics_file.read_text())}
             wall = run_dir / "wall_seconds.txt"
             row["wall_seconds"] = float(wall.read_text()) if wall.exists() else None
+            before = (read_warm_start(run_dir) or {}).get("validation_before_finetuning") or {}
+            row["val_energy_mae_meV_before_finetuning"] = before.get("energy_mae_meV")
+            row["val_forces_mae_meV_per_A_before_finetuning"] = before.get("forces_mae_meV_per_A")
             row["run_dir"] = str(run_dir)
             rows.append(row)
         return rows
