@@ -170,6 +170,7 @@ SCRIPTS = {
     "low-memory": ["bench/low_memory.py"],
     "huge-pages": ["bench/huge_pages.py", "--repeats", "3"],
     "dataset-memory": ["bench/dataset_memory.py"],
+    "labelling": ["bench/labelling.py"],
     "export": ["bench/export.py"],
     "multi-device": ["bench/multi_device.py", "--steps", "20", "120"],
     "flops": ["bench/flops.py"],

@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--conformers", type=int, default=1, help="ETKDG conformers per molecule")
     sample.add_argument("--label", choices=("none", "mmff", "xtb"), default="none")
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument(
+        "--workers", type=int, default=None, help="processes sampling and labelling (default: every core)"
+    )
+    sample.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
     info = commands.add_parser("info", help="what a model file holds, as one JSON object")
     info.add_argument("path", type=Path)
@@ -209,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from .data.sampling import Sampler, read_molecules, to_atoms, write_extxyz
+    from .data.shards import available_cores, remove_work_dir, sample_sharded
 
     if args.num < 1:
         raise InputError(f"--num {args.num}: expected at least 1 conformation per molecule")
@@ -224,27 +229,26 @@ def _sample(args: argparse.Namespace) -> int:
         labeller=args.label,
         seed=args.seed,
     )
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers}: expected at least 1 process")
     info = sampler.describe()
-    kept, short = [], []
-    for k, molecule in enumerate(molecules):
-        samples = list(sampler.sample_molecule(molecule, sampler.molecule_rng(k)))
-        kept += samples[: args.num]
-        if len(samples) < args.num:
-            short.append(molecule.smiles)
+    work_dir = args.out.with_name(args.out.name + ".partial")  # finished shards: a rerun continues
+    workers = args.workers or available_cores()
+    result = sample_sharded(molecules, sampler, work_dir, args.num, workers, progress=not args.no_progress)
     if args.out.suffix:
-        write_extxyz(args.out, [to_atoms(sample, info) for sample in kept])
+        write_extxyz(args.out, [to_atoms(sample, info) for sample in result.samples])
     else:  # no extension: a memory-mapped store, read lazily by pretrain/finetune data.path
         from .data.store import write_store
 
-        write_store(args.out, kept, info)
-    report = sampler.report
+        write_store(args.out, result.samples, info)
+    remove_work_dir(work_dir)
     print(
-        f"wrote {len(kept)} conformations of {len(molecules)} molecules to {args.out} "
-        f"({args.method}); rejected {report.rejected_bonds} samples whose bond graph changed"
-        + (f", {report.unlabelled} whose labelling failed" if report.unlabelled else "")
+        f"wrote {len(result.samples)} conformations of {len(molecules)} molecules to {args.out} "
+        f"({args.method}); rejected {result.rejected_bonds} samples whose bond graph changed"
+        + (f", dropped {result.unlabelled} whose labelling failed" if result.unlabelled else "")
     )
-    if short:
-        print(f"warning: fewer than {args.num} conformations for {', '.join(short)}", file=sys.stderr)
+    if result.short:
+        print(f"warning: fewer than {args.num} conformations for {', '.join(result.short)}", file=sys.stderr)
     return 0
 
 

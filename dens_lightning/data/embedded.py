@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 from ..files import exclusive
 from .sampling import BUNDLED, Sampler, read_molecules, resolve_labeller, to_atoms, write_extxyz
+from .shards import available_cores, remove_work_dir, sample_sharded
 from .store import write_store
+
+log = logging.getLogger("dens_lightning")
 
 FORMAT = 2  # bump when the generator changes, so old caches are not reused
 
@@ -69,6 +73,8 @@ def embedded_dataset(spec, lazy: bool = False) -> Path:
 
 
 def _generate(path: Path, params: dict, lazy: bool) -> None:
+    """Sample on every available core, a few molecules per shard, saved as they finish beside
+    ``path`` (``<name>.partial``): a killed run continues where it stopped."""
     sampler = Sampler(
         method=params["method"],
         temperature=params["temperature"],
@@ -78,9 +84,16 @@ def _generate(path: Path, params: dict, lazy: bool) -> None:
         labeller=params["labeller"],
         seed=params["seed"],
     )
-    samples = sampler.sample(embedded_molecules(params))
+    molecules = embedded_molecules(params)
+    work_dir = path.with_name(path.name + ".partial")
+    workers = available_cores()
+    labels = sampler.labeller
+    log.info("sampling %d molecules (labels: %s) on %d processes: %s", len(molecules), labels, workers, path)
+    result = sample_sharded(molecules, sampler, work_dir, workers=workers)
+    counts = {"kept": result.kept, "rejected_bonds": result.rejected_bonds, "unlabelled": result.unlabelled}
     if lazy:
-        write_store(path, samples, lambda: {**params, "sampler": sampler.describe(), **sampler.summary()})
+        write_store(path, result.samples, {**params, "sampler": sampler.describe(), **counts})
     else:
         info = sampler.describe()
-        write_extxyz(path, [to_atoms(sample, info) for sample in samples])
+        write_extxyz(path, [to_atoms(sample, info) for sample in result.samples])
+    remove_work_dir(work_dir)
