@@ -46,7 +46,9 @@ def main() -> int:
             result = sample_sharded(molecules, sampler, Path(work) / "shards", workers=workers)
             elapsed = time.perf_counter() - start
         count = len(result.samples)
-        rows.append(f"| {workers} | {count} | {elapsed:.1f} | {count / elapsed:.1f} | {result.unlabelled} |")
+        rows.append(
+            f"| {workers} | {count} | {elapsed:.1f} | {count / elapsed:.1f} | {result.report.unlabelled} |"
+        )
         print(rows[-1], flush=True)
     lines = [
         "## Labelling: sampling and GFN2-xTB single points",

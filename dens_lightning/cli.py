@@ -244,8 +244,8 @@ def _sample(args: argparse.Namespace) -> int:
     remove_work_dir(work_dir)
     print(
         f"wrote {len(result.samples)} conformations of {len(molecules)} molecules to {args.out} "
-        f"({args.method}); rejected {result.rejected_bonds} samples whose bond graph changed"
-        + (f", dropped {result.unlabelled} whose labelling failed" if result.unlabelled else "")
+        f"({args.method}); rejected {result.report.rejected_bonds} samples whose bond graph changed"
+        + (f", dropped {result.report.unlabelled} whose labelling failed" if result.report.unlabelled else "")
     )
     if result.short:
         print(f"warning: fewer than {args.num} conformations for {', '.join(result.short)}", file=sys.stderr)

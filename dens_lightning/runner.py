@@ -25,11 +25,10 @@ from .artifacts import (
     load_checkpoint,
     load_potential,
     model_metadata,
-    read_metadata,
     resolve_model_path,
     save_model,
 )
-from .config import labelled, model_hyperparameters, to_yaml
+from .config import dens_auxiliary, labelled, model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
 from .errors import InputError, Interrupted, first_line
 from .evaluation import evaluate_structures, write_structure_errors
@@ -289,18 +288,26 @@ def run_pretrain(
     _fit(trainer, task, datamodule, cfg, run_dir, resume_from)
     model_path = run_dir / MODEL_FILE
     if trainer.is_global_zero:
-        save_pretrained(cfg, task, datamodule, trainer, model_path)
-        write_model_card(run_dir, read_metadata(model_path))
+        write_model_card(run_dir, save_pretrained(cfg, task, datamodule, trainer, model_path))
     return RunResult(run_dir, model_path, test_metrics=None, is_global_zero=trainer.is_global_zero)
 
 
-def save_pretrained(cfg: DictConfig, task, datamodule: AtomsDataModule, trainer, path: Path) -> None:
-    """Write a pretraining run's model file with its metadata: the objective, the pretraining data and
-    the best validation loss (and a labelled objective's validation errors)."""
+def training_provenance(cfg: DictConfig, datamodule: AtomsDataModule) -> dict:
+    """What a model file records of its training data, and of DeNS where it ran beside energies and
+    forces (how the model was trained travels with it)."""
+    provenance = dict(datamodule.provenance)
+    if dens_auxiliary(cfg):
+        provenance["dens"] = OmegaConf.to_container(cfg.task.dens, resolve=True)
+    return provenance
+
+
+def save_pretrained(cfg: DictConfig, task, datamodule: AtomsDataModule, trainer, path: Path) -> dict:
+    """Write a pretraining run's model file and return its metadata: the objective, the pretraining
+    data and the best validation loss (and a labelled objective's validation errors)."""
     from .artifacts import pretrain_metadata
 
     best = trainer.checkpoint_callback.best_model_score
-    provenance = dict(datamodule.provenance)
+    provenance = training_provenance(cfg, datamodule)
     elements = datamodule.splits["train"].elements
     if cfg.task.objective == "denoise":
         metadata = pretrain_metadata(
@@ -312,9 +319,7 @@ def save_pretrained(cfg: DictConfig, task, datamodule: AtomsDataModule, trainer,
             validation={"noise_loss": float(best) if best is not None else None},
         )
         save_model(task.cpu(), path, metadata)
-        return
-    if cfg.task.dens.enabled:
-        provenance["dens"] = OmegaConf.to_container(cfg.task.dens, resolve=True)
+        return metadata
     potential = task.potential.cpu().eval()
     errors, _ = evaluate_structures(potential, datamodule.splits["val"], datamodule.eval_batch_size)
     metadata = model_metadata(
@@ -327,6 +332,7 @@ def save_pretrained(cfg: DictConfig, task, datamodule: AtomsDataModule, trainer,
     )
     encoder = task.force_encoder
     save_model(potential, path, metadata, parts={"force_encoder": encoder.cpu()} if encoder else None)
+    return metadata
 
 
 def run_finetune(
@@ -375,9 +381,7 @@ def run_finetune(
     potential = task.potential.cpu().eval()
     model_path = run_dir / MODEL_FILE
     if trainer.is_global_zero:
-        provenance = dict(datamodule.provenance)
-        if cfg.task.dens.enabled:  # how the model was trained travels with it
-            provenance["dens"] = OmegaConf.to_container(cfg.task.dens, resolve=True)
+        provenance = training_provenance(cfg, datamodule)
         if origin is not None:
             provenance["pretrained_from"] = origin
         metadata = model_metadata(

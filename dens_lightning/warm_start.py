@@ -219,9 +219,8 @@ def warm_start(task, datamodule, pretrained: Pretrained, run_dir: Path, trainer)
         "energy_head_loaded": False,
     }
     if pretrained.head_state and task.finetune_cfg.get("energy_head", "keep") == "keep":
-        references = load_energy_head(task.potential, pretrained, datamodule, trainer.strategy.root_device)
+        load_energy_head(task.potential, pretrained, datamodule, trainer.strategy.root_device)
         record["energy_head_loaded"] = True
-        record["energy_references_eV"] = {str(z): v for z, v in references.items()}
     warn_new_elements(datamodule, pretrained)
     if trainer.is_global_zero:
         record["validation_before_finetuning"] = step0_validation(

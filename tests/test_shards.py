@@ -32,7 +32,7 @@ def test_worker_processes_give_what_one_process_gives(tmp_path):
     expected = list(sampler().sample(molecules))
     result = sample_sharded(molecules, sampler(), tmp_path / "work", workers=2, shard_size=2)
     assert_same(result.samples, expected)
-    assert result.kept == len(expected) == 15 and result.unlabelled == 0
+    assert result.report.kept == len(expected) == 15 and result.report.unlabelled == 0
 
 
 def test_a_killed_run_continues_from_its_finished_shards(tmp_path, monkeypatch):
@@ -74,8 +74,8 @@ def test_failed_labels_are_dropped_and_counted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sampling, "label_mmff", every_third_fails)
     result = sample_sharded(read_molecules(SMILES[:2]), sampler(), tmp_path / "work", per_molecule=3)
-    assert result.unlabelled == len(calls) // 3 > 0
-    assert len(result.samples) == result.kept == 6
+    assert result.report.unlabelled == len(calls) // 3 > 0
+    assert len(result.samples) == result.report.kept == 6
     assert all(s.energy is not None and s.forces.shape == s.positions.shape for s in result.samples)
 
 

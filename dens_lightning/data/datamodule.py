@@ -241,14 +241,14 @@ class AtomsDataModule(lightning.LightningDataModule):
         from .sampling import resolve_labeller
 
         path = embedded_dataset(cfg.embedded, lazy=self.lazy)
+        labeller = resolve_labeller(cfg.embedded.labeller)
         if self.lazy:
             from .store import open_store, store_info
 
             info = store_info(path)
             summary = {k: info.get(k) for k in ("structures", "kept", "rejected_bonds", "sampler")}
-            labeller = resolve_labeller(cfg.embedded.labeller)
             return open_store(path), labeller, {"embedded_store": {"path": str(path), **summary}}
-        return self._read(path), resolve_labeller(cfg.embedded.labeller), {}
+        return self._read(path), labeller, {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -90,9 +90,8 @@ def _generate(path: Path, params: dict, lazy: bool) -> None:
     labels = sampler.labeller
     log.info("sampling %d molecules (labels: %s) on %d processes: %s", len(molecules), labels, workers, path)
     result = sample_sharded(molecules, sampler, work_dir, workers=workers)
-    counts = {"kept": result.kept, "rejected_bonds": result.rejected_bonds, "unlabelled": result.unlabelled}
     if lazy:
-        write_store(path, result.samples, {**params, "sampler": sampler.describe(), **counts})
+        write_store(path, result.samples, {**params, "sampler": sampler.describe(), **asdict(result.report)})
     else:
         info = sampler.describe()
         write_extxyz(path, [to_atoms(sample, info) for sample in result.samples])

@@ -380,11 +380,6 @@ class Sampler:
         sample.energy, sample.forces = label
         return True
 
-    def summary(self) -> dict:
-        """Counts so far: kept, rejected (bonds changed), unlabelled (labelling failed)."""
-        report = self.report
-        return {"kept": report.kept, "rejected_bonds": report.rejected_bonds, "unlabelled": report.unlabelled}
-
     def describe(self) -> dict:
         """What goes in each frame's info line."""
         info = {"method": self.method, "labeller": self.labeller}

@@ -21,17 +21,15 @@ import numpy as np
 
 from ..errors import InputError
 from ..files import replacing, write_text_atomic
-from .sampling import Molecule, Sample, Sampler
+from .sampling import Molecule, Sample, Sampler, SamplingReport
 
 SPEC = "spec.json"
 
 
 @dataclass
 class ShardedResult:
-    samples: list[Sample]
-    kept: int = 0
-    rejected_bonds: int = 0
-    unlabelled: int = 0  # conformations dropped because labelling failed (xTB SCF not converged)
+    samples: list[Sample] = dataclasses.field(default_factory=list)
+    report: SamplingReport = dataclasses.field(default_factory=SamplingReport)  # summed over shards
     short: list[str] = dataclasses.field(default_factory=list)  # molecules with fewer than asked
 
 
@@ -47,7 +45,7 @@ def sample_sharded(
     """Sample every molecule (``per_molecule`` conformations each at most; None: all the sampler
     draws), ``shard_size`` molecules per task on ``workers`` processes, saving each finished shard in
     ``work_dir``; shards found there from an interrupted run with the same settings are reused. The
-    work directory is removed once every shard is read back."""
+    caller removes ``work_dir`` (:func:`remove_work_dir`) once it has written what it needs."""
     work_dir = Path(work_dir)
     spec = _spec(molecules, sampler, per_molecule, shard_size)
     _claim(work_dir, spec)
@@ -66,7 +64,7 @@ def sample_sharded(
                 for future in as_completed(futures):
                     _save_shard(work_dir, futures[future], future.result())
                     advance()
-    result = ShardedResult(samples=[])
+    result = ShardedResult()
     for k in range(len(shards)):
         _read_shard(_shard_path(work_dir, k), molecules, result)
     return result
@@ -108,7 +106,7 @@ def _shard_path(work_dir: Path, k: int) -> Path:
 
 def _sample_shard(sampler: Sampler, items: list[tuple[int, Molecule]], per_molecule: int | None) -> dict:
     """The conformations of a few molecules as arrays, with the shard's counts (runs in a worker)."""
-    sampler = dataclasses.replace(sampler, report=type(sampler.report)())
+    sampler = dataclasses.replace(sampler, report=SamplingReport())
     samples, molecule, short = [], [], []
     for index, item in items:
         drawn = list(sampler.sample_molecule(item, sampler.molecule_rng(index)))
@@ -142,9 +140,9 @@ def _read_shard(path: Path, molecules: list[Molecule], result: ShardedResult) ->
     with np.load(path, allow_pickle=False) as shard:
         arrays = {name: shard[name] for name in shard.files}
     kept, rejected, unlabelled = (int(v) for v in arrays["counts"])
-    result.kept += kept
-    result.rejected_bonds += rejected
-    result.unlabelled += unlabelled
+    result.report.kept += kept
+    result.report.rejected_bonds += rejected
+    result.report.unlabelled += unlabelled
     result.short += [molecules[int(i)].smiles for i in arrays["short"]]
     ptr = np.concatenate([[0], np.cumsum(arrays["sizes"])])
     labelled = len(arrays["energy"]) == len(arrays["sizes"])

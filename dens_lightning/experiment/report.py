@@ -17,8 +17,8 @@ import numpy as np
 
 from ..evaluation import read_structure_errors
 from ..files import replacing, write_text_atomic
+from .transfer import COMPUTE_MATCHED
 
-COMPUTE_MATCHED = "scratch@pretrain-time"  # the arm name experiment.transfer gives it
 PANELS = (("forces_mae_meV_per_A", "force MAE (meV/Å)"), ("energy_mae_meV", "energy MAE (meV)"))
 COLUMNS = (
     "arm",

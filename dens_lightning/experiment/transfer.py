@@ -95,6 +95,9 @@ class Arm:
         return Arm(self.pretrained), Arm(self.pretrained, "on")
 
 
+COMPUTE_MATCHED = Arm(False, pretrain_time=True).name
+
+
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> TransferConfig:
     """The experiment config of ``path`` over the defaults, then ``key=value`` overrides, checked."""
     from omegaconf.errors import OmegaConfBaseException
@@ -256,8 +259,6 @@ class TransferExperiment:
     def compute_matched_steps(self, size: int, seed: int) -> int:
         """Steps for the compute-matched scratch arm: the finetune budget, plus the steps the scratch
         twin (same size and seed) would take in the pretraining's wall time at its own pace."""
-        from .report import COMPUTE_MATCHED
-
         wall = self.out / "runs" / f"{Arm(False).name}-n{size}-seed{seed}" / "wall_seconds.txt"
         if not wall.exists():
             raise InputError(f"experiment: {wall}: the scratch run must finish before {COMPUTE_MATCHED}")
