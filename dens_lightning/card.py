@@ -53,7 +53,8 @@ def _data(data: dict) -> list[str]:
         labels = data.get("labeller") or "none"
         rows.append(f"| data | embedded default (RDKit conformations, labels: {labels}) |")
     if "qm9" in data:
-        rows.append(f"| data | conformations around QM9 molecules ({data['qm9']}) |")
+        described = _settings({k: v for k, v in data["qm9"].items() if k != "path"}, " ")
+        rows.append(f"| data | conformations around QM9 DFT minima ({described}) |")
     sizes = data.get("sizes")
     if sizes:
         counts = [f"{sizes[split]} {split}" for split in ("train", "val", "test") if split in sizes]

@@ -14,8 +14,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .data.sampling import METHODS
+from .data.sampling import LABELLERS, METHODS
 from .errors import InputError, first_line
+
+QM9_METHODS = ("normal-mode", "perturb")
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 STAGES = ("pretrain", "finetune")
@@ -42,11 +44,14 @@ class EmbeddedDataConfig:
 
 @dataclass
 class Qm9DataConfig:
-    """Non-equilibrium conformations around the 130,831 QM9 molecules (``qm9pack``), made on the fly."""
+    """Non-equilibrium conformations around the 130,831 QM9 DFT minima (``qm9pack``)."""
 
     molecules: int | None = None  # use the first N molecules (in a seeded order); null: all
-    samples: int = 4  # conformations per molecule per epoch-sized data set
-    displacement: float = 0.05  # Å, std of the Gaussian displacement around the DFT minimum
+    samples: int = 4  # conformations per molecule
+    method: str = "normal-mode"  # normal-mode (MMFF94 Hessian, sampled once and cached), perturb (on the fly)
+    temperature: float = 500.0  # K, for normal-mode
+    displacement: float = 0.05  # Å, std of the Gaussian displacement (perturb)
+    labeller: str = "none"  # normal-mode: none, xtb, mmff, auto (labels for supervised and dens pretraining)
     seed: int = 11
 
 
@@ -276,7 +281,7 @@ def validate(cfg: DictConfig) -> None:
         ),
         (
             "data.embedded.labeller",
-            cfg.data.embedded.labeller in ("auto", "xtb", "mmff", "none"),
+            cfg.data.embedded.labeller in LABELLERS,
             "one of auto, xtb, mmff, none",
         ),
         (
@@ -290,6 +295,14 @@ def validate(cfg: DictConfig) -> None:
         ("data.source", cfg.data.source in ("embedded", "qm9"), "one of embedded, qm9"),
         ("data.qm9.samples", cfg.data.qm9.samples >= 1, "an integer >= 1"),
         ("data.qm9.displacement", cfg.data.qm9.displacement > 0, "a length in Å > 0"),
+        ("data.qm9.method", cfg.data.qm9.method in QM9_METHODS, "one of " + ", ".join(QM9_METHODS)),
+        ("data.qm9.temperature", cfg.data.qm9.temperature > 0, "a temperature in K > 0"),
+        (
+            "data.qm9.labeller",
+            cfg.data.qm9.labeller == "none"
+            or (cfg.data.qm9.labeller in LABELLERS and cfg.data.qm9.method == "normal-mode"),
+            "one of auto, xtb, mmff, none (labels need data.qm9.method=normal-mode)",
+        ),
         ("task.noise.sigma", cfg.task.noise.sigma > 0, "a length in Å > 0"),
         (
             "task.noise.sigma_max",
@@ -360,11 +373,13 @@ def validate(cfg: DictConfig) -> None:
             f"config: trainer.max_epochs=-1 without trainer.max_steps leaves training unbounded, but {what} "
             "needs its length: set trainer.max_steps, or task.scheduler=plateau or none, task.dens.decay=none"
         )
-    if cfg.data.source == "qm9" and labelled(cfg) and not (cfg.data.path or cfg.data.train):
+    qm9_unlabelled = cfg.data.qm9.labeller == "none" or cfg.stage == "finetune"
+    default_data = not (cfg.data.path or cfg.data.train)
+    if cfg.data.source == "qm9" and labelled(cfg) and qm9_unlabelled and default_data:
         what = "finetune" if cfg.stage == "finetune" else f"task.objective={cfg.task.objective}"
         raise InputError(
-            f"config: data.source: qm9 has no energy or force labels, which {what} needs; "
-            "pretrain on it with task.objective=denoise"
+            f"config: data.source: qm9 has no energy or force labels, which {what} needs; pretrain on it "
+            "with task.objective=denoise, or label it with data.qm9.labeller=xtb"
         )
     if labelled(cfg) and cfg.task.energy_weight == 0 and cfg.task.forces_weight == 0:
         raise InputError("config: task.energy_weight and task.forces_weight are both 0; nothing to train")

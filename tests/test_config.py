@@ -30,7 +30,10 @@ OTHER_STAGE_KEYS = {
         "task.noise.head_blocks",
         "task.objective",
     }
-    | {f"data.qm9.{k}" for k in ("molecules", "samples", "displacement", "seed")},
+    | {
+        f"data.qm9.{k}"
+        for k in ("molecules", "samples", "method", "temperature", "displacement", "labeller", "seed")
+    },
     "pretrain": {f"finetune.{k}" for k in ("freeze_backbone", "backbone_lr_scale", "energy_head", "freeze")},
 }
 

@@ -110,7 +110,8 @@ def test_a_labelled_objective_on_an_unlabelled_file_is_one_line(tmp_path, capsys
         (["task.objective=supervised"], "data.embedded.labeller is 'none'"),
         (["task.objective=supervised", "task.dens.enabled=true"], "set task.objective=dens"),
         (["task.objective=regress"], "expected one of denoise, supervised, dens"),
-        (["task.objective=dens", "data.source=qm9"], "qm9 has no energy or force labels"),
+        (["task.objective=dens", "data.source=qm9"], "label it with data.qm9.labeller=xtb"),
+        (["data.qm9.method=perturb", "data.qm9.labeller=mmff"], "labels need data.qm9.method=normal-mode"),
     ],
 )
 def test_objective_errors_name_the_key(overrides, message):
@@ -124,6 +125,8 @@ def test_finetune_has_no_objective():
     assert load_config(
         "pretrain", overrides=["task.objective=dens", "data.embedded.labeller=mmff"]
     ).task.dens.enabled
+    labelled_qm9 = ["task.objective=supervised", "data.source=qm9", "data.qm9.labeller=mmff"]
+    assert load_config("pretrain", overrides=labelled_qm9).data.qm9.labeller == "mmff"
 
 
 class _Data:

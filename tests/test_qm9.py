@@ -7,8 +7,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from dens_lightning.cli import main
-from dens_lightning.data.qm9 import CSV_FILES, qm9_conformations
+from dens_lightning.data.qm9 import CSV_FILES, molecule_order, qm9_conformations, qm9_minima, qm9_source
 from dens_lightning.data.sampling import bond_graph
+from dens_lightning.data.store import open_store
 from dens_lightning.errors import InputError
 
 HEADER = "XYZ_file,Index,SMILES,InChi,N_atoms,Stoichiometry,Elements,XYZ_Ang,HOMO_au\n"
@@ -23,8 +24,15 @@ METHANE = (
 )
 
 
+HYDRONIUM = (  # no neutral bond orders: MMFF94 cannot type it, the normal-mode sampler drops it
+    '"h.xyz",9,"[OH3]","InChI",4,"[3,0,0,1,0]","[\'O\',\'H\',\'H\',\'H\']",'
+    '"[[0.0,0.0,0.0],[0.96,0.0,0.0],[-0.3,0.9,0.0],[-0.3,-0.45,0.8]]",-0.5\n'
+)
+
+
 def settings(**changes):
-    return OmegaConf.create({"molecules": None, "samples": 3, "displacement": 0.05, "seed": 1, **changes})
+    values = {"molecules": None, "samples": 3, "method": "perturb", "displacement": 0.05, "seed": 1}
+    return OmegaConf.create({**values, "temperature": 500.0, "labeller": "none", **changes})
 
 
 @pytest.fixture
@@ -33,6 +41,11 @@ def fake_qm9pack(tmp_path, monkeypatch):
     for name, rows in zip(CSV_FILES, ([WATER], [METHANE], [WATER, METHANE])):
         (tmp_path / name).write_text(HEADER + "".join(rows))
     return tmp_path
+
+
+def normal_mode_set(data_dir, **changes):
+    structures, info = qm9_source(settings(method="normal-mode", **changes), data_dir=data_dir)
+    return structures, info
 
 
 def test_qm9pack_layout_is_parsed_and_samples_are_reproducible(fake_qm9pack):
@@ -50,6 +63,43 @@ def test_qm9pack_layout_is_parsed_and_samples_are_reproducible(fake_qm9pack):
     assert np.array_equal(bond_graph(numbers, positions), bond_graph(numbers, minimum))
     assert not np.array_equal(conformations.positions(3)[1], conformations.positions(4)[1])
     assert len(qm9_conformations(settings(molecules=2), data_dir=fake_qm9pack)) == 2 * 3
+
+
+def test_normal_mode_samples_keep_bonds_and_are_reproducible(fake_qm9pack, tmp_path):
+    (fake_qm9pack / CSV_FILES[1]).write_text(HEADER + METHANE + HYDRONIUM)
+    structures, info = normal_mode_set(fake_qm9pack)
+    assert info["method"] == "normal-mode" and info["molecules"] == 5
+    assert info["untyped"] == 1  # the hydronium ion: dropped and counted, not kept
+    assert len(structures) == info["structures"] == 4 * 3
+    minima = open_store(qm9_minima())
+
+    def atoms(molecule):
+        start, stop = int(minima.ptr[molecule]), int(minima.ptr[molecule + 1])
+        return np.asarray(minima.z[start:stop], dtype=np.int64), np.asarray(
+            minima.pos[start:stop], np.float64
+        )
+
+    order = molecule_order(len(minima), None, 1)
+    kept = [m for m in order if atoms(m)[0].tolist() != [8, 1, 1, 1]]  # all but the ion, in the seeded order
+    for j, molecule in enumerate(kept):
+        numbers, minimum = atoms(molecule)
+        for k in range(3):
+            sample = structures.ptr[3 * j + k], structures.ptr[3 * j + k + 1]
+            assert np.array_equal(structures.z[sample[0] : sample[1]], numbers)
+            positions = np.asarray(structures.pos[sample[0] : sample[1]], dtype=np.float64)
+            assert 0.005 < np.abs(positions - minimum).max() < 0.6
+            assert np.array_equal(bond_graph(numbers, positions), bond_graph(numbers, minimum))
+    again, _ = normal_mode_set(fake_qm9pack)  # cached: the same store
+    assert np.array_equal(np.asarray(again.pos), np.asarray(structures.pos))
+    hotter, _ = normal_mode_set(fake_qm9pack, temperature=1000.0)  # other settings: another store
+    assert not np.array_equal(np.asarray(hotter.pos), np.asarray(structures.pos))
+
+
+def test_normal_mode_samples_can_be_labelled(fake_qm9pack):
+    structures, info = normal_mode_set(fake_qm9pack, molecules=2, labeller="mmff")
+    assert info["labeller"] == "mmff" and len(structures) == 2 * 3
+    assert structures.energy.shape == (6,) and np.isfinite(structures.energy).all()
+    assert structures.forces.shape == (len(structures.z), 3) and np.abs(structures.forces).max() > 0
 
 
 def test_incomplete_qm9pack_data_is_named(fake_qm9pack):
@@ -85,5 +135,7 @@ def test_pretrain_on_qm9(tmp_path):
     ]
     assert main([*argv, *small, "trainer.max_epochs=1", "data.batch_size=32"]) == 0
     metadata = read_metadata(run_dir / "model.safetensors")
-    assert metadata["data"]["qm9"] == {"molecules": 64, "samples": 4, "displacement_A": 0.05}
-    assert metadata["data"]["sizes"]["train"] + metadata["data"]["sizes"]["val"] == 256
+    recorded = metadata["data"]["qm9"]
+    assert recorded["method"] == "normal-mode" and recorded["molecules"] == 64 and recorded["samples"] == 4
+    assert recorded["structures"] == 4 * (64 - recorded["untyped"])
+    assert metadata["data"]["sizes"]["train"] + metadata["data"]["sizes"]["val"] == recorded["structures"]

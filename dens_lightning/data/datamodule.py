@@ -225,18 +225,21 @@ class AtomsDataModule(lightning.LightningDataModule):
 
             embedded_dataset(self.cfg.embedded, lazy=self.lazy)
         elif self.uses_default_data and self.cfg.source == "qm9":
-            from .qm9 import qm9_minima
+            from .qm9 import qm9_minima, qm9_normal_mode_store
 
-            qm9_minima()
+            if self.cfg.qm9.method == "normal-mode":
+                qm9_normal_mode_store(self.cfg.qm9)
+            else:
+                qm9_minima()
 
     def _default_source(self) -> tuple[Structures, str | None, dict]:
         """The default data (no file given): structures, labeller and provenance details."""
         cfg = self.cfg
         if cfg.source == "qm9":
-            from .qm9 import qm9_conformations
+            from .qm9 import qm9_source
 
-            structures = qm9_conformations(cfg.qm9)
-            return structures, None, {"qm9": dict(structures.info)}
+            structures, info = qm9_source(cfg.qm9)
+            return structures, info.get("labeller"), {"qm9": info}
         from .embedded import embedded_dataset
         from .sampling import resolve_labeller
 

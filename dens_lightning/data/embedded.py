@@ -16,8 +16,7 @@ from pathlib import Path
 
 from ..files import exclusive
 from .sampling import BUNDLED, Sampler, read_molecules, resolve_labeller, to_atoms, write_extxyz
-from .shards import available_cores, remove_work_dir, sample_sharded
-from .store import write_store
+from .shards import available_cores, remove_work_dir, sample_sharded, sample_to_store
 
 log = logging.getLogger("dens_lightning")
 
@@ -85,14 +84,14 @@ def _generate(path: Path, params: dict, lazy: bool) -> None:
         seed=params["seed"],
     )
     molecules = embedded_molecules(params)
-    work_dir = path.with_name(path.name + ".partial")
     workers = available_cores()
     labels = sampler.labeller
     log.info("sampling %d molecules (labels: %s) on %d processes: %s", len(molecules), labels, workers, path)
-    result = sample_sharded(molecules, sampler, work_dir, workers=workers)
     if lazy:
-        write_store(path, result.samples, {**params, "sampler": sampler.describe(), **asdict(result.report)})
-    else:
-        info = sampler.describe()
-        write_extxyz(path, [to_atoms(sample, info) for sample in result.samples])
+        sample_to_store(path, molecules, sampler, params)
+        return
+    work_dir = path.with_name(path.name + ".partial")
+    result = sample_sharded(molecules, sampler, work_dir, workers=workers)
+    info = sampler.describe()
+    write_extxyz(path, [to_atoms(sample, info) for sample in result.samples])
     remove_work_dir(work_dir)

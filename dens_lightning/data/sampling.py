@@ -33,6 +33,7 @@ from ..errors import InputError
 KCAL_PER_MOL = ase_units.kcal / ase_units.mol  # eV
 BOLTZMANN_KCAL = ase_units.kB / KCAL_PER_MOL  # kcal/mol/K
 METHODS = ("normal-mode", "md", "perturb")
+LABELLERS = ("auto", "xtb", "mmff", "none")
 BOND_SCALE = 1.25  # bonded: closer than this times the sum of covalent radii
 MIN_FORCE_CONSTANT = 1.0  # kcal/mol/Å², floor on soft (torsional) modes so displacements stay finite
 BUNDLED = "bundled"
@@ -43,8 +44,13 @@ BUNDLED = "bundled"
 
 @dataclass
 class Molecule:
+    """A molecule to sample: from SMILES (ETKDG conformers relaxed with MMFF94), or around a given
+    minimum (e.g. a DFT geometry), whose MMFF94 typing is then derived from the geometry."""
+
     smiles: str
-    mol: object  # rdkit.Chem.Mol with explicit hydrogens
+    mol: object | None  # rdkit.Chem.Mol with explicit hydrogens; None: made from ``numbers``, ``minimum``
+    numbers: np.ndarray | None = None  # with ``minimum``: the atoms of the given geometry
+    minimum: np.ndarray | None = None  # Å; sample around this geometry instead of MMFF94 conformers
 
 
 def molecule_from_smiles(smiles: str):
@@ -54,6 +60,28 @@ def molecule_from_smiles(smiles: str):
     if mol is None:
         raise InputError(f"SMILES {smiles!r}: RDKit cannot parse it")
     return Chem.AddHs(mol)
+
+
+def molecule_from_geometry(numbers: np.ndarray, positions: np.ndarray, smiles: str = ""):
+    """An RDKit molecule with bonds and bond orders assigned from a neutral geometry (xyz2mol, as in
+    RDKit's ``rdDetermineBonds``), typed for MMFF94; InputError when either step fails."""
+    from rdkit import Chem, rdBase
+    from rdkit.Chem import AllChem, rdDetermineBonds
+
+    quiet = rdBase.BlockLogs()  # noqa: F841 -- RDKit's own lines on a failure would repeat the error
+    table = Chem.GetPeriodicTable()
+    lines = [
+        f"{table.GetElementSymbol(int(z))} {x:.6f} {y:.6f} {w:.6f}"
+        for z, (x, y, w) in zip(numbers, positions)
+    ]
+    mol = Chem.MolFromXYZBlock(f"{len(lines)}\n\n" + "\n".join(lines))
+    try:
+        rdDetermineBonds.DetermineBonds(mol, charge=0)
+    except (ValueError, RuntimeError) as error:
+        raise InputError(f"molecule {smiles!r}: no neutral bond orders for its geometry ({error})") from None
+    if not AllChem.MMFFHasAllMoleculeParams(mol):
+        raise InputError(f"molecule {smiles!r}: MMFF94 has no parameters for this molecule")
+    return mol
 
 
 def bundled_smiles_file() -> Path:
@@ -243,7 +271,7 @@ def resolve_labeller(name: str) -> str:
         return "xtb" if has_xtb else "mmff"
     if name == "xtb" and not has_xtb:
         raise InputError("labeller 'xtb' needs tblite: pip install 'dens_lightning[xtb]'")
-    if name not in ("xtb", "mmff", "none"):
+    if name not in LABELLERS:
         raise InputError(f"labeller {name!r}: expected one of auto, xtb, mmff, none")
     return name
 
@@ -302,6 +330,7 @@ class SamplingReport:
     kept: int = 0
     rejected_bonds: int = 0  # samples whose bond graph changed
     unlabelled: int = 0  # samples whose labelling failed (xTB SCF not converged)
+    untyped: int = 0  # molecules given as a geometry without neutral bond orders or MMFF94 types
 
 
 @dataclass
@@ -338,7 +367,17 @@ class Sampler:
         return np.random.default_rng([self.seed, k])
 
     def sample_molecule(self, molecule: Molecule, rng: np.random.Generator) -> Iterator[Sample]:
-        mol, numbers, minima = conformers(molecule.mol, self.conformers, int(rng.integers(2**31)))
+        if molecule.minimum is None:
+            mol, numbers, minima = conformers(molecule.mol, self.conformers, int(rng.integers(2**31)))
+        else:
+            numbers, minima = molecule.numbers, [molecule.minimum]
+            mol = molecule.mol
+            if mol is None:
+                try:
+                    mol = molecule_from_geometry(numbers, molecule.minimum, molecule.smiles)
+                except InputError:
+                    self.report.untyped += 1
+                    return
         for c, minimum in enumerate(minima):
             reference = bond_graph(numbers, minimum)
             draws = self._draws(mol, minimum, rng)

@@ -24,6 +24,7 @@ from ..files import replacing, write_text_atomic
 from .sampling import Molecule, Sample, Sampler, SamplingReport
 
 SPEC = "spec.json"
+COUNTS = tuple(f.name for f in dataclasses.fields(SamplingReport))  # saved in each shard, in this order
 
 
 @dataclass
@@ -70,6 +71,30 @@ def sample_sharded(
     return result
 
 
+def sample_to_store(
+    path: Path,
+    molecules: list[Molecule],
+    sampler: Sampler,
+    info: dict,
+    shard_size: int = 8,
+    progress: bool = False,
+) -> ShardedResult:
+    """Sample ``molecules`` on every available core into the conformation store ``path``, the shards
+    saved beside it (``<name>.partial``) until the store is written; ``info`` goes into the store's
+    ``info.json`` with the sampler's settings and counts."""
+    from .store import write_store
+
+    work_dir = path.with_name(path.name + ".partial")
+    result = sample_sharded(
+        molecules, sampler, work_dir, workers=available_cores(), shard_size=shard_size, progress=progress
+    )
+    write_store(
+        path, result.samples, {**info, "sampler": sampler.describe(), **dataclasses.asdict(result.report)}
+    )
+    remove_work_dir(work_dir)
+    return result
+
+
 def remove_work_dir(work_dir: str | Path) -> None:
     """Remove the shards once what they hold is written elsewhere."""
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -77,10 +102,13 @@ def remove_work_dir(work_dir: str | Path) -> None:
 
 def _spec(molecules: list[Molecule], sampler: Sampler, per_molecule: int | None, shard_size: int) -> dict:
     settings = {f.name: getattr(sampler, f.name) for f in dataclasses.fields(sampler) if f.name != "report"}
-    smiles = hashlib.sha256("\n".join(m.smiles for m in molecules).encode()).hexdigest()
+    digest = hashlib.sha256("\n".join(m.smiles for m in molecules).encode())
+    for molecule in molecules:
+        if molecule.minimum is not None:
+            digest.update(np.ascontiguousarray(molecule.minimum, dtype=np.float64).tobytes())
     return {
         "sampler": settings,
-        "molecules_sha256": smiles,
+        "molecules_sha256": digest.hexdigest(),
         "per_molecule": per_molecule,
         "shard": shard_size,
     }
@@ -126,7 +154,7 @@ def _sample_shard(sampler: Sampler, items: list[tuple[int, Molecule]], per_molec
         "conformer": np.asarray([s.conformer for s in samples], dtype=np.int64),
         "energy": np.asarray([s.energy for s in samples] if labelled else [], dtype=np.float64),
         "forces": np.concatenate([s.forces for s in samples]) if labelled else np.zeros((0, 3)),
-        "counts": np.asarray([sampler.report.kept, sampler.report.rejected_bonds, sampler.report.unlabelled]),
+        "counts": np.asarray([getattr(sampler.report, name) for name in COUNTS]),
         "short": np.asarray(short, dtype=np.int64),
     }
 
@@ -139,10 +167,8 @@ def _save_shard(work_dir: Path, k: int, arrays: dict) -> None:
 def _read_shard(path: Path, molecules: list[Molecule], result: ShardedResult) -> None:
     with np.load(path, allow_pickle=False) as shard:
         arrays = {name: shard[name] for name in shard.files}
-    kept, rejected, unlabelled = (int(v) for v in arrays["counts"])
-    result.report.kept += kept
-    result.report.rejected_bonds += rejected
-    result.report.unlabelled += unlabelled
+    for name, count in zip(COUNTS, arrays["counts"]):
+        setattr(result.report, name, getattr(result.report, name) + int(count))
     result.short += [molecules[int(i)].smiles for i in arrays["short"]]
     ptr = np.concatenate([[0], np.cumsum(arrays["sizes"])])
     labelled = len(arrays["energy"]) == len(arrays["sizes"])
