@@ -1,7 +1,7 @@
 """How fast does the package make labelled pretraining sets? Conformations per second of sampling
 and GFN2-xTB labelling (tblite) with 1 and 2 worker processes.
 
-    python bench/labelling.py [--molecules 24] [--samples 10] [--workers 1 2]
+    python bench/labelling.py [--molecules 60] [--samples 50] [--workers 1 2]
 
 The first ``--molecules`` bundled molecules of 10 to 25 atoms (hydrogens included), one ETKDG
 conformer each, ``--samples`` normal-mode conformations at 500 K per conformer, labelled as
@@ -32,8 +32,8 @@ def molecules_of_size(count: int, low: int = 10, high: int = 25) -> list:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--molecules", type=int, default=24)
-    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--molecules", type=int, default=60)
+    parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     molecules = molecules_of_size(args.molecules)
