@@ -282,7 +282,7 @@ def validate(cfg: DictConfig) -> None:
         (
             "data.embedded.labeller",
             cfg.data.embedded.labeller in LABELLERS,
-            "one of auto, xtb, mmff, none",
+            "one of " + ", ".join(LABELLERS),
         ),
         (
             "data.embedded.method",
@@ -301,7 +301,7 @@ def validate(cfg: DictConfig) -> None:
             "data.qm9.labeller",
             cfg.data.qm9.labeller == "none"
             or (cfg.data.qm9.labeller in LABELLERS and cfg.data.qm9.method == "normal-mode"),
-            "one of auto, xtb, mmff, none (labels need data.qm9.method=normal-mode)",
+            "one of " + ", ".join(LABELLERS) + " (labels need data.qm9.method=normal-mode)",
         ),
         ("task.noise.sigma", cfg.task.noise.sigma > 0, "a length in Å > 0"),
         (

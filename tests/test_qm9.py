@@ -44,8 +44,7 @@ def fake_qm9pack(tmp_path, monkeypatch):
 
 
 def normal_mode_set(data_dir, **changes):
-    structures, info = qm9_source(settings(method="normal-mode", **changes), data_dir=data_dir)
-    return structures, info
+    return qm9_source(settings(method="normal-mode", **changes), data_dir=data_dir)
 
 
 def test_qm9pack_layout_is_parsed_and_samples_are_reproducible(fake_qm9pack):
@@ -65,7 +64,7 @@ def test_qm9pack_layout_is_parsed_and_samples_are_reproducible(fake_qm9pack):
     assert len(qm9_conformations(settings(molecules=2), data_dir=fake_qm9pack)) == 2 * 3
 
 
-def test_normal_mode_samples_keep_bonds_and_are_reproducible(fake_qm9pack, tmp_path):
+def test_normal_mode_samples_keep_bonds_and_are_reproducible(fake_qm9pack):
     (fake_qm9pack / CSV_FILES[1]).write_text(HEADER + METHANE + HYDRONIUM)
     structures, info = normal_mode_set(fake_qm9pack)
     assert info["method"] == "normal-mode" and info["molecules"] == 5

@@ -225,12 +225,9 @@ class AtomsDataModule(lightning.LightningDataModule):
 
             embedded_dataset(self.cfg.embedded, lazy=self.lazy)
         elif self.uses_default_data and self.cfg.source == "qm9":
-            from .qm9 import qm9_minima, qm9_normal_mode_store
+            from .qm9 import qm9_source
 
-            if self.cfg.qm9.method == "normal-mode":
-                qm9_normal_mode_store(self.cfg.qm9)
-            else:
-                qm9_minima()
+            qm9_source(self.cfg.qm9)
 
     def _default_source(self) -> tuple[Structures, str | None, dict]:
         """The default data (no file given): structures, labeller and provenance details."""

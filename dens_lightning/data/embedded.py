@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 from ..files import exclusive
 from .sampling import BUNDLED, Sampler, read_molecules, resolve_labeller, to_atoms, write_extxyz
-from .shards import available_cores, remove_work_dir, sample_sharded, sample_to_store
-
-log = logging.getLogger("dens_lightning")
+from .shards import sample_beside, sample_to_store
 
 FORMAT = 2  # bump when the generator changes, so old caches are not reused
 
@@ -72,8 +69,7 @@ def embedded_dataset(spec, lazy: bool = False) -> Path:
 
 
 def _generate(path: Path, params: dict, lazy: bool) -> None:
-    """Sample on every available core, a few molecules per shard, saved as they finish beside
-    ``path`` (``<name>.partial``): a killed run continues where it stopped."""
+    """Sample the set of ``params`` into ``path`` (resumable: :func:`~.shards.sample_beside`)."""
     sampler = Sampler(
         method=params["method"],
         temperature=params["temperature"],
@@ -84,14 +80,13 @@ def _generate(path: Path, params: dict, lazy: bool) -> None:
         seed=params["seed"],
     )
     molecules = embedded_molecules(params)
-    workers = available_cores()
-    labels = sampler.labeller
-    log.info("sampling %d molecules (labels: %s) on %d processes: %s", len(molecules), labels, workers, path)
     if lazy:
         sample_to_store(path, molecules, sampler, params)
         return
-    work_dir = path.with_name(path.name + ".partial")
-    result = sample_sharded(molecules, sampler, work_dir, workers=workers)
     info = sampler.describe()
-    write_extxyz(path, [to_atoms(sample, info) for sample in result.samples])
-    remove_work_dir(work_dir)
+    sample_beside(
+        path,
+        molecules,
+        sampler,
+        lambda result: write_extxyz(path, [to_atoms(s, info) for s in result.samples]),
+    )

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +31,9 @@ from ..errors import InputError
 from ..files import exclusive
 from .graph import Graph
 from .sampling import Molecule, Sample, Sampler, bond_graph, resolve_labeller
-from .shards import available_cores, sample_to_store
-from .store import is_store, open_store, store_info, write_store
+from .shards import sample_to_store
+from .store import is_store, open_store, store_info, structure_smiles, write_store
 from .structures import Structures, StructureView
-
-log = logging.getLogger("dens_lightning")
 
 CSV_FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
 STORE_NAME = "qm9-minima-v1"
@@ -190,14 +187,6 @@ def qm9_normal_mode_store(cfg, data_dir: str | Path | None = None, progress: boo
                 labeller=params["labeller"],
                 seed=params["seed"],
             )
-            workers, labels = available_cores(), params["labeller"]
-            log.info(
-                "sampling %d QM9 molecules (labels: %s) on %d processes: %s",
-                len(molecules),
-                labels,
-                workers,
-                path,
-            )
             info = {**params, "molecule_count": len(molecules)}
             sample_to_store(path, molecules, sampler, info, shard_size=SHARD, progress=progress)
     return path
@@ -205,14 +194,13 @@ def qm9_normal_mode_store(cfg, data_dir: str | Path | None = None, progress: boo
 
 def _minima_molecules(minima_path: Path, molecules: int | None, seed: int) -> list[Molecule]:
     """The selected QM9 minima as molecules to sample around (typed for MMFF94 in the workers)."""
-    minima = open_store(minima_path)
-    smiles, index = store_info(minima_path)["smiles"], np.load(minima_path / "molecule.npy")
+    minima, smiles = open_store(minima_path), structure_smiles(minima_path)
     selected = []
     for molecule in molecule_order(len(minima), molecules, seed):
         start, stop = int(minima.ptr[molecule]), int(minima.ptr[molecule + 1])
         numbers = np.asarray(minima.z[start:stop], dtype=np.int64)
         minimum = np.asarray(minima.pos[start:stop], dtype=np.float64)
-        selected.append(Molecule(smiles[int(index[molecule])], None, numbers, minimum))
+        selected.append(Molecule(smiles[molecule], None, numbers, minimum))
     return selected
 
 

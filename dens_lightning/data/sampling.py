@@ -272,7 +272,7 @@ def resolve_labeller(name: str) -> str:
     if name == "xtb" and not has_xtb:
         raise InputError("labeller 'xtb' needs tblite: pip install 'dens_lightning[xtb]'")
     if name not in LABELLERS:
-        raise InputError(f"labeller {name!r}: expected one of auto, xtb, mmff, none")
+        raise InputError(f"labeller {name!r}: expected one of {', '.join(LABELLERS)}")
     return name
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ import numpy as np
 from ..errors import InputError
 from ..files import replacing, write_text_atomic
 from .sampling import Molecule, Sample, Sampler, SamplingReport
+
+log = logging.getLogger("dens_lightning")
 
 SPEC = "spec.json"
 COUNTS = tuple(f.name for f in dataclasses.fields(SamplingReport))  # saved in each shard, in this order
@@ -71,6 +75,27 @@ def sample_sharded(
     return result
 
 
+def sample_beside(
+    path: Path,
+    molecules: list[Molecule],
+    sampler: Sampler,
+    write: Callable[[ShardedResult], None],
+    shard_size: int = 8,
+    progress: bool = False,
+) -> None:
+    """Sample ``molecules`` on every available core, the shards saved beside ``path``
+    (``<name>.partial``) so a killed run continues where it stopped; ``write(result)`` then makes
+    ``path``, and the shards are removed."""
+    workers, labels = available_cores(), sampler.labeller
+    log.info("sampling %d molecules (labels: %s) on %d processes: %s", len(molecules), labels, workers, path)
+    work_dir = path.with_name(path.name + ".partial")
+    result = sample_sharded(
+        molecules, sampler, work_dir, workers=workers, shard_size=shard_size, progress=progress
+    )
+    write(result)
+    remove_work_dir(work_dir)
+
+
 def sample_to_store(
     path: Path,
     molecules: list[Molecule],
@@ -78,21 +103,16 @@ def sample_to_store(
     info: dict,
     shard_size: int = 8,
     progress: bool = False,
-) -> ShardedResult:
-    """Sample ``molecules`` on every available core into the conformation store ``path``, the shards
-    saved beside it (``<name>.partial``) until the store is written; ``info`` goes into the store's
+) -> None:
+    """:func:`sample_beside` into the conformation store ``path``; ``info`` goes into the store's
     ``info.json`` with the sampler's settings and counts."""
     from .store import write_store
 
-    work_dir = path.with_name(path.name + ".partial")
-    result = sample_sharded(
-        molecules, sampler, work_dir, workers=available_cores(), shard_size=shard_size, progress=progress
-    )
-    write_store(
-        path, result.samples, {**info, "sampler": sampler.describe(), **dataclasses.asdict(result.report)}
-    )
-    remove_work_dir(work_dir)
-    return result
+    def write(result: ShardedResult) -> None:
+        report = dataclasses.asdict(result.report)
+        write_store(path, result.samples, {**info, "sampler": sampler.describe(), **report})
+
+    sample_beside(path, molecules, sampler, write, shard_size, progress)
 
 
 def remove_work_dir(work_dir: str | Path) -> None:

@@ -130,3 +130,10 @@ def open_store(path: str | Path) -> Structures:
 
 def store_info(path: str | Path) -> dict:
     return json.loads((Path(path) / INFO).read_text())
+
+
+def structure_smiles(path: str | Path) -> list[str]:
+    """The SMILES of each structure of a store (``molecule.npy`` indexes ``info.json``'s list)."""
+    path = Path(path)
+    names = store_info(path)["smiles"]
+    return [names[int(k)] for k in np.load(path / "molecule.npy", allow_pickle=False)]
