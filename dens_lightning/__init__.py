@@ -1,17 +1,16 @@
 """dens_lightning: denoising pretraining and DeNS finetuning of interatomic potentials."""
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
-def load_model(path, device: str = "cpu"):
-    """Load a ``model.safetensors`` file (or a run directory holding one) for inference or finetuning.
+def __getattr__(name: str):
+    """``load_model`` (:func:`.artifacts.load_model`), imported on first use: ``import dens_lightning``
+    and the command line's ``--help`` stay free of torch."""
+    if name == "load_model":
+        from .artifacts import load_model
 
-    Returns a :class:`~dens_lightning.models.potential.Potential` with ``.backbone`` and ``.metadata``;
-    call it on a batch (``Graph``) for ``energy`` (eV) and ``forces`` (eV/Å).
-    """
-    from .artifacts import load_potential, resolve_model_path
-
-    return load_potential(resolve_model_path(path), device=device)
+        return load_model
+    raise AttributeError(f"module 'dens_lightning' has no attribute {name!r}")
 
 
 __all__ = ["__version__", "load_model"]

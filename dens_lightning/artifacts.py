@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
-from . import __version__
 from .errors import InputError
 from .files import json_text, replacing
 from .models.potential import Potential
+from .run_directory import MODEL_FILE, RunDirectory
+from .version import __version__
 
 METADATA_KEY = "dens_lightning"
 FORMAT_VERSION = 1
-MODEL_FILE = "model.safetensors"
 PARTS = ("backbone", "energy_head", "force_encoder")  # what finetune --from can take from a model file
 
 
@@ -171,7 +171,7 @@ def resolve_model_path(path: str | Path) -> Path:
     """A run directory → its ``model.safetensors``; a file stays as it is."""
     path = Path(path)
     if path.is_dir():
-        candidate = path / MODEL_FILE
+        candidate = RunDirectory(path).model
         if not candidate.exists():
             raise InputError(f"{path}: run directory without {MODEL_FILE}")
         return candidate
@@ -188,3 +188,12 @@ def load_checkpoint(path: str | Path) -> dict:
         raise InputError(
             f"{path}: not a loadable checkpoint with weights_only=True ({type(err).__name__})"
         ) from err
+
+
+def load_model(path: str | Path, device: str = "cpu") -> Potential:
+    """Load a ``model.safetensors`` file (or a run directory holding one) for inference or finetuning.
+
+    Returns a :class:`~dens_lightning.models.potential.Potential` with ``.backbone`` and ``.metadata``;
+    call it on a batch (``Graph``) for ``energy`` (eV) and ``forces`` (eV/Å).
+    """
+    return load_potential(resolve_model_path(path), device=device)

@@ -69,7 +69,7 @@ class DensCalculator(Calculator):
             self.device, self.dtype = self.exported.device, self.exported.dtype
             return
         if not isinstance(model, Potential):
-            from . import load_model
+            from .artifacts import load_model
 
             model = load_model(model, device=device)
         self.potential = model.to(device).eval().recompute_blocks(low_memory)

@@ -126,22 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _training_config(args: argparse.Namespace, stage: str):
-    from .config import load_config
+    from .runner import training_config
 
-    if stage == "finetune" and args.from_path is not None and not args.resume:
-        from .warm_start import finetune_config
-
-        return finetune_config(args.from_path, args.config, args.overrides)
-    if args.resume:
-        if args.run_dir is None:
-            raise InputError("--resume needs --run-dir: the run to continue")
-        saved = args.run_dir / "config.yaml"
-        if not saved.exists():
-            raise InputError(f"{saved}: not found; nothing to resume")
-        if args.config:
-            raise InputError("--resume uses the run's own config.yaml; drop --config (overrides are allowed)")
-        return load_config(stage, str(saved), args.overrides)
-    return load_config(stage, args.config, args.overrides)
+    from_path = getattr(args, "from_path", None)
+    return training_config(stage, args.config, args.overrides, args.run_dir, args.resume, from_path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,10 +165,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "test":
         from .data.readers import ReadOptions
-        from .runner import test_model
+        from .evaluation import model_errors
 
         options = ReadOptions(units=args.units, energy_key=args.energy_key, forces_key=args.forces_key)
-        print(json_text(test_model(args.model, args.data, args.batch_size, options, args.per_structure)))
+        print(json_text(model_errors(args.model, args.data, args.batch_size, options, args.per_structure)))
         return 0
     if args.command == "info":
         from .artifacts import read_metadata, resolve_model_path
@@ -194,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
             print(json_text(metadata, indent=2))
         return 0
     if args.command == "export":
-        from . import load_model
+        from .artifacts import load_model
         from .export import export_and_check
 
         print(json_text(export_and_check(load_model(args.path), args.out, args.format, args.device)))

@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader
 
 from .data.datamodule import Collater, StructureDataset
 from .data.structures import Structures, StructureView
+from .errors import InputError
 from .files import write_text_atomic
+from .metrics import EnergyForceMetrics
 from .models.potential import Potential
-from .tasks.metrics import EnergyForceMetrics
 
 PER_STRUCTURE_COLUMNS = (
     "index",
@@ -119,3 +120,27 @@ def read_structure_errors(path: str | Path) -> dict[str, np.ndarray]:
     with open(path, newline="") as handle:
         records = list(csv.DictReader(handle))
     return {name: np.array([float(r[name]) for r in records]) for name in PER_STRUCTURE_COLUMNS}
+
+
+def model_errors(
+    model_path: str | Path,
+    data_path: str | Path,
+    batch_size: int = 64,
+    read_options=None,
+    per_structure: str | Path | None = None,
+) -> dict:
+    """The ``test`` command: errors of a model file (or a run directory) on a data file; with
+    ``per_structure``, each structure's errors are also written to that CSV file."""
+    from .allocator import keep_freed_memory
+    from .artifacts import load_potential, resolve_model_path
+    from .data.readers import read_structures
+
+    keep_freed_memory()
+    potential = load_potential(resolve_model_path(model_path))
+    structures = read_structures(data_path, read_options)
+    if structures.energy is None and structures.forces is None:
+        raise InputError(f"{data_path}: no energies or forces to test against")
+    errors, each = evaluate_structures(potential, structures, batch_size)
+    if per_structure:
+        write_structure_errors(per_structure, each)
+    return errors

@@ -220,7 +220,7 @@ def cache_directory() -> Path:
 def fingerprint(potential: Potential, device: str | torch.device) -> str:
     """SHA-256 of what a compiled file depends on: the weights and buffers, the backbone and its
     hyperparameters, the metadata, the device and the torch and package versions."""
-    from . import __version__
+    from .version import __version__
 
     digest = hashlib.sha256()
     header = {

@@ -20,11 +20,9 @@ from .config import load_config, model_hyperparameters
 from .data.statistics import reference_energies
 from .errors import InputError
 from .evaluation import evaluate_structures, predict_energies
-from .files import json_text, write_text_atomic
+from .run_directory import RunDirectory
 
 log = logging.getLogger("dens_lightning")
-
-WARM_START_FILE = "warm_start.json"  # in the run directory: where a warm-started run began
 
 
 @dataclass
@@ -204,7 +202,7 @@ def step0_validation(potential: torch.nn.Module, datamodule, device: torch.devic
     return errors
 
 
-def warm_start(task, datamodule, pretrained: Pretrained, run_dir: Path, trainer) -> dict:
+def warm_start(task, datamodule, pretrained: Pretrained, run_dir: str | Path, trainer) -> dict:
     """Load ``pretrained`` into the finetune ``task`` (whose energy references are already fitted)
     and return the record of where the run began: source, stage, pretraining data, what was loaded
     and the validation errors before the first step. Rank zero measures them and writes the record
@@ -226,13 +224,14 @@ def warm_start(task, datamodule, pretrained: Pretrained, run_dir: Path, trainer)
         record["validation_before_finetuning"] = step0_validation(
             task.potential, datamodule, trainer.strategy.root_device
         )
-        write_text_atomic(Path(run_dir) / WARM_START_FILE, json_text(record, indent=2) + "\n")
+        directory = RunDirectory(run_dir)
+        directory.write_json(directory.warm_start, record)
     return record
 
 
 def read_warm_start(run_dir: str | Path) -> dict | None:
     """The record :func:`warm_start` wrote in ``run_dir``; None for a run trained from scratch."""
-    path = Path(run_dir) / WARM_START_FILE
+    path = RunDirectory(run_dir).warm_start
     if not path.exists():
         return None
     try:

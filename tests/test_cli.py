@@ -14,7 +14,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from dens_lightning import load_model
 from dens_lightning.cli import main
-from dens_lightning.tasks.metrics import METRIC_NAMES
+from dens_lightning.metrics import METRIC_NAMES
 
 from .conftest import FAST
 

@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from dens_lightning.config import load_config
 from dens_lightning.data.datamodule import AtomsDataModule, ShardSampler
 from dens_lightning.files import exclusive, replacing, write_text_atomic
-from dens_lightning.tasks.consistency import disagreement
 from dens_lightning.tasks.reduction import MeanAccumulator, combine, masked_sum
+from dens_lightning.training.consistency import disagreement
 
 from .conftest import TINY_EMBEDDED, TINY_MODEL
 
@@ -352,7 +352,7 @@ def test_fsdp_is_refused_with_the_reason():
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
     from dens_lightning.errors import InputError
-    from dens_lightning.runner import check_strategy
+    from dens_lightning.training.trainer import check_strategy
 
     with pytest.raises(InputError, match="differentiates the model twice.*trainer.strategy=ddp"):
         check_strategy(FSDPStrategy())

@@ -1,11 +1,11 @@
-"""The warmed-up EMA of the weights (dens_lightning.tasks.ema)."""
+"""The warmed-up EMA of the weights (dens_lightning.training.ema)."""
 
 import lightning
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from dens_lightning.tasks.ema import EMA, warmed_decay, warmed_ema
+from dens_lightning.training.ema import EMA, warmed_decay, warmed_ema
 
 
 def test_warmed_ema_matches_the_closed_form_and_integer_buffers_follow_the_model():

@@ -12,11 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dens_lightning.artifacts import load_checkpoint
 from dens_lightning.cli import main
 from dens_lightning.config import load_config
 from dens_lightning.errors import NumericalFault
-from dens_lightning.runner import load_checkpoint, run_finetune
-from dens_lightning.tasks.checkpoints import AtomicCheckpointIO
+from dens_lightning.runner import run_finetune
+from dens_lightning.training.checkpoints import AtomicCheckpointIO
 
 from .conftest import TINY_EMBEDDED, TINY_MODEL
 
@@ -94,7 +95,8 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_trains_like_an_uninterrupted_run(tmp_path):
-    """Killed with SIGKILL after a mid-epoch checkpoint, then resumed: the same number of optimizer
+    """Killed with SIGKILL after a mid-epoch checkpoint, then resumed (from Python, as a notebook
+    would, with the run's own config): the same number of optimizer
     steps, every epoch validated once, and the same weights as a run that was never interrupted (the
     optimizer, scheduler, EMA and the epoch's data order all continue where the checkpoint left them)."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
@@ -108,7 +110,7 @@ def test_sigkill_mid_epoch_then_resume_trains_like_an_uninterrupted_run(tmp_path
     step, epoch, batches = progress(last)
     assert 0 < batches < STEPS_PER_EPOCH, (step, epoch, batches)  # the run was cut mid-epoch
 
-    assert main(["finetune", "--run-dir", str(killed), "--resume", "--no-progress"]) == 0
+    run_finetune(None, killed, resume=True, progress=False)  # from Python: the run's own config
     steps = [progress(run / "checkpoints" / "last.ckpt")[0] for run in (whole, killed)]
     assert steps == [3 * STEPS_PER_EPOCH] * 2
     assert epochs_validated(killed) == epochs_validated(whole) == [0, 1, 2]

@@ -187,7 +187,7 @@ def test_pretraining_learns_to_denoise(pretrained):
 @pytest.mark.slow
 def test_validation_noise_is_fixed_across_epochs(pretrained):
     """Two evaluations of the same model on the same batch give the same validation loss."""
-    from dens_lightning.runner import load_checkpoint
+    from dens_lightning.artifacts import load_checkpoint
 
     checkpoint = load_checkpoint(pretrained / "checkpoints" / "last.ckpt")
     hp = checkpoint["hyper_parameters"]

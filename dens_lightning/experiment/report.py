@@ -17,6 +17,7 @@ import numpy as np
 
 from ..evaluation import read_structure_errors
 from ..files import replacing, write_text_atomic
+from ..run_directory import RunDirectory
 from .transfer import COMPUTE_MATCHED
 
 PANELS = (("forces_mae_meV_per_A", "force MAE (meV/Å)"), ("energy_mae_meV", "energy MAE (meV)"))
@@ -106,7 +107,7 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
 
 def validation_curve(run_dir: Path) -> tuple[list[int], list[float]]:
     """Steps and validation force MAE (meV/Å) logged in a run's ``metrics.csv``."""
-    path = run_dir / "metrics.csv"
+    path = RunDirectory(run_dir).metrics
     if not path.exists():
         return [], []
     with open(path, newline="") as handle:

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from ..errors import InputError
 from ..files import write_text_atomic
+from ..run_directory import RunDirectory
 
 
 @dataclass
@@ -207,12 +208,14 @@ class TransferExperiment:
         from ..config import load_config
         from ..runner import run_pretrain
 
-        run_dir = self.out / "pretrain"
-        if not (run_dir / "model.safetensors").exists():
+        run_dir = RunDirectory(self.out / "pretrain")
+        if not run_dir.finished:
             cfg = load_config("pretrain", overrides=[*self.spec.model, *self.spec.pretrain.overrides])
-            resume = (run_dir / "checkpoints" / "last.ckpt").exists()
-            timed(lambda: run_pretrain(cfg, run_dir, resume=resume, progress=self.progress), run_dir)
-        return run_dir
+            resume = run_dir.resumable
+            timed(
+                lambda: run_pretrain(cfg, run_dir.path, resume=resume, progress=self.progress), run_dir.path
+            )
+        return run_dir.path
 
     def runs(self) -> Iterator[tuple[Arm, int, int, Path]]:
         """Every (arm, size, seed) of the experiment and its run directory, smallest sizes first."""
@@ -271,10 +274,11 @@ class TransferExperiment:
         from ..runner import run_finetune
         from ..warm_start import finetune_config
 
-        if (run_dir / "model.safetensors").exists():
+        directory = RunDirectory(run_dir)
+        if directory.finished:
             return
-        if not (run_dir / "splits.json").exists():
-            write_splits(run_dir / "splits.json", seed, total, data, indices)
+        if not directory.splits.exists():
+            write_splits(directory.splits, seed, total, data, indices)
         overrides = [*self.spec.finetune, f"data.path={data}", f"seed={seed}", *arm.overrides]
         if arm.equal_time:
             size = len(indices["train"])
@@ -284,7 +288,7 @@ class TransferExperiment:
         elif self.spec.steps is not None:
             overrides.append(f"trainer.max_steps={self.spec.steps}")
         source = pretrained if arm.pretrained else None
-        resume = (run_dir / "checkpoints" / "last.ckpt").exists()
+        resume = directory.resumable
         cfg = finetune_config(source, overrides=overrides if source else [*self.spec.model, *overrides])
         timed(
             lambda: run_finetune(cfg, run_dir, resume=resume, from_path=source, progress=self.progress),
@@ -317,7 +321,7 @@ class TransferExperiment:
 
         rows = []
         for arm, size, seed, run_dir in self.runs():
-            metrics_file = run_dir / "test_metrics.json"
+            metrics_file = RunDirectory(run_dir).test_metrics
             if not metrics_file.exists():
                 continue
             row = {"arm": arm.name, "pretrained": arm.pretrained, "dens": arm.dens}
@@ -338,7 +342,7 @@ STRUCTURE_ERRORS = "test_structures.csv"
 
 def run_steps(run_dir: Path) -> int | None:
     """The optimizer steps a finished run was given (its resolved ``config.yaml``)."""
-    config = run_dir / "config.yaml"
+    config = RunDirectory(run_dir).config
     if not config.exists():
         return None
     steps = OmegaConf.load(config).trainer.get("max_steps")
@@ -350,7 +354,7 @@ def write_test_structure_errors(run_dir: Path, test) -> None:
     from ..artifacts import load_potential
     from ..evaluation import evaluate_structures, write_structure_errors
 
-    _, errors = evaluate_structures(load_potential(run_dir / "model.safetensors"), test)
+    _, errors = evaluate_structures(load_potential(RunDirectory(run_dir).model), test)
     write_structure_errors(run_dir / STRUCTURE_ERRORS, errors)
 
 

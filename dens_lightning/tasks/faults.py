@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import NumericalFault
-from .checkpoints import LAST
+from ..run_directory import LAST_CHECKPOINT as LAST
 
 POLICIES = ("stop", "skip")
 

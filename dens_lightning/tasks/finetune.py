@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..data.graph import Graph
 from ..errors import InputError
+from ..metrics import EnergyForceMetrics
 from ..models.encoders import build_force_encoder
 from ..models.heads import build_noise_head
 from ..models.potential import Potential
@@ -20,7 +21,6 @@ from .dens import DENS, Corruption, corrupt, dens_weight, draw, select_structure
 from .faults import NonFiniteLossGuard
 from .logging import log_epoch_means, log_parts
 from .losses import loss_form, scalar_errors, vector_loss
-from .metrics import EnergyForceMetrics
 from .reduction import Mean, MeanAccumulator, combine, masked_sum
 
 

@@ -25,8 +25,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from ..files import replacing
-
-LAST = "last.ckpt"
+from ..run_directory import LAST_CHECKPOINT as LAST
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
