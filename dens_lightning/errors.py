@@ -29,3 +29,8 @@ class Interrupted(Exception):
 class NumericalFault(Exception):
     """Training met a non-finite loss (``task.nonfinite_loss=stop``); the message names the step, the
     batch and the last checkpoint. The CLI prints it as one line and exits with 3."""
+
+
+def one_of(choices) -> str:
+    """ "one of a, b, c": what a message says is expected of a key with fixed choices."""
+    return "one of " + ", ".join(choices)

@@ -161,7 +161,7 @@ def run_pretrain(
     callbacks added to the run's own (e.g. a timer)."""
     cfg, run = _open(cfg, "pretrain", run_dir, resume, progress, callbacks)
     datamodule = _datamodule(cfg, run, "pretrain")
-    task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
+    task_cfg = OmegaConf.to_object(cfg.task)  # a typed TaskConfig
     if cfg.task.objective == "denoise":
         from .tasks.pretrain import DenoisingPretraining
 
@@ -246,8 +246,8 @@ def run_finetune(
     task = EnergyForceTask(
         model_name=run.name,
         model_hparams=run.hparams,
-        task=OmegaConf.to_container(cfg.task, resolve=True),
-        finetune=OmegaConf.to_container(cfg.finetune, resolve=True),
+        task=OmegaConf.to_object(cfg.task),
+        finetune=OmegaConf.to_object(cfg.finetune),
         neighbor_backend=cfg.data.neighbor_backend,
     )
     task.set_statistics(datamodule.references, datamodule.scale)

@@ -216,7 +216,7 @@ def warm_start(task, datamodule, pretrained: Pretrained, run_dir: str | Path, tr
         "force_encoder_loaded": load_pretrained_encoder(task, pretrained, datamodule.scale),
         "energy_head_loaded": False,
     }
-    if pretrained.head_state and task.finetune_cfg.get("energy_head", "keep") == "keep":
+    if pretrained.head_state and task.finetune_cfg.energy_head == "keep":
         load_energy_head(task.potential, pretrained, datamodule, trainer.strategy.root_device)
         record["energy_head_loaded"] = True
     warn_new_elements(datamodule, pretrained)

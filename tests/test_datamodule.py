@@ -8,7 +8,7 @@ import torch
 from ase import Atoms
 from omegaconf import OmegaConf
 
-from dens_lightning.config import DataConfig
+from dens_lightning.data.config import DataConfig
 from dens_lightning.data.datamodule import AtomsDataModule, split_sizes
 from dens_lightning.data.statistics import energy_scale, reference_energies
 from dens_lightning.data.structures import Structures

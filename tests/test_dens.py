@@ -13,6 +13,7 @@ from dens_lightning.cli import main
 from dens_lightning.data.graph import collate
 from dens_lightning.tasks.dens import DENS, Corruption, dens_weight, draw, structures_with
 from dens_lightning.tasks.finetune import EnergyForceTask
+from dens_lightning.tasks.config import LossConfig
 from dens_lightning.tasks.losses import vector_loss
 
 from .conftest import TINY_EMBEDDED, molecule_graph, random_molecule
@@ -144,7 +145,7 @@ def test_forces_on_corrupted_false_keeps_only_clean_structures_in_the_force_loss
     ``forces_on_corrupted=false`` no atom of a corrupted structure enters the force loss, and the
     diagnostics report the force error on both groups of uncorrupted atoms."""
     task = dens_task(forces_on_corrupted=False).train()
-    task.task_cfg.loss = {"energy": form, "forces": form, "noise": form}
+    task.task_cfg.loss = LossConfig(energy=form, forces=form, noise=form)
     batch = labelled_batch(sizes=(5, 8, 11, 6))
     corruption = task.dens_corruption(batch, step=0)
     touched = structures_with(corruption.mask, batch)

@@ -35,6 +35,8 @@ from .shards import sample_to_store
 from .store import is_store, open_store, store_info, structure_smiles, write_store
 from .structures import Structures, StructureView
 
+METHODS = ("normal-mode", "perturb")  # data.qm9.method: sampled once around the minima, or on the fly
+
 CSV_FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
 STORE_NAME = "qm9-minima-v1"
 NORMAL_MODE_FORMAT = 1  # bump when the normal-mode generator changes, so old caches are not reused

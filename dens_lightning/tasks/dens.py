@@ -22,6 +22,8 @@ from torch import Tensor
 from ..data.graph import Graph
 from .reduction import Mean, masked_sum
 
+DECAYS = ("linear", "none")  # task.dens.decay: the noise weight over training
+
 # Streams of draws, so pretraining, its validation and DeNS never reuse each other's numbers.
 PRETRAIN, PRETRAIN_VALIDATION, DENS = 1, 2, 3
 _MASK64 = (1 << 64) - 1

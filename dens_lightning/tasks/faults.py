@@ -33,7 +33,7 @@ class NonFiniteLossGuard:
 
     @property
     def skips_nonfinite(self) -> bool:
-        return self.task_cfg.get("nonfinite_loss", "stop") == "skip"
+        return self.task_cfg.nonfinite_loss == "skip"
 
     def finite_loss(self, loss: Tensor, batch, batch_idx: int) -> bool:
         self.step_skipped = False

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import lightning
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor
 
 from ..data.graph import Graph
@@ -17,6 +17,7 @@ from ..models.heads import build_noise_head
 from ..models.potential import Potential
 from . import optim
 from .clipping import LoggedGradientClipping, gradient_norm
+from .config import FinetuneConfig, TaskConfig, task_config, typed
 from .dens import DENS, Corruption, corrupt, dens_weight, draw, select_structures, structures_with
 from .faults import NonFiniteLossGuard
 from .logging import log_epoch_means, log_parts
@@ -69,16 +70,23 @@ class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.Ligh
         self,
         model_name: str,
         model_hparams: dict[str, Any],
-        task: dict[str, Any],
-        finetune: dict[str, Any] | None = None,
+        task: TaskConfig | dict[str, Any],
+        finetune: FinetuneConfig | dict[str, Any] | None = None,
         neighbor_backend: str = "auto",
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.task_cfg = OmegaConf.create(task)
-        self.finetune_cfg = OmegaConf.create(finetune or {"freeze_backbone": False, "backbone_lr_scale": 1.0})
+        self.task_cfg, self.finetune_cfg = task_config(task), typed(FinetuneConfig, finetune)
+        self.save_hyperparameters(
+            {
+                "model_name": model_name,
+                "model_hparams": model_hparams,
+                "task": asdict(self.task_cfg),
+                "finetune": asdict(self.finetune_cfg),
+                "neighbor_backend": neighbor_backend,
+            }
+        )
         self.potential = Potential.build(model_name, model_hparams, neighbor_backend=neighbor_backend)
-        self.potential.recompute_blocks(bool(self.task_cfg.get("recompute_blocks", False)))
+        self.potential.recompute_blocks(self.task_cfg.recompute_blocks)
         self.register_buffer("loss_scale", torch.ones(()))
         self.val_metrics = EnergyForceMetrics()
         self.test_metrics = EnergyForceMetrics()
@@ -87,16 +95,16 @@ class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.Ligh
         self.test_results: dict[str, float] = {}  # the last test epoch's metrics (every rank)
         if self.finetune_cfg.freeze_backbone:
             self.potential.backbone.requires_grad_(False)
-        freeze_parts(self.potential.backbone, list(self.finetune_cfg.get("freeze") or []))
+        freeze_parts(self.potential.backbone, list(self.finetune_cfg.freeze))
         self.dens_seed = torch.initial_seed()
         self.noise_head, self.force_encoder = None, None
-        dens = self.task_cfg.get("dens")
-        if dens is not None and dens.enabled:
+        dens = self.task_cfg.dens
+        if dens.enabled:
             # built from a forked RNG: the potential's initialisation and the data order do not change
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.dens_seed + 1)
                 self.noise_head = build_noise_head(
-                    self.potential.backbone, differentiate=False, blocks=int(dens.get("head_blocks", 0))
+                    self.potential.backbone, differentiate=False, blocks=dens.head_blocks
                 )
                 if dens.force_encoding:
                     self.force_encoder = build_force_encoder(self.potential.backbone)
@@ -187,7 +195,7 @@ class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.Ligh
         corrupted_structure = structures_with(mask, batch)
         structures = None if self.task_cfg.dens.energy_on_corrupted else ~corrupted_structure
         in_corrupted = corrupted_structure[batch.batch]  # atoms of corrupted structures
-        atoms = ~mask if self.task_cfg.dens.get("forces_on_corrupted", True) else ~in_corrupted
+        atoms = ~mask if self.task_cfg.dens.forces_on_corrupted else ~in_corrupted
         terms = self.losses(out, batch, structures=structures, atoms=atoms)
         noise_form = loss_form(self.task_cfg, "noise")
         terms["noise_loss"] = vector_loss(predicted, corruption.target, noise_form, mask)
@@ -206,7 +214,7 @@ class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.Ligh
         parts: dict[str, Tensor] = {}
         loss, logged = combine(self, terms, weights, parts=parts)
         logged["dens_weight"] = logged["loss"].new_tensor(weight)
-        every = int(cfg.get("diagnostics_every_n_steps", 0))
+        every = cfg.diagnostics_every_n_steps
         # on the steps Lightning logs when ``every`` is a multiple of trainer.log_every_n_steps
         if every and self.training and (self.global_step + 1) % every == 0 and torch.is_grad_enabled():
             logged |= self.term_gradient_norms(parts)

@@ -24,9 +24,8 @@ FORMS = ("squared", "norm")
 
 
 def loss_form(task_cfg, term: str) -> str:
-    """The form ``task.loss`` sets for ``energy``, ``forces`` or ``noise``; ``squared`` for a task
-    config without ``loss`` (models and checkpoints written before the norm form existed)."""
-    return task_cfg.get("loss", {}).get(term, "squared")
+    """The form ``task.loss`` sets for ``energy``, ``forces`` or ``noise``."""
+    return getattr(task_cfg.loss, term)
 
 
 def scalar_errors(residual: Tensor, form: str) -> Tensor:

@@ -8,6 +8,8 @@ import math
 import torch
 from torch import nn
 
+SCHEDULERS = ("cosine", "plateau", "none")  # task.scheduler
+
 
 def param_groups(module: nn.Module, backbone: nn.Module, lr: float, backbone_lr_scale: float) -> list[dict]:
     """The backbone at ``lr * backbone_lr_scale``, everything else at ``lr``; frozen parameters left out."""

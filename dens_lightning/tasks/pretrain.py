@@ -17,11 +17,11 @@ the step (training) or of the whole validation set (validation), across all devi
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import lightning
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor
 
 from ..data.graph import Graph
@@ -31,6 +31,7 @@ from ..models.encoders import build_force_encoder
 from ..models.heads import build_noise_head
 from . import optim
 from .clipping import LoggedGradientClipping
+from .config import TaskConfig, task_config
 from .dens import PRETRAIN, PRETRAIN_VALIDATION, Corruption, corrupt, draw, masked_cosine
 from .faults import NonFiniteLossGuard
 from .logging import log_epoch_means, log_parts
@@ -45,23 +46,28 @@ class DenoisingPretraining(LoggedGradientClipping, NonFiniteLossGuard, lightning
         self,
         model_name: str,
         model_hparams: dict[str, Any],
-        task: dict[str, Any],
+        task: TaskConfig | dict[str, Any],
         neighbor_backend: str = "auto",
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.task_cfg = OmegaConf.create(task)
-        self.backbone = build_backbone(model_name, model_hparams)
-        self.backbone.recompute_blocks = bool(self.task_cfg.get("recompute_blocks", False))
-        self.noise_head = build_noise_head(
-            self.backbone, blocks=int(self.task_cfg.noise.get("head_blocks", 0))
+        self.task_cfg = task_config(task)
+        self.save_hyperparameters(
+            {
+                "model_name": model_name,
+                "model_hparams": model_hparams,
+                "task": asdict(self.task_cfg),
+                "neighbor_backend": neighbor_backend,
+            }
         )
+        self.backbone = build_backbone(model_name, model_hparams)
+        self.backbone.recompute_blocks = self.task_cfg.recompute_blocks
+        self.noise_head = build_noise_head(self.backbone, blocks=self.task_cfg.noise.head_blocks)
         self.neighbor_backend = neighbor_backend
         self.seed = torch.initial_seed()
         self.val_terms = MeanAccumulator(("noise", "cosine"))
-        dens = self.task_cfg.get("dens")
+        dens = self.task_cfg.dens
         self.force_encoder = None
-        if dens is not None and dens.enabled and dens.force_encoding:
+        if dens.enabled and dens.force_encoding:
             self.force_encoder = build_force_encoder(self.backbone)
 
     def set_force_scale(self, scale: float) -> None:
