@@ -15,6 +15,11 @@ from .errors import InputError, Interrupted, NumericalFault
 from .files import json_text
 
 OVERRIDE_COMMANDS = ("pretrain", "finetune", "experiment")  # take key=value overrides
+OVERRIDES_HELP = """config keys:
+  any config key can be set after the options as dotted.key=value (merged over the packaged
+  default and --config, in that order); for example:
+    %(prog)s {example}
+  the keys and their defaults: dens_lightning/configs/{stage}.yaml and the README's key table"""
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,11 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    pretrain = commands.add_parser("pretrain", help="denoising pretraining of a backbone (no labels needed)")
+    pretrain = commands.add_parser(
+        "pretrain",
+        help="denoising pretraining of a backbone (no labels needed)",
+        usage="%(prog)s [options] [dotted.key=value ...]",
+        epilog=OVERRIDES_HELP.format(
+            stage="pretrain", example="model.name=painn task.noise.sigma=0.05 trainer.max_epochs=20"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_training_arguments(pretrain)
 
     finetune = commands.add_parser(
-        "finetune", help="train energies and forces (from scratch, or --from a pretrained model)"
+        "finetune",
+        help="train energies and forces (from scratch, or --from a pretrained model)",
+        usage="%(prog)s [options] [dotted.key=value ...]",
+        epilog=OVERRIDES_HELP.format(
+            stage="finetune",
+            example="data.path=train.xyz data.units=kcal/mol task.dens.enabled=true trainer.max_epochs=200",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_training_arguments(finetune)
     finetune.add_argument(
@@ -200,38 +220,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .data.sampling import Sampler, read_molecules, to_atoms, write_extxyz
-    from .data.shards import available_cores, remove_work_dir, sample_sharded
+    from .data.sampling import sample_to_file
 
-    if args.num < 1:
-        raise InputError(f"--num {args.num}: expected at least 1 conformation per molecule")
-    if args.conformers < 1:
-        raise InputError(f"--conformers {args.conformers}: expected at least 1 conformer per molecule")
-    molecules = read_molecules(args.smiles, args.smiles_file, args.sdf)
-    sampler = Sampler(
+    result = sample_to_file(
+        args.out,
+        smiles=args.smiles,
+        smiles_file=args.smiles_file,
+        sdf=args.sdf,
+        num=args.num,
         method=args.method,
         temperature=args.temperature,
         displacement=args.displacement,
         conformers=args.conformers,
-        samples=-(-args.num // args.conformers),
-        labeller=args.label,
+        label=args.label,
         seed=args.seed,
+        workers=args.workers,
+        progress=not args.no_progress,
     )
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers {args.workers}: expected at least 1 process")
-    info = sampler.describe()
-    work_dir = args.out.with_name(args.out.name + ".partial")  # finished shards: a rerun continues
-    workers = args.workers or available_cores()
-    result = sample_sharded(molecules, sampler, work_dir, args.num, workers, progress=not args.no_progress)
-    if args.out.suffix:
-        write_extxyz(args.out, [to_atoms(sample, info) for sample in result.samples])
-    else:  # no extension: a memory-mapped store, read lazily by pretrain/finetune data.path
-        from .data.store import write_store
-
-        write_store(args.out, result.samples, info)
-    remove_work_dir(work_dir)
     print(
-        f"wrote {len(result.samples)} conformations of {len(molecules)} molecules to {args.out} "
+        f"wrote {result.conformations} conformations of {result.molecules} molecules to {args.out} "
         f"({args.method}); rejected {result.report.rejected_bonds} samples whose bond graph changed"
         + (f", dropped {result.report.unlabelled} whose labelling failed" if result.report.unlabelled else "")
     )

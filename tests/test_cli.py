@@ -286,3 +286,16 @@ def test_float64_training_on_request(tmp_path):
     model = load_model(run_dir)
     assert next(model.parameters()).dtype == torch.float64
     assert model.metadata["dtype"] == "float64"
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_help_says_that_config_keys_are_set_as_dotted_overrides(command, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main([command, "--help"])
+    assert exit_status.value.code == 0
+    text = capsys.readouterr().out
+    assert "[dotted.key=value ...]" in text.splitlines()[0]
+    example = next(line for line in text.splitlines() if line.strip().startswith("python -m dens_lightning"))
+    from dens_lightning.config import load_config
+
+    load_config(command, overrides=example.split()[4:])  # the example is a valid set of overrides

@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 from dens_lightning.artifacts import read_metadata
 from dens_lightning.cli import main
 from dens_lightning.data.graph import collate
+from dens_lightning.tasks.config import LossConfig
 from dens_lightning.tasks.dens import DENS, Corruption, dens_weight, draw, structures_with
 from dens_lightning.tasks.finetune import EnergyForceTask
-from dens_lightning.tasks.config import LossConfig
 from dens_lightning.tasks.losses import vector_loss
 
 from .conftest import TINY_EMBEDDED, molecule_graph, random_molecule

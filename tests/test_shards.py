@@ -64,15 +64,15 @@ def test_a_killed_run_continues_from_its_finished_shards(tmp_path, monkeypatch):
 
 
 def test_failed_labels_are_dropped_and_counted(tmp_path, monkeypatch):
-    from dens_lightning.data import sampling
+    import dens_lightning.data.sampling.sampler as sampler_module  # where Sampler looks it up
 
-    real, calls = sampling.label_mmff, []
+    real, calls = sampler_module.label_mmff, []
 
     def every_third_fails(mol, positions):
         calls.append(1)
         return None if len(calls) % 3 == 0 else real(mol, positions)
 
-    monkeypatch.setattr(sampling, "label_mmff", every_third_fails)
+    monkeypatch.setattr(sampler_module, "label_mmff", every_third_fails)
     result = sample_sharded(read_molecules(SMILES[:2]), sampler(), tmp_path / "work", per_molecule=3)
     assert result.report.unlabelled == len(calls) // 3 > 0
     assert len(result.samples) == result.report.kept == 6
