@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[dev,xtb,qm9]"
+	$(PY) -m pip install --quiet -e ".[dev,xtb,qm9,experiment]"
 	touch $(STAMP)
 
 demo: install

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .data.datamodule import Collater, StructureDataset
+from .data.loading import Collater, StructureDataset
 from .data.structures import Structures, StructureView
 from .errors import InputError
 from .files import write_text_atomic

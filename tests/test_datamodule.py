@@ -9,7 +9,8 @@ from ase import Atoms
 from omegaconf import OmegaConf
 
 from dens_lightning.data.config import DataConfig
-from dens_lightning.data.datamodule import AtomsDataModule, split_sizes
+from dens_lightning.data.datamodule import AtomsDataModule
+from dens_lightning.data.splits import split_sizes
 from dens_lightning.data.statistics import energy_scale, reference_energies
 from dens_lightning.data.structures import Structures
 from dens_lightning.errors import InputError

@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from dens_lightning.config import load_config
-from dens_lightning.data.datamodule import AtomsDataModule, ShardSampler
+from dens_lightning.data.datamodule import AtomsDataModule
+from dens_lightning.data.loading import ShardSampler
 from dens_lightning.files import exclusive, replacing, write_text_atomic
 from dens_lightning.tasks.reduction import MeanAccumulator, combine, masked_sum
 from dens_lightning.training.consistency import disagreement

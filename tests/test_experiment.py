@@ -241,3 +241,17 @@ def test_scratch_size_for_inverts_a_power_law_learning_curve():
         assert scratch_size_for(1000.0 * size**-0.5, curve) == f"{size}"
     assert scratch_size_for(10.0, curve) == "> 200"  # below what scratch reached: more than measured
     assert scratch_size_for(500.0, curve) == "< 50"
+
+
+def test_without_matplotlib_the_experiment_refuses_before_any_run(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a)
+    )
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    assert main(["experiment", "transfer", "--config", str(config), "--run-dir", str(tmp_path / "out")]) == 2
+    assert "dens_lightning[experiment]" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "runs").exists()

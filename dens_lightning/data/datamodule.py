@@ -2,138 +2,33 @@
 
 Under DDP every rank builds the same datamodule: the split is a seeded permutation (or the saved
 ``splits.json``), so it is identical on every rank, and only rank zero writes ``splits.json``
-(atomically, so a rank starting at the same moment reads all of it or none). Training batches come
-from a :class:`DistributedSampler` seeded with the run's seed, also on one device, so W ranks of
-batch B see exactly the structures one process of batch W·B sees; evaluation sets are dealt out to
-the ranks without the sampler's padding (:class:`ShardSampler`), so no structure counts twice. Each
-rank reads only its own structures: a memory-mapped pretraining store is never read whole.
+(atomically, so a rank starting at the same moment reads all of it or none; :mod:`.splits`). Training
+batches come from a :class:`DistributedSampler` seeded with the run's seed, also on one device, so W
+ranks of batch B see exactly the structures one process of batch W·B sees; evaluation sets are dealt
+out to the ranks without the sampler's padding (:class:`~.loading.ShardSampler`), so no structure
+counts twice. Each rank reads only its own structures: a memory-mapped pretraining store is never
+read whole.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader
 
 from ..errors import InputError
-from ..files import write_text_atomic
+from ..run_directory import RunDirectory
 from .checks import check_geometry
-from .graph import Graph, collate
-from .neighbors import with_neighbors
+from .loading import Collater, ResumableSampler, ShardSampler, StructureDataset
 from .readers import ReadOptions, read_structures
-from .statistics import energy_scale, reference_energies
+from .splits import draw_splits, file_sha256, read_splits, write_splits
+from .statistics import energy_scale, reference_energies, statistics_sample
 from .structures import Structures, StructureView
-
-STATISTICS_SAMPLE = 20_000  # structures of a memory-mapped training set the statistics are fitted on
-
-
-def write_splits(path: Path, seed: int, total: int, source, indices: dict[str, np.ndarray]) -> None:
-    """``splits.json``: the indices of each split into the ``total`` structures of ``source``; a run
-    directory that holds one reuses it instead of drawing its own."""
-    payload = {"seed": seed, "total": total, "source": str(source)}
-    payload["indices"] = {name: np.asarray(idx).tolist() for name, idx in indices.items()}
-    write_text_atomic(path, json.dumps(payload))
-
-
-class ResumableSampler(DistributedSampler):
-    """:class:`DistributedSampler` (a new permutation each epoch from the run's seed, the same on every
-    rank) that a resumed run starts where it was interrupted: :meth:`resume`."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.skip = 0  # samples of the next epoch to leave out
-
-    def resume(self, trainer: lightning.Trainer | None, batch_size: int) -> None:
-        """In a resumed run, start at the interrupted epoch's permutation (Lightning sets the epoch only
-        after its first batch is fetched) and after the batches already trained on in it."""
-        if trainer is None or not trainer.fit_loop.restarting:
-            return
-        self.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        if 0 < done < math.ceil(len(self) / batch_size):
-            self.skip = done * batch_size
-
-    def __iter__(self):
-        indices = list(super().__iter__())
-        skip, self.skip = self.skip, 0
-        return iter(indices[skip:])
-
-
-class ShardSampler(DistributedSampler):
-    """Rank ``r`` of ``W`` takes structures ``r, r + W, r + 2W, ...`` in order: every structure once,
-    no padding (the ranks may hold one structure more or less). For validation and test, whose
-    metrics add sums and counts over the ranks and so stay exact."""
-
-    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
-
-    def __iter__(self):
-        return iter(range(self.rank, len(self.dataset), self.num_replicas))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, len(self.dataset), self.num_replicas))
-
-
-class StructureDataset(Dataset):
-    def __init__(self, structures: Structures, dtype: torch.dtype = torch.float32):
-        self.structures = structures
-        self.dtype = dtype
-
-    def __len__(self) -> int:
-        return len(self.structures)
-
-    def __getitem__(self, i: int) -> Graph:
-        return self.structures.graph(i, self.dtype)
-
-
-@dataclass
-class Collater:
-    """Concatenate structures and build their radius graph (in the loader workers); with
-    ``neighbors=False`` the graph is left to the task (pretraining builds it at the noisy positions)."""
-
-    cutoff: float
-    backend: str = "auto"
-    neighbors: bool = True
-
-    def __call__(self, graphs: list[Graph]) -> Graph:
-        graph = collate(graphs)
-        return with_neighbors(graph, self.cutoff, self.backend) if self.neighbors else graph
-
-
-def split_sizes(total: int, split: list[float], where: str) -> list[int]:
-    """Fractions (summing to at most 1) or whole counts → counts for (train, val, test).
-
-    Fractions that sum to 1 give train the rounding rest, so no structure is left out.
-    """
-    values = list(split)
-    if sum(values) <= 1.0 + 1e-9:
-        sizes = [int(round(f * total)) for f in values]
-        if sum(values) > 1.0 - 1e-9:
-            sizes[0] = total - sum(sizes[1:])
-    else:
-        if any(v != int(v) for v in values):
-            raise InputError(f"data.split: {values} is neither fractions summing to <= 1 nor whole counts")
-        sizes = [int(v) for v in values]
-    if sum(sizes) > total:
-        raise InputError(f"data.split: {values} asks for {sum(sizes)} structures but {where} has {total}")
-    if sizes[0] < 1:
-        raise InputError(f"data.split: {values} leaves no training structures out of {total} in {where}")
-    return sizes
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class AtomsDataModule(lightning.LightningDataModule):
@@ -302,15 +197,8 @@ class AtomsDataModule(lightning.LightningDataModule):
 
     def statistics_set(self) -> Structures:
         """The training structures the statistics are fitted on: all of them, or for a memory-mapped
-        set a seeded sample of :data:`STATISTICS_SAMPLE` (every rank draws the same)."""
-        train = self.splits["train"]
-        if not isinstance(train, StructureView):
-            return train
-        indices = train.indices
-        if len(indices) > STATISTICS_SAMPLE:
-            rng = np.random.default_rng(self.seed)
-            indices = np.sort(rng.choice(indices, STATISTICS_SAMPLE, replace=False))
-        return train.base.subset(indices)
+        set a seeded sample (every rank draws the same; :func:`.statistics.statistics_sample`)."""
+        return statistics_sample(self.splits["train"], self.seed)
 
     def fingerprint(self) -> str:
         """A digest of the split (the indices into the data, and the sizes of every split) and of the
@@ -325,28 +213,10 @@ class AtomsDataModule(lightning.LightningDataModule):
     def _split_indices(
         self, full: Structures, explicit_val: bool, explicit_test: bool
     ) -> dict[str, np.ndarray]:
-        saved = self.run_dir / "splits.json" if self.run_dir is not None else None
+        saved = RunDirectory(self.run_dir).splits if self.run_dir is not None else None
         if saved is not None and saved.exists():
-            data = json.loads(saved.read_text())
-            if data.get("total") != len(full):
-                raise InputError(
-                    f"{saved}: made for {data.get('total')} structures, but the data has {len(full)}"
-                )
-            return {name: np.asarray(idx, dtype=np.int64) for name, idx in data["indices"].items()}
-        fractions = (list(self.cfg.split) + [0.0])[:3]
-        fractional = sum(fractions) <= 1.0 + 1e-9
-        for k, explicit in ((1, explicit_val), (2, explicit_test)):
-            if explicit:  # that split comes from its own file; a fraction goes back to train
-                fractions[0] += fractions[k] if fractional else 0.0
-                fractions[k] = 0.0
-        sizes = split_sizes(len(full), fractions, full.source)
-        order = np.random.default_rng(self.seed).permutation(len(full))
-        names = ("train", "val", "test")
-        indices, start = {}, 0
-        for name, size in zip(names, sizes):
-            if size:
-                indices[name] = np.sort(order[start : start + size])
-            start += size
+            return read_splits(saved, len(full))
+        indices = draw_splits(len(full), full.source, self.cfg.split, self.seed, explicit_val, explicit_test)
         if saved is not None and self.is_global_zero:
             write_splits(saved, self.seed, len(full), full.source, indices)
         return indices

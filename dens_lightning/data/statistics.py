@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .structures import Structures
+from .structures import Structures, StructureView
+
+STATISTICS_SAMPLE = 20_000  # structures of a memory-mapped training set the statistics are fitted on
 
 
 def element_counts(structures: Structures, elements: list[int]) -> np.ndarray:
@@ -43,3 +45,15 @@ def energy_scale(structures: Structures, references: dict[int, float]) -> float:
     else:
         scale = 1.0
     return scale if np.isfinite(scale) and scale > 1e-8 else 1.0
+
+
+def statistics_sample(train: Structures | StructureView, seed: int) -> Structures:
+    """The training structures the statistics are fitted on: all of them, or for a memory-mapped
+    set a seeded sample of :data:`STATISTICS_SAMPLE` (every rank draws the same)."""
+    if not isinstance(train, StructureView):
+        return train
+    indices = train.indices
+    if len(indices) > STATISTICS_SAMPLE:
+        rng = np.random.default_rng(seed)
+        indices = np.sort(rng.choice(indices, STATISTICS_SAMPLE, replace=False))
+    return train.base.subset(indices)

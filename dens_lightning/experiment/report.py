@@ -9,12 +9,14 @@ bins of each test structure's energy above the test set's lowest, and a table of
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import statistics
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..evaluation import read_structure_errors
 from ..files import replacing, write_text_atomic
 from ..run_directory import RunDirectory
@@ -55,6 +57,15 @@ def write_csv(path: Path, rows: list[dict], columns=COLUMNS) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
+
+
+def require_plotting() -> None:
+    """Refuse, before any run starts, an experiment whose plots cannot be drawn."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise InputError(
+            "experiment: the plots need matplotlib, which is not installed; "
+            "pip install 'dens_lightning[experiment]'"
+        )
 
 
 def new_figure(panels: int):

@@ -270,7 +270,7 @@ class TransferExperiment:
 
     def finetune(self, arm: Arm, seed: int, run_dir: Path, data: Path, total: int, indices: dict, pretrained):
         """One finetune run on the given split, skipped when finished and resumed when interrupted."""
-        from ..data.datamodule import write_splits
+        from ..data.splits import write_splits
         from ..runner import run_finetune
         from ..warm_start import finetune_config
 
@@ -297,8 +297,9 @@ class TransferExperiment:
 
     def run(self) -> list[dict]:
         """Every run of the experiment (finished ones are read back), then the report files."""
-        from .report import write_report
+        from .report import require_plotting, write_report
 
+        require_plotting()
         data, total, test_file = self.data_file()
         fixed, pools = draw_splits(total, self.spec, bool(test_file))
         pretrained = self.pretrained_model() if "pretrained" in self.spec.starts else None

@@ -8,7 +8,7 @@
   (:class:`CheckpointOnInterrupt`).
 - ``--resume`` restores the step counter, optimizer, scheduler and EMA from the checkpoint
   (Lightning), and a run resumed mid-epoch continues that epoch's data order where it stopped
-  (``data.datamodule.ResumableSampler``; Lightning alone would start the epoch's order again).
+  (``data.loading.ResumableSampler``; Lightning alone would start the epoch's order again).
 """
 
 from __future__ import annotations
