@@ -42,19 +42,19 @@ $(BENCH_STAMP): pyproject.toml bench/patch_schnetpack.py
 	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_PY) -m pip install --quiet --upgrade pip
 	$(BENCH_PY) -m pip install --quiet $(TORCH)
-	$(BENCH_PY) -m pip install --quiet -e ".[dev]" py-spy
+	$(BENCH_PY) -m pip install --quiet -e ".[dev,xtb]" py-spy
 	$(BENCH_PY) -m pip install --quiet nequip==0.19.1
 	$(BENCH_PY) -m pip install --quiet --no-deps schnetpack==2.1.1
 	$(BENCH_PY) -m pip install --quiet $(SCHNETPACK_DEPS)
-	$(BENCH_PY) bench/patch_schnetpack.py
+	$(BENCH_PY) -m bench.patch_schnetpack
 	touch $(BENCH_STAMP)
 
 bench: bench-install
-	$(BENCH_PY) bench/run.py
+	$(BENCH_PY) -m bench.run
 
 # the GPU tables (peers, stages, matrix-throughput share) on cuda:0, where torch has CUDA
 bench-gpu: bench-install
-	$(BENCH_PY) bench/run.py --device cuda
+	$(BENCH_PY) -m bench.run --device cuda
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) runs .pytest_cache

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from common import ASPIRIN_NPZ as ASPIRIN
-from common import ROOT
+from bench.common import ASPIRIN_NPZ as ASPIRIN
+from bench.common import ROOT
 
 __all__ = ["ASPIRIN", "ROOT", "aspirin_overrides"]
 

@@ -1,6 +1,6 @@
 """Before and after: the same measurements on an earlier commit and on this checkout, interleaved.
 
-    python bench/before_after.py [--before 1ebe492] [--repeats 3] [--section before-after] [--title T]
+    python -m bench.before_after [--before 1ebe492] [--repeats 3] [--section before-after] [--title T]
 
 The earlier commit is checked out with ``git worktree`` under runs/bench/before/ for the run (removed
 at its end, also when it is interrupted); each trial is a
@@ -17,11 +17,9 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from bench.common import (
     BATCH,
     ROOT,
     alternating,
@@ -75,8 +73,7 @@ def trial(kind: str, name: str, hparams: dict) -> float:
         from dens_lightning.calculator import DensCalculator
 
         return calls_per_second(DensCalculator(potential), frames[0])
-    from scaling import system
-
+    from bench.scaling import system
     from dens_lightning.data.atoms import atoms_graph
 
     graph = atoms_graph(system(1000, periodic=True))
@@ -91,7 +88,10 @@ def measure(before: Path, repeats: int) -> dict[tuple[str, str], list[float]]:
     for repeat in range(repeats):
         for case in CASES:
             for label, checkout in alternating([("before", before), ("after", ROOT)], repeat):
-                value = float(run_trial(__file__, case, cwd=checkout, env={"PYTHONPATH": str(checkout)}))
+                # dens_lightning from the checkout (cwd, PYTHONPATH), bench from this one (run_trial puts
+                # ROOT after it): an earlier bench/ without __init__.py is no package, so this one wins
+                env = {"PYTHONPATH": str(checkout)}
+                value = float(run_trial("bench.before_after", case, cwd=checkout, env=env))
                 values.setdefault((case, label), []).append(value)
                 print(json.dumps({"case": case, "checkout": label, "value": value}), flush=True)
     return values
@@ -130,7 +130,7 @@ def main() -> int:
     lines = [
         f"## Before and after {args.title}",
         "",
-        f"`python bench/before_after.py --before {args.before} --repeats {args.repeats}"
+        f"`python -m bench.before_after --before {args.before} --repeats {args.repeats}"
         + ("" if args.section == "before-after" else f" --section {args.section}")
         + ("" if args.title == TITLE else f" --title '{args.title}'")
         + f"`; {machine()};",

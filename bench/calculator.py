@@ -2,7 +2,7 @@
 of the side-by-side comparison (``peers``, where each trial measures it once, after a training run),
 here with many short trials in alternating processes.
 
-    .venv-bench/bin/python bench/calculator.py [--repeats 6] [--calls 300]
+    .venv-bench/bin/python -m bench.calculator [--repeats 6] [--calls 300]
 
 Each trial is a process that builds one calculator (SchNet or PaiNN at the sizes of ``peers``, the same
 random weights on both sides: speed does not depend on training) and times ``--calls`` calls (energy +
@@ -17,12 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import calls_per_second, machine, median_range, run_trial, write_section  # noqa: E402
-from peers import (  # noqa: E402
+from bench.common import calls_per_second, machine, median_range, run_trial, write_section
+from bench.peers import (
     CUTOFF,
     PAIRS,
     WORK,
@@ -86,7 +83,7 @@ def main() -> int:
         order = CODES[repeat % 3 :] + CODES[: repeat % 3]  # each code first, second, third in turn
         for model in MODELS:
             for code in order:
-                rate = json.loads(run_trial(__file__, code, model, str(args.calls)))["rate"]
+                rate = json.loads(run_trial("bench.calculator", code, model, str(args.calls)))["rate"]
                 rates.setdefault((code, model), []).append(rate)
                 print(model, code, f"{rate:.1f}", flush=True)
     rows = [
@@ -108,7 +105,7 @@ def main() -> int:
     lines = [
         "## ASE calculator against schnetpack's (alternating processes)",
         "",
-        f"`python bench/calculator.py --repeats {args.repeats} --calls {args.calls}`; {machine()}; "
+        f"`python -m bench.calculator --repeats {args.repeats} --calls {args.calls}`; {machine()}; "
         "float32; one rMD17 aspirin (21 atoms), moved before each call.",
         "One process per trial and code (ours eager, ours compiled with `compile=True`, schnetpack's",
         "`SpkCalculator` with `MatScipyNeighborList`), the three in rotating order; each trial: median",

@@ -262,28 +262,32 @@ def trial_environment(env: dict[str, str | None] | None = None) -> dict[str, str
 
 
 def run_trial(
-    script: str | Path, *args: str, cwd: Path | None = None, env: dict[str, str | None] | None = None
+    module: str, *args: str, cwd: Path | None = None, env: dict[str, str | None] | None = None
 ) -> str:
-    """Run ``script --trial args`` in its own process (:func:`trial_environment` with ``env``); its last
-    line of output."""
+    """Run ``python -m module --trial args`` (e.g. ``bench.peers``) in its own process
+    (:func:`trial_environment` with ``env``), in ``cwd`` (default :data:`ROOT`); its last line of
+    output. :data:`ROOT` goes last on ``PYTHONPATH``, so ``bench`` is found from any ``cwd``, after
+    whatever ``env`` puts first (an earlier checkout's ``dens_lightning``, say)."""
+    environment = trial_environment(env)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [environment.get("PYTHONPATH"), str(ROOT)]))
     done = subprocess.run(
-        [sys.executable, str(Path(script).resolve()), "--trial", *args],
+        [sys.executable, "-m", module, "--trial", *args],
         capture_output=True,
         text=True,
-        cwd=cwd,
-        env=trial_environment(env),
+        cwd=ROOT if cwd is None else cwd,
+        env=environment,
     )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{Path(script).name} --trial {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{module} --trial {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return lines[-1]
 
 
-def alternating_trials(script: str | Path, conditions: Sequence, repeat: int, *args: str) -> dict[str, dict]:
-    """One :func:`run_trial` of ``script args`` per condition ``(label, extra arguments, env)``, in
+def alternating_trials(module: str, conditions: Sequence, repeat: int, *args: str) -> dict[str, dict]:
+    """One :func:`run_trial` of ``module args`` per condition ``(label, extra arguments, env)``, in
     :func:`alternating` order for ``repeat``; each trial's JSON result by label, in that order."""
     return {
-        label: json.loads(run_trial(script, *args, *extra, env=env))
+        label: json.loads(run_trial(module, *args, *extra, env=env))
         for label, extra, env in alternating(conditions, repeat)
     }
 

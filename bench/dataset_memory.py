@@ -1,7 +1,7 @@
 """Does pretraining memory stay flat as the data set grows? Peak resident memory and step rate of the
 same pretraining run on memory-mapped conformation stores of 10^3 to 10^6 aspirin conformations.
 
-    python bench/dataset_memory.py [--sizes 1000 100000 1000000] [--steps 100]
+    python -m bench.dataset_memory [--sizes 1000 100000 1000000] [--steps 100]
 
 Each store holds aspirin (rMD17 frames, or an RDKit conformer where ../shared/data is absent) with
 every coordinate displaced by N(0, 0.05 Å), written as `sample --out DIR` writes them. Each run is
@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from bench.common import (
     BATCH,
     ROOT,
     aspirin_frames,
@@ -77,14 +75,14 @@ def main() -> int:
     for size in args.sizes:
         store = make_store(size)
         disk = sum(f.stat().st_size for f in store.iterdir()) / 1e6
-        result = json.loads(run_trial(__file__, str(store), "--steps", str(args.steps)))
+        result = json.loads(run_trial("bench.dataset_memory", str(store), "--steps", str(args.steps)))
         rows.append({**result, "disk_mb": disk})
         print(json.dumps(rows[-1]), flush=True)
     smallest = rows[0]["peak_rss_mb"]
     lines = [
         "## Pretraining memory against data set size (memory-mapped store)",
         "",
-        f"`python bench/dataset_memory.py --steps {args.steps}`; {machine()}; SchNet default size, batch 32,",
+        f"`python -m bench.dataset_memory --steps {args.steps}`; {machine()}; SchNet default size, batch 32,",
         "aspirin conformations in a store written as `python -m dens_lightning sample --out DIR` writes one",
         "and read lazily through `data.path=DIR`. Peak RSS of the whole pretraining process.",
         "",

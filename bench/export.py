@@ -1,7 +1,7 @@
 """Inference speed of exported models: energy + forces + virial of aspirin-sized molecules, eager
 against the ``torch.export`` program (pt2) and the AOTInductor package (aoti).
 
-    python bench/export.py
+    python -m bench.export
 
 Each registered backbone at its default size, float32, neighbour list built beforehand; batches of 1
 and 32 molecules of 21 atoms. Also records the export time. The result replaces the export section of
@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import torch
-from common import timed, write_section
-from run import aspirin_like_batch
 
+from bench.common import timed, write_section
+from bench.run import aspirin_like_batch
 from dens_lightning.export import ExportedModel, export_model, graph_inputs
 from dens_lightning.models import BACKBONES
 from dens_lightning.models.potential import Potential
@@ -62,7 +62,7 @@ def main() -> None:
         [
             "## Inference: eager against exported (energy + forces + virial)",
             "",
-            f"`python bench/export.py`; {machine}, torch {torch.__version__}, float32, CPU. Median of",
+            f"`python -m bench.export`; {machine}, torch {torch.__version__}, float32, CPU. Median of",
             "30 calls, neighbour list built beforehand; molecules of 21 atoms; each backbone at its",
             "default size.",
             "",

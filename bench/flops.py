@@ -1,6 +1,6 @@
 """What fraction of the device's measured matrix throughput a training step reaches.
 
-    python bench/flops.py [--device cuda] [--backbones equiformer painn schnet]
+    python -m bench.flops [--device cuda] [--backbones equiformer painn schnet]
 
 Matrix throughput: float32 matrix products of 4096 x 4096, the best of 10 (on a GPU also with TF32,
 which float32 training may use). Step FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one
@@ -13,11 +13,8 @@ arithmetic.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BATCH, aspirin_frames, device_name, our_step, timed, write_section  # noqa: E402
+from bench.common import BATCH, aspirin_frames, device_name, our_step, timed, write_section
 
 SIZE = 4096
 
@@ -84,7 +81,7 @@ def main() -> int:
             f"| {backbone} | {flops / 1e9:.1f} G | {1e3 * seconds:.0f} | {achieved / 1e12:.3f} | {shares} |"
         )
         print(rows[-1], flush=True)
-    command = "python bench/flops.py" + (f" --device {args.device}" if gpu else "")
+    command = "python -m bench.flops" + (f" --device {args.device}" if gpu else "")
     lines = [
         "## Share of the matrix throughput a training step reaches" + (", on a GPU" if gpu else ""),
         "",

@@ -2,7 +2,7 @@
 transparent huge pages (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, which the command line sets by
 restarting itself: :mod:`dens_lightning.allocator`).
 
-    python bench/huge_pages.py [--repeats 3]
+    python -m bench.huge_pages [--repeats 3]
 
 Each trial is a process: the model step (forward + autograd forces + backward + AdamW, neighbour
 list built beforehand) on a batch of rMD17 aspirins, float32, 2 threads, malloc tuned as training
@@ -15,11 +15,8 @@ import argparse
 import json
 import resource
 import statistics
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from bench.common import (
     MALLOC_CONDITIONS,
     alternating_trials,
     machine,
@@ -28,7 +25,7 @@ from common import (  # noqa: E402
     timed,
     write_section,
 )
-from peers import CUTOFF, PAIRS, WORK, prepare_data, read_frames  # noqa: E402
+from bench.peers import CUTOFF, PAIRS, WORK, prepare_data, read_frames
 
 CASES = {  # model (peers' sizes), batch: edge tensors above 32 MB for PaiNN and equiformer
     "PaiNN": 128,
@@ -72,7 +69,7 @@ def main() -> int:
     for repeat in range(args.repeats):
         for model, batch in CASES.items():
             for label, result in alternating_trials(
-                __file__, MALLOC_CONDITIONS, repeat, model, str(batch)
+                "bench.huge_pages", MALLOC_CONDITIONS, repeat, model, str(batch)
             ).items():
                 results.setdefault((model, label), []).append(result)
                 print(model, batch, label, result, flush=True)
@@ -93,7 +90,7 @@ def main() -> int:
     lines = [
         "## Huge pages: training steps on larger batches",
         "",
-        f"`python bench/huge_pages.py --repeats {args.repeats}`; {machine()}; float32; rMD17 aspirin.",
+        f"`python -m bench.huge_pages --repeats {args.repeats}`; {machine()}; float32; rMD17 aspirin.",
         "One process per trial, with and without `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` alternating;",
         "model step (forward + autograd forces + backward + AdamW), neighbour list built beforehand,",
         "median of 6 steps after 2; cells: median (range) over the repeats. Models at the sizes of the",

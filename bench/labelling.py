@@ -1,7 +1,7 @@
 """How fast does the package make labelled pretraining sets? Conformations per second of sampling
 and GFN2-xTB labelling (tblite) with 1 and 2 worker processes.
 
-    python bench/labelling.py [--molecules 60] [--samples 50] [--workers 1 2]
+    python -m bench.labelling [--molecules 60] [--samples 50] [--workers 1 2]
 
 The first ``--molecules`` bundled molecules of 10 to 25 atoms (hydrogens included), one ETKDG
 conformer each, ``--samples`` normal-mode conformations at 500 K per conformer, labelled as
@@ -13,16 +13,13 @@ single points and starting the worker processes.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_section  # noqa: E402
-
-from dens_lightning.data.sampling import Sampler, read_molecules  # noqa: E402
-from dens_lightning.data.shards import sample_sharded  # noqa: E402
+from bench.common import machine, write_section
+from dens_lightning.data.sampling import Sampler, read_molecules
+from dens_lightning.data.shards import sample_sharded
 
 
 def molecules_of_size(count: int, low: int = 10, high: int = 25) -> list:
@@ -53,7 +50,7 @@ def main() -> int:
     lines = [
         "## Labelling: sampling and GFN2-xTB single points",
         "",
-        f"`python bench/labelling.py --molecules {args.molecules} --samples {args.samples}`; {machine()}.",
+        f"`python -m bench.labelling --molecules {args.molecules} --samples {args.samples}`; {machine()}.",
         f"{len(molecules)} bundled molecules of 10–25 atoms (mean {atoms:.1f}), one conformer each, "
         f"{args.samples} normal-mode",
         "samples at 500 K per conformer, labelled by tblite's GFN2-xTB in worker processes of one thread",

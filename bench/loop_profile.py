@@ -1,7 +1,7 @@
 """Where the wall time of a whole training run goes: py-spy samples of ``python -m dens_lightning``
 (finetune, finetune with DeNS, pretrain) on rMD17 aspirin, grouped by what each sample was doing.
 
-    .venv-bench/bin/python bench/loop_profile.py [--steps 300]
+    .venv-bench/bin/python -m bench.loop_profile [--steps 300]
 
 py-spy (installed by ``make bench-install``) samples the Python stack at 200 Hz. A sample is counted
 under the deepest of the groups below that its stack is in, so nested groups do not count twice. The
@@ -18,9 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BATCH, HUGE_PAGES_ENV, ROOT, machine, trial_environment, write_section  # noqa: E402
-from peers import CUTOFF, PAIRS, WORK, prepare_data  # noqa: E402
+from bench.common import BATCH, HUGE_PAGES_ENV, ROOT, machine, trial_environment, write_section
+from bench.peers import CUTOFF, PAIRS, WORK, prepare_data
 
 # group -> a frame (py-spy's "function (file:line)") that puts a sample in it
 GROUPS = {
@@ -117,7 +116,7 @@ def main() -> int:
     lines = [
         "## Where a training run's time goes (py-spy)",
         "",
-        f"`python bench/loop_profile.py --steps {args.steps}`; {machine()}; float32; rMD17 aspirin, batch "
+        f"`python -m bench.loop_profile --steps {args.steps}`; {machine()}; float32; rMD17 aspirin, batch "
         f"{BATCH},",
         "SchNet and PaiNN at the side-by-side sizes, validation off. `py-spy record --rate 200` of the",
         "command line; each sample in the deepest group its Python stack is in. Shares of the training loop",

@@ -2,9 +2,9 @@
 activations kept for the backward pass (the default) and recomputed there instead
 (``DensCalculator(..., low_memory=True)``, :meth:`Potential.recompute_blocks`).
 
-    python bench/low_memory.py [--sizes 1000 5000] [--backbones schnet painn equiformer]
+    python -m bench.low_memory [--sizes 1000 5000] [--backbones schnet painn equiformer]
 
-The systems, the call and the peak memory are those of ``bench/scaling.py`` (periodic cells at 0.1
+The systems, the call and the peak memory are those of ``bench.scaling`` (periodic cells at 0.1
 atoms/Å^3, each backbone at its default size, float32, 2 threads); every trial is its own process,
 with huge pages as the command line runs, the two ways alternating.
 """
@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import HUGE_PAGES_ENV, alternating_trials, machine, write_section  # noqa: E402
-from scaling import measure  # noqa: E402
+from bench.common import HUGE_PAGES_ENV, alternating_trials, machine, write_section
+from bench.scaling import measure
 
 CONDITIONS = (("kept", ("0",), HUGE_PAGES_ENV), ("recomputed", ("1",), HUGE_PAGES_ENV))  # recompute flag
 
@@ -41,7 +38,7 @@ def main() -> int:
     count = 0
     for name in args.backbones:
         for size in args.sizes:
-            cases = alternating_trials(__file__, CONDITIONS, count, name, str(size))
+            cases = alternating_trials("bench.low_memory", CONDITIONS, count, name, str(size))
             count += 1
             kept, recomputed = cases["kept"], cases["recomputed"]
             rows.append(
@@ -54,7 +51,7 @@ def main() -> int:
     lines = [
         "## Memory for large systems: block activations kept or recomputed",
         "",
-        f"`python bench/low_memory.py`; {machine()}; float32; each backbone at its default size;",
+        f"`python -m bench.low_memory`; {machine()}; float32; each backbone at its default size;",
         "periodic cells of H, C, O at 0.1 atoms/Å^3 (as `scaling`). One call = neighbour list + model +",
         "autograd forces; median of 5 calls (3 over 0.6 s, 1 over 15 s) after a first one; peak memory:",
         "the peak resident size during the calls minus the size before them. 'Recomputed': each block's",

@@ -1,4 +1,4 @@
-"""End-to-end finetune throughput on 1 and 2 processes (DDP): ``python bench/multi_device.py``.
+"""End-to-end finetune throughput on 1 and 2 processes (DDP): ``python -m bench.multi_device``.
 
 Runs ``python -m dens_lightning finetune`` on rMD17 aspirin (``../shared/data``) for a short and a
 longer number of steps and divides the extra structures by the extra time, so start-up (imports, data
@@ -18,8 +18,9 @@ import tempfile
 import time
 
 import torch
-from aspirin import ASPIRIN, ROOT, aspirin_overrides
-from common import write_section
+
+from bench.aspirin import ASPIRIN, ROOT, aspirin_overrides
+from bench.common import write_section
 
 
 def wall_time(processes: int, steps: int, batch: int, backbone: str, accelerator: str, threads: int) -> float:
@@ -70,7 +71,7 @@ def main() -> None:
             rate = (args.steps[1] - args.steps[0]) * args.batch * processes / (long - short)
             rows.append(f"| {backbone} | {processes} | {args.batch} | {rate:.0f} |")
             print(rows[-1], flush=True)
-    command = "python bench/multi_device.py " + " ".join(sys.argv[1:])
+    command = "python -m bench.multi_device " + " ".join(sys.argv[1:])
     write_section(
         "multi-device",
         [

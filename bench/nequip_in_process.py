@@ -1,9 +1,9 @@
 """`equiformer` at nequip's size against nequip, both in one process: rounds of training steps
 alternate between the two, so the machine's drift (±20 % within minutes here) falls on both alike.
 
-    .venv-bench/bin/python bench/nequip_in_process.py [--rounds 12] [--steps 5]
+    .venv-bench/bin/python -m bench.nequip_in_process [--rounds 12] [--steps 5]
 
-`bench/peers.py` runs each code in its own process, as it ships, minutes apart; this script is the
+`bench.peers` runs each code in its own process, as it ships, minutes apart; this script is the
 finer comparison of the model step alone. Same models, data and step as there (32 aspirins, float32,
 2 threads, AdamW, neighbour list built beforehand); each round times ``--steps`` steps after one
 untimed step; ratios are ours / nequip's per round. Both run with this package's malloc setting
@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BATCH, alternating, device_name, median_range, our_step, timed, write_section  # noqa: E402
-from peers import CUTOFF, PAIRS, WORK, nequip_step, prepare_data, read_frames, versions  # noqa: E402
+from bench.common import BATCH, alternating, device_name, median_range, our_step, timed, write_section
+from bench.peers import CUTOFF, PAIRS, WORK, nequip_step, prepare_data, read_frames, versions
 
 
 def main() -> int:
@@ -49,7 +46,7 @@ def main() -> int:
     lines = [
         "## equiformer against nequip in one process (model step, interleaved rounds)",
         "",
-        f"`.venv-bench/bin/python bench/nequip_in_process.py --rounds {args.rounds} --steps {args.steps}`;",
+        f"`.venv-bench/bin/python -m bench.nequip_in_process --rounds {args.rounds} --steps {args.steps}`;",
         f"{device_name('cpu')}; float32; {versions()}.",
         f"{args.rounds} rounds of {args.steps} timed steps each (after one untimed step), alternating",
         "which code goes first; cells: median (range) over the rounds of structures/s.",

@@ -1,7 +1,7 @@
 """Side by side with schnetpack 2.1 and nequip 0.19: training and inference throughput and peak memory
 on the same aspirin data with the same hyperparameters, float32, 2 threads, batch 32.
 
-    .venv-bench/bin/python bench/peers.py [--repeats 3]      (make bench builds .venv-bench)
+    .venv-bench/bin/python -m bench.peers [--repeats 3]      (make bench builds .venv-bench)
 
 Each trial is its own process (one code, one model), so its peak memory is its own; trials of a pair
 alternate (ours, peer, peer, ours, ...) so that drift of the machine falls on both. A trial measures:
@@ -21,13 +21,11 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from bench.common import (
     BATCH,
     ROOT,
     StepTimes,
@@ -400,11 +398,11 @@ def main() -> int:
             codes = ["ours", PAIRS[model][1]]
             for code in alternating(codes, repeat):
                 # in WORK: schnetpack's data module leaves a splitting.lock in its working directory
-                results.append(json.loads(run_trial(__file__, code, model, args.device, cwd=WORK)))
+                results.append(json.loads(run_trial("bench.peers", code, model, args.device, cwd=WORK)))
                 print(json.dumps(results[-1]), flush=True)
     (WORK / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     gpu = args.device.startswith("cuda")
-    command = f"bench/peers.py --repeats {args.repeats}" + (f" --device {args.device}" if gpu else "")
+    command = f"-m bench.peers --repeats {args.repeats}" + (f" --device {args.device}" if gpu else "")
     lines = [
         "## Side by side: schnetpack and nequip" + (", on a GPU" if gpu else ""),
         "",

@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, written to BENCHMARKS.md (run in the bench environment, .venv-bench,
 which also holds schnetpack and nequip).
 
-    python bench/run.py [--skip peers stages ...]
+    python -m bench.run [--skip peers stages ...]
 
 This script measures (median of repeats, with the spread):
 - neighbour lists for a batch of 32 aspirin-sized molecules (21 atoms) per backend;
@@ -11,9 +11,9 @@ This script measures (median of repeats, with the spread):
   + noise head + backward + optimizer step, same batch;
 - the sampler: normal-mode conformations per second (Hessian included) on 20 bundled molecules;
 
-then runs the other scripts of bench/, each of which writes its own ``<!-- name -->`` section:
-:data:`SCRIPTS`. Sections nobody rewrote are kept; ``<!-- summary -->`` (written by hand: targets,
-before/after of each optimisation) stays first.
+then runs the other scripts of bench/ as ``python -m bench.NAME``, each of which writes its own
+``<!-- name -->`` section: :data:`SCRIPTS`. Sections nobody rewrote are kept; ``<!-- summary -->``
+(written by hand: targets, before/after of each optimisation) stays first.
 """
 
 from __future__ import annotations
@@ -24,22 +24,18 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import BENCHMARKS, timed, training_step  # noqa: E402
-
-from dens_lightning.allocator import keep_freed_memory  # noqa: E402
-from dens_lightning.data.graph import Graph, collate  # noqa: E402
-from dens_lightning.data.neighbors import has_torch_cluster, neighbor_list  # noqa: E402
-from dens_lightning.data.sampling import Sampler, read_molecules  # noqa: E402
-from dens_lightning.models import BACKBONES  # noqa: E402
-from dens_lightning.models.potential import Potential  # noqa: E402
-from dens_lightning.tasks.pretrain import DenoisingPretraining  # noqa: E402
+from bench.common import BENCHMARKS, ROOT, timed, training_step
+from dens_lightning.allocator import keep_freed_memory
+from dens_lightning.data.graph import Graph, collate
+from dens_lightning.data.neighbors import has_torch_cluster, neighbor_list
+from dens_lightning.data.sampling import Sampler, read_molecules
+from dens_lightning.models import BACKBONES
+from dens_lightning.models.potential import Potential
+from dens_lightning.tasks.pretrain import DenoisingPretraining
 
 ASPIRIN = np.array([6] * 9 + [8] * 4 + [1] * 8)
 
@@ -152,28 +148,28 @@ KEPT_SECTION = re.compile(r"<!-- ([\w-]+) -->.*?<!-- /\1 -->\n?", re.S)
 
 def kept_sections(text: str) -> list[str]:
     """The sections other scripts write between ``<!-- name -->`` and ``<!-- /name -->``, which a
-    ``make bench`` run keeps (bench/multi_device.py, bench/export.py)."""
+    ``make bench`` run keeps (bench.multi_device, bench.export)."""
     sections: dict[str, str] = {}  # by name: the first copy only, as common.with_section keeps
     for match in KEPT_SECTION.finditer(text):
         sections.setdefault(match.group(1), match.group(0).rstrip("\n"))
     return sorted(sections.values(), key=lambda section: not section.startswith("<!-- summary -->"))
 
 
-# script, its arguments: each writes its own section of BENCHMARKS.md
+# module (run as python -m), its arguments: each writes its own section of BENCHMARKS.md
 SCRIPTS = {
-    "peers": ["bench/peers.py", "--repeats", "3"],
-    "calculator": ["bench/calculator.py", "--repeats", "8"],
-    "nequip-in-process": ["bench/nequip_in_process.py", "--rounds", "12"],
-    "stages": ["bench/stages.py", "--repeats", "2"],
-    "loop-profile": ["bench/loop_profile.py"],
-    "scaling": ["bench/scaling.py"],
-    "low-memory": ["bench/low_memory.py"],
-    "huge-pages": ["bench/huge_pages.py", "--repeats", "3"],
-    "dataset-memory": ["bench/dataset_memory.py"],
-    "labelling": ["bench/labelling.py"],
-    "export": ["bench/export.py"],
-    "multi-device": ["bench/multi_device.py", "--steps", "20", "120"],
-    "flops": ["bench/flops.py"],
+    "peers": ["bench.peers", "--repeats", "3"],
+    "calculator": ["bench.calculator", "--repeats", "8"],
+    "nequip-in-process": ["bench.nequip_in_process", "--rounds", "12"],
+    "stages": ["bench.stages", "--repeats", "2"],
+    "loop-profile": ["bench.loop_profile"],
+    "scaling": ["bench.scaling"],
+    "low-memory": ["bench.low_memory"],
+    "huge-pages": ["bench.huge_pages", "--repeats", "3"],
+    "dataset-memory": ["bench.dataset_memory"],
+    "labelling": ["bench.labelling"],
+    "export": ["bench.export"],
+    "multi-device": ["bench.multi_device", "--steps", "20", "120"],
+    "flops": ["bench.flops"],
 }
 ON_DEVICE = ("peers", "stages", "flops")  # the scripts that take --device (GPU tables: their -gpu sections)
 
@@ -192,13 +188,12 @@ def main() -> None:
         )
     if "own" not in args.skip and not gpu:
         own_sections()
-    root = Path(__file__).resolve().parent.parent
     for name, command in SCRIPTS.items():
         if name in args.skip or (gpu and name not in ON_DEVICE):
             continue
         command = [*command, "--device", args.device] if gpu else command
-        print(f"--- {name}: {' '.join(command)}", flush=True)
-        subprocess.run([sys.executable, *command], cwd=root, check=True)
+        print(f"--- {name}: python -m {' '.join(command)}", flush=True)
+        subprocess.run([sys.executable, "-m", *command], cwd=ROOT, check=True)
 
 
 def own_sections() -> None:
@@ -210,7 +205,7 @@ def own_sections() -> None:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (`.venv-bench/bin/python bench/run.py`, every script of `bench/`); each",
+        "Written by `make bench` (`.venv-bench/bin/python -m bench.run`, every script of `bench/`); each",
         "section says its own command. CPU sections: 2 threads, float32, on the machine named below.",
         f"Machine: {machine}; Python {platform.python_version()}; float32; CPU.",
         "",

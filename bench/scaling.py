@@ -1,7 +1,7 @@
 """How the time of one energy + forces evaluation grows with system size, 20 to 5,000 atoms, for
 molecules and periodic cells, each backbone at its default size.
 
-    python bench/scaling.py [--sizes 20 100 500 1000 5000] [--backbones schnet painn equiformer]
+    python -m bench.scaling [--sizes 20 100 500 1000 5000] [--backbones schnet painn equiformer]
 
 Systems: H, C and O atoms at random positions at 0.1 atoms/Å^3 (liquid water's atom density, ~52
 neighbours within 5 Å), either free (a molecule) or in a periodic cubic cell. One call is what the ASE
@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from bench.common import (
     MALLOC_CONDITIONS,
     alternating_trials,
     machine,
@@ -101,7 +98,7 @@ def main() -> int:
     for name in args.backbones:
         for kind in ("molecule", "cell"):
             for size in args.sizes:
-                cases = alternating_trials(__file__, MALLOC_CONDITIONS, count, name, kind, str(size))
+                cases = alternating_trials("bench.scaling", MALLOC_CONDITIONS, count, name, kind, str(size))
                 count += 1
                 plain, huge = cases["plain"], cases["huge"]
                 rows.append(
@@ -115,7 +112,7 @@ def main() -> int:
     lines = [
         "## Scaling with system size: one energy + forces evaluation",
         "",
-        f"`python bench/scaling.py`; {machine()}; float32; each backbone at its default size. H, C, O",
+        f"`python -m bench.scaling`; {machine()}; float32; each backbone at its default size. H, C, O",
         "atoms at random positions, 0.1 atoms/Å^3, free or in a periodic cube; one call = neighbour list",
         "+ model + autograd forces (what the ASE calculator runs, malloc tuned as it tunes it); median of",
         "5 calls (3 over 0.6 s, 1 over 15 s) after a first one, whose time is given apart. Each case in",

@@ -1,7 +1,7 @@
 """What DeNS and pretraining cost per training step, against plain energy/force finetuning: the whole
 Lightning loop through ``run_finetune`` / ``run_pretrain``, each backbone at its default size.
 
-    python bench/stages.py [--repeats 2] [--backbones schnet painn equiformer]
+    python -m bench.stages [--repeats 2] [--backbones schnet painn equiformer]
 
 Same data for every stage: aspirin (bench/common.py), batch 32, validation off. Stages: ``plain``
 (energy + forces), ``dens`` (the same plus DeNS with the paper's MD17 settings: probability 0.25,
@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from bench.common import (
     BATCH,
     ROOT,
     alternating,
@@ -85,7 +83,7 @@ def main() -> int:
             ratios = [p / v for p, v in zip(plain, values, strict=True)]
             rows.append(f"| {backbone} | {stage} | {median_range(values)} | {median_range(ratios, 2)} |")
     gpu = args.device.startswith("cuda")
-    command = f"python bench/stages.py --repeats {args.repeats}" + (f" --device {args.device}" if gpu else "")
+    command = f"python -m bench.stages --repeats {args.repeats}" + (f" --device {args.device}" if gpu else "")
     lines = [
         "## DeNS and pretraining against plain finetuning: whole training loop"
         + (", on a GPU" if gpu else ""),

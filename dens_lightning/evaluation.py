@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .data.loading import Collater, StructureDataset
+from .data.graph import collate
+from .data.loading import StructureDataset
 from .data.structures import Structures, StructureView
 from .errors import InputError
 from .files import write_text_atomic
@@ -66,7 +67,7 @@ def structure_loader(
         StructureDataset(structures, next(potential.parameters()).dtype),
         batch_size=batch_size,
         shuffle=False,
-        collate_fn=Collater(potential.cutoff, potential.neighbor_backend),
+        collate_fn=collate,  # the neighbour list is the model's to build
     )
 
 

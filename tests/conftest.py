@@ -1,10 +1,16 @@
 import os
 
-import numpy as np
 import pytest
 import torch
 
-from dens_lightning.data.graph import Graph, collate
+# the random molecules, their graphs and the `molecules` and `batch_of` fixtures live in the package
+from dens_lightning.testing.molecules import (  # noqa: F401  (fixtures and helpers other tests import)
+    batch_of,
+    molecule_graph,
+    molecules,
+    periodic_graph,
+    random_molecule,
+)
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
@@ -15,60 +21,6 @@ def _isolated_cache(tmp_path_factory):
     os.environ["DENS_LIGHTNING_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     torch.set_num_threads(min(2, torch.get_num_threads()))
     yield
-
-
-def random_molecule(
-    n_atoms: int, rng: np.random.Generator, min_distance: float = 0.9, box: float | None = None
-):
-    """Atomic numbers and positions (Å) of a random compact molecule with no pair closer than min_distance."""
-    box = box or 1.3 * n_atoms ** (1 / 3) + 1.0
-    positions = []
-    while len(positions) < n_atoms:
-        trial = rng.uniform(0, box, 3)
-        if all(np.linalg.norm(trial - p) >= min_distance for p in positions):
-            positions.append(trial)
-    z = rng.choice([1, 6, 7, 8], size=n_atoms)
-    return z, np.array(positions)
-
-
-def molecule_graph(z, pos, dtype=torch.float64, energy=None, forces=None) -> Graph:
-    n = len(z)
-    return Graph(
-        z=torch.as_tensor(z, dtype=torch.long),
-        pos=torch.as_tensor(pos, dtype=dtype),
-        batch=torch.zeros(n, dtype=torch.long),
-        ptr=torch.tensor([0, n]),
-        cell=torch.zeros(1, 3, 3, dtype=dtype),
-        pbc=torch.zeros(1, 3, dtype=torch.bool),
-        energy=None if energy is None else torch.tensor([energy], dtype=dtype),
-        forces=None if forces is None else torch.as_tensor(forces, dtype=dtype),
-    )
-
-
-def periodic_graph(atoms, dtype=torch.float64) -> Graph:
-    n = len(atoms)
-    return Graph(
-        z=torch.as_tensor(atoms.numbers, dtype=torch.long),
-        pos=torch.as_tensor(atoms.positions, dtype=dtype),
-        batch=torch.zeros(n, dtype=torch.long),
-        ptr=torch.tensor([0, n]),
-        cell=torch.as_tensor(atoms.cell.array, dtype=dtype)[None],
-        pbc=torch.as_tensor(atoms.pbc)[None],
-    )
-
-
-@pytest.fixture
-def molecules():
-    rng = np.random.default_rng(0)
-    return [random_molecule(n, rng) for n in (5, 9, 13)]
-
-
-@pytest.fixture
-def batch_of(molecules):
-    def make(dtype=torch.float64):
-        return collate([molecule_graph(z, p, dtype) for z, p in molecules])
-
-    return make
 
 
 TINY_EMBEDDED = [

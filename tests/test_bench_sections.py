@@ -1,13 +1,10 @@
 """BENCHMARKS.md sections as bench/ writes them: each name once, in place, the rest untouched."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-from common import with_section  # noqa: E402
+from bench.common import with_section
 
 DOC = "# Benchmarks\n\n<!-- a -->\nold a\n<!-- /a -->\n\n<!-- b -->\nb\n<!-- /b -->\n"
 
@@ -33,27 +30,27 @@ def test_an_unclosed_section_is_an_error():
 
 
 def test_a_bench_run_keeps_one_copy_of_each_section():
-    from run import kept_sections
+    from bench.run import kept_sections
 
     doubled = DOC + "\n<!-- a -->\nstale a\n<!-- /a -->\n"
     assert kept_sections(doubled) == ["<!-- a -->\nold a\n<!-- /a -->", "<!-- b -->\nb\n<!-- /b -->"]
 
 
 def test_make_bench_runs_every_script_that_writes_a_section():
-    from run import SCRIPTS
+    from bench.run import SCRIPTS
 
     bench = Path(__file__).resolve().parent.parent / "bench"
     run_by_hand = {"before_after.py"}  # compares two commits named on its command line
     writers = {
-        path.name
+        f"bench.{path.stem}"
         for path in bench.glob("*.py")
         if "write_section(" in path.read_text() and path.name not in {"common.py", *run_by_hand}
     }
-    assert writers == {Path(command[0]).name for command in SCRIPTS.values()}
+    assert writers == {command[0] for command in SCRIPTS.values()}  # each run as python -m bench.NAME
 
 
 def test_py_spy_samples_go_to_the_deepest_group():
-    from loop_profile import group_samples
+    from bench.loop_profile import group_samples
 
     fit = "run (lightning/pytorch/loops/fit_loop.py:217)"
     step = f"{fit};step (torch/optim/adam.py:227)"
@@ -80,14 +77,17 @@ def test_py_spy_samples_go_to_the_deepest_group():
     assert sum(counts.values()) == 28
 
 
-def test_alternating_trials_swap_order_and_pass_each_conditions_arguments_and_environment(tmp_path):
-    from common import alternating_trials
+def test_alternating_trials_swap_order_and_pass_each_conditions_arguments_and_environment(
+    tmp_path, monkeypatch
+):
+    from bench.common import alternating_trials
 
-    script = tmp_path / "trial.py"
-    script.write_text(
+    (tmp_path / "bench_trial_probe.py").write_text(
         "import json, os, sys\n"
         "print(json.dumps({'args': sys.argv[2:], 'tunables': os.environ.get('GLIBC_TUNABLES')}))\n"
     )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # where python -m finds the probe module
+    script = "bench_trial_probe"
     conditions = (("a", ("1",), {"GLIBC_TUNABLES": None}), ("b", ("2",), {"GLIBC_TUNABLES": "x=1"}))
     first = alternating_trials(script, conditions, 0, "case")
     assert list(first) == ["a", "b"]

@@ -126,17 +126,22 @@ def test_val_carved_from_train_file(npz_file):
     assert "test" not in dm.splits
 
 
-def test_loader_batches_carry_neighbours_and_labels(npz_file):
+def test_loader_batches_carry_labels_and_the_model_builds_their_neighbours(npz_file):
+    """Batches come without a neighbour list; the model (its one owner) builds it within the cutoff."""
+    from dens_lightning.models.potential import Potential
+
     dm = AtomsDataModule(data_cfg(npz_file, batch_size=8), cutoff=3.0)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert batch.num_graphs == 8 and batch.pos.dtype == torch.float32
-    assert batch.edge_index is not None and batch.edge_index.shape[1] > 0
-    j, i = batch.edge_index
-    assert torch.all(batch.batch[j] == batch.batch[i])
-    distance = (batch.pos[j] - batch.pos[i] + batch.edge_shift).norm(dim=-1)
-    assert float(distance.max()) < 3.0
     assert batch.energy.shape == (8,) and batch.forces.shape == (40, 3)
+    assert batch.edge_index is None
+    graph = Potential.build("schnet", {"cutoff": 3.0, "hidden_channels": 8, "num_filters": 8}).prepare(batch)
+    assert graph.edge_index is not None and graph.edge_index.shape[1] > 0
+    j, i = graph.edge_index
+    assert torch.all(graph.batch[j] == graph.batch[i])
+    distance = (graph.pos[j] - graph.pos[i] + graph.edge_shift).norm(dim=-1)
+    assert float(distance.max()) < 3.0
 
 
 def test_missing_labels_are_refused_only_when_weighted(tmp_path):

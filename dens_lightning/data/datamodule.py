@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 from ..errors import InputError
 from ..run_directory import RunDirectory
 from .checks import check_geometry
-from .loading import Collater, ResumableSampler, ShardSampler, StructureDataset
+from .graph import collate
+from .loading import ResumableSampler, ShardSampler, StructureDataset
 from .readers import ReadOptions, read_structures
 from .splits import draw_splits, file_sha256, read_splits, write_splits
 from .statistics import energy_scale, reference_energies, statistics_sample
@@ -244,7 +245,7 @@ class AtomsDataModule(lightning.LightningDataModule):
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.cfg.num_workers,
-            collate_fn=Collater(self.cutoff, self.cfg.neighbor_backend, neighbors=self.stage != "pretrain"),
+            collate_fn=collate,  # the neighbour list is the model's to build
             persistent_workers=self.cfg.num_workers > 0,
         )
 

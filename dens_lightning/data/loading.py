@@ -1,4 +1,4 @@
-"""The loaders' building blocks: samplers, the dataset of structures and the batch collater.
+"""The loaders' building blocks: samplers and the dataset of structures (batches: ``graph.collate``).
 
 Training batches come from :class:`ResumableSampler` (a :class:`DistributedSampler` seeded with the
 run's seed, also on one device); evaluation sets are dealt out to the ranks without the sampler's
@@ -8,14 +8,12 @@ padding (:class:`ShardSampler`), so no structure counts twice.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import lightning
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from .graph import Graph, collate
-from .neighbors import with_neighbors
+from .graph import Graph
 from .structures import Structures
 
 
@@ -68,17 +66,3 @@ class StructureDataset(Dataset):
 
     def __getitem__(self, i: int) -> Graph:
         return self.structures.graph(i, self.dtype)
-
-
-@dataclass
-class Collater:
-    """Concatenate structures and build their radius graph (in the loader workers); with
-    ``neighbors=False`` the graph is left to the task (pretraining builds it at the noisy positions)."""
-
-    cutoff: float
-    backend: str = "auto"
-    neighbors: bool = True
-
-    def __call__(self, graphs: list[Graph]) -> Graph:
-        graph = collate(graphs)
-        return with_neighbors(graph, self.cutoff, self.backend) if self.neighbors else graph
