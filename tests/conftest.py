@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ from dens_lightning.testing.molecules import (  # noqa: F401  (fixtures and help
     random_molecule,
 )
 
-SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
 
 
 @pytest.fixture(scope="session", autouse=True)

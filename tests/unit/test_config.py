@@ -7,8 +7,9 @@ from omegaconf import OmegaConf
 
 from dens_lightning.config import CONFIG_DIR, RunConfig, load_config, model_hyperparameters
 from dens_lightning.errors import InputError
+from tests.conftest import ROOT
 
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+REPO_CONFIGS = ROOT / "configs"
 
 
 def leaf_keys(node, prefix=""):

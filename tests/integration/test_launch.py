@@ -12,10 +12,8 @@ import pytest
 
 from dens_lightning.cli import build_parser
 from dens_lightning.config import load_config
+from tests.conftest import ROOT, TINY_EMBEDDED, TINY_MODEL
 
-from .conftest import TINY_EMBEDDED, TINY_MODEL
-
-ROOT = Path(__file__).resolve().parent.parent
 JOB = ROOT / "configs" / "launch" / "slurm_pretrain.sbatch"
 
 

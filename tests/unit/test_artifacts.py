@@ -14,8 +14,7 @@ from dens_lightning.cli import main
 from dens_lightning.errors import InputError
 from dens_lightning.models.potential import Potential
 from dens_lightning.warm_start import pretrained_backbone
-
-from .conftest import molecule_graph, random_molecule
+from tests.conftest import molecule_graph, random_molecule
 
 
 def small_potential(dtype=torch.float32):

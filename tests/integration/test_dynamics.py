@@ -1,7 +1,6 @@
 """Molecular dynamics with a trained model: NVE conserves energy; the README's Langevin example runs."""
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,9 @@ from ase.optimize import BFGS
 from dens_lightning import load_model
 from dens_lightning.calculator import DensCalculator
 from dens_lightning.cli import main
+from tests.conftest import ROOT
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
 TIMESTEP_FS = 0.5
 
 

@@ -9,8 +9,7 @@ from ase import Atoms
 from dens_lightning.calculator import DensCalculator
 from dens_lightning.data.atoms import atoms_graph
 from dens_lightning.errors import InputError
-
-from .test_backbones import make_potential, name  # noqa: F401  (name: the backbone fixture)
+from tests.unit.models.test_backbones import make_potential, name  # noqa: F401  (name: the backbone fixture)
 
 
 def random_cell(n_atoms: int, seed: int = 0) -> Atoms:

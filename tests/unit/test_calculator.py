@@ -10,10 +10,9 @@ from scipy.spatial.transform import Rotation
 
 from dens_lightning.artifacts import model_metadata, save_model
 from dens_lightning.calculator import DensCalculator
-
-from . import test_backbones as suite
-from .conftest import molecule_graph, periodic_graph, random_molecule
-from .test_artifacts import small_potential
+from tests.conftest import molecule_graph, periodic_graph, random_molecule
+from tests.unit.models import test_backbones as suite
+from tests.unit.test_artifacts import small_potential
 
 
 @pytest.fixture

@@ -15,9 +15,8 @@ from dens_lightning.tasks.config import LossConfig
 from dens_lightning.tasks.dens import DENS, Corruption, dens_weight, draw, structures_with
 from dens_lightning.tasks.finetune import EnergyForceTask
 from dens_lightning.tasks.losses import vector_loss
-
-from .conftest import TINY_EMBEDDED, molecule_graph, random_molecule
-from .test_backbones import SMALL
+from tests.conftest import TINY_EMBEDDED, molecule_graph, random_molecule
+from tests.unit.models.test_backbones import SMALL
 
 DENS_TASK = {
     "lr": 1e-3,

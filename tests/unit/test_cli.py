@@ -15,8 +15,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from dens_lightning import load_model
 from dens_lightning.cli import main
 from dens_lightning.metrics import METRIC_NAMES
-
-from .conftest import FAST
+from tests.conftest import FAST
 
 
 def read_metrics(run_dir):

@@ -8,9 +8,8 @@ import torch
 from dens_lightning.tasks.clipping import gradient_norm
 from dens_lightning.tasks.finetune import EnergyForceTask
 from dens_lightning.tasks.losses import vector_loss
-
-from .test_backbones import SMALL
-from .test_dens import labelled_batch
+from tests.unit.models.test_backbones import SMALL
+from tests.unit.tasks.test_dens import labelled_batch
 
 SCALE = 1.3
 FORMS = ("squared", "norm")

@@ -25,8 +25,7 @@ from dens_lightning.data.loading import ShardSampler
 from dens_lightning.files import exclusive, replacing, write_text_atomic
 from dens_lightning.tasks.reduction import MeanAccumulator, combine, masked_sum
 from dens_lightning.training.consistency import disagreement
-
-from .conftest import TINY_EMBEDDED, TINY_MODEL
+from tests.conftest import TINY_EMBEDDED, TINY_MODEL
 
 # ------------------------------------------------------------------ exact means across ranks
 
@@ -421,7 +420,7 @@ def test_sigkill_of_every_rank_mid_epoch_then_resume_gives_the_uninterrupted_run
     """Both ranks killed at once (SIGKILL) after a mid-epoch checkpoint, then resumed on 2 processes:
     the same optimizer steps and the same weights as a 2-process run never interrupted (each rank's
     sampler continues the epoch's order after the batches it had trained on)."""
-    from .test_interruption import RUN, progress
+    from tests.integration.test_interruption import RUN, progress
 
     ddp = ["trainer.devices=2", "trainer.strategy=ddp", "data.batch_size=2"]  # 10 steps per epoch
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

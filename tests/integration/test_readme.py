@@ -4,14 +4,14 @@ README says."""
 
 import re
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
 from dens_lightning.models import BACKBONES
 from dens_lightning.testing import BackboneConformance
+from tests.conftest import ROOT
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
 
 
 def readme_backbone_code() -> str:

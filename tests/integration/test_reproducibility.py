@@ -7,8 +7,7 @@ import pytest
 from safetensors.torch import load_file
 
 from dens_lightning.cli import main
-
-from .conftest import FAST
+from tests.conftest import FAST
 
 RUN = [*FAST, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "trainer.accelerator=cpu"]
 

@@ -18,8 +18,7 @@ from dens_lightning.config import load_config
 from dens_lightning.errors import NumericalFault
 from dens_lightning.runner import run_finetune
 from dens_lightning.training.checkpoints import AtomicCheckpointIO
-
-from .conftest import TINY_EMBEDDED, TINY_MODEL
+from tests.conftest import TINY_EMBEDDED, TINY_MODEL
 
 # 48 embedded structures: 38 to train on, batch 4, so 10 steps per epoch; checkpoints every 3 steps
 # land mid-epoch (3, 6, 9, 13, ...)
@@ -158,15 +157,15 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path):
 
 
 class PoisonBatch(lightning.Callback):
-    """Puts a NaN into one training batch's positions (the data are checked on reading, so a NaN can
-    only come from the numbers themselves: this stands in for a diverging step)."""
+    """Puts a NaN into one training batch's energy label (the data are checked on reading, so a NaN
+    can only come from the numbers themselves: this stands in for a diverging step)."""
 
     def __init__(self, at_step: int):
         self.at_step = at_step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.at_step:
-            batch.pos[0, 0] = float("nan")
+            batch.energy[0] = float("nan")
 
 
 def nonfinite_config(*overrides):

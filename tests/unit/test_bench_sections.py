@@ -1,10 +1,9 @@
 """BENCHMARKS.md sections as bench/ writes them: each name once, in place, the rest untouched."""
 
-from pathlib import Path
-
 import pytest
 
 from bench.common import with_section
+from tests.conftest import ROOT
 
 DOC = "# Benchmarks\n\n<!-- a -->\nold a\n<!-- /a -->\n\n<!-- b -->\nb\n<!-- /b -->\n"
 
@@ -39,7 +38,7 @@ def test_a_bench_run_keeps_one_copy_of_each_section():
 def test_make_bench_runs_every_script_that_writes_a_section():
     from bench.run import SCRIPTS
 
-    bench = Path(__file__).resolve().parent.parent / "bench"
+    bench = ROOT / "bench"
     run_by_hand = {"before_after.py"}  # compares two commits named on its command line
     writers = {
         f"bench.{path.stem}"

@@ -16,8 +16,7 @@ from dens_lightning.errors import InputError
 from dens_lightning.evaluation import predict_energies
 from dens_lightning.models.potential import Potential
 from dens_lightning.warm_start import Pretrained, load_energy_head, read_warm_start
-
-from .test_pretrain import FINETUNE_FAST, SMALL, TINY_PRETRAIN, val_column
+from tests.integration.test_pretrain import FINETUNE_FAST, SMALL, TINY_PRETRAIN, val_column
 
 LABELLED = [*TINY_PRETRAIN, "data.embedded.labeller=mmff", "trainer.max_epochs=3", "task.lr=2e-3"]
 

@@ -13,9 +13,8 @@ from dens_lightning.artifacts import model_metadata, pretrain_metadata, save_mod
 from dens_lightning.cli import main
 from dens_lightning.errors import InputError
 from dens_lightning.export import ExportedModel, export_and_check, export_model, fingerprint, has_cxx_compiler
-
-from . import test_backbones as suite
-from .conftest import random_molecule
+from tests.conftest import random_molecule
+from tests.unit.models import test_backbones as suite
 
 TOLERANCE = 1e-5  # eV, eV/Å
 

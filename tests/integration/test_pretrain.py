@@ -26,8 +26,7 @@ from dens_lightning.tasks.dens import PRETRAIN, PRETRAIN_VALIDATION, corrupt, dr
 from dens_lightning.tasks.losses import vector_loss
 from dens_lightning.tasks.pretrain import DenoisingPretraining
 from dens_lightning.warm_start import finetune_config, read_warm_start
-
-from .conftest import molecule_graph, random_molecule
+from tests.conftest import molecule_graph, random_molecule
 
 TINY_PRETRAIN = [
     "--no-progress",

@@ -1,12 +1,12 @@
 """notebooks/transfer_learning.ipynb runs top to bottom at its tiny size, so it never rots."""
 
-from pathlib import Path
-
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "transfer_learning.ipynb"
+from tests.conftest import ROOT
+
+NOTEBOOK = ROOT / "notebooks" / "transfer_learning.ipynb"
 
 
 @pytest.mark.slow
