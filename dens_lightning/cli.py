@@ -208,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
         print(json_text(export_and_check(load_model(args.path), args.out, args.format, args.device)))
         return 0
     if args.command == "experiment":
-        from .experiment.transfer import TransferExperiment, load_experiment
+        from .experiment.spec import load_experiment
+        from .experiment.transfer import TransferExperiment
 
         spec = load_experiment(args.config, args.overrides)
         out = args.run_dir or Path("runs") / "experiment" / spec.name

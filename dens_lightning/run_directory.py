@@ -113,9 +113,3 @@ class RunDirectory:
     def write_json(self, path: Path, record: dict) -> None:
         """``record`` as indented JSON at ``path`` (a file of this directory)."""
         write_text_atomic(path, json_text(record, indent=2) + "\n")
-
-    def write_card(self, metadata: dict) -> None:
-        """``README.md``: what the model is, from its metadata."""
-        from .card import model_card
-
-        write_text_atomic(self.card, model_card(metadata, str(self.path)))

@@ -19,6 +19,7 @@ from .config import dens_auxiliary, labelled, load_config, model_hyperparameters
 from .data.datamodule import AtomsDataModule
 from .errors import InputError, Interrupted
 from .evaluation import evaluate_structures
+from .files import write_text_atomic
 from .run_directory import RunDirectory
 from .tasks.finetune import EnergyForceTask
 from .training.checkpoints import CheckpointOnInterrupt
@@ -127,6 +128,13 @@ def encodes_forces(cfg: DictConfig) -> bool:
     return bool(cfg.task.dens.enabled and cfg.task.dens.force_encoding)
 
 
+def write_card(run_dir: RunDirectory, metadata: dict) -> None:
+    """The run directory's ``README.md``: what the model is, from its metadata."""
+    from .card import model_card
+
+    write_text_atomic(run_dir.card, model_card(metadata, str(run_dir)))
+
+
 def _datamodule(cfg: DictConfig, run: _Opened, stage: str) -> AtomsDataModule:
     """Read, split and fit statistics now, on every rank (before the processes meet in ``fit``)."""
     datamodule = AtomsDataModule(
@@ -174,7 +182,7 @@ def run_pretrain(
         task.set_statistics(datamodule.references, datamodule.scale)
     _fit(task, datamodule, cfg, run)
     if run.trainer.is_global_zero:
-        run.run_dir.write_card(save_pretrained(cfg, task, datamodule, run.trainer, run.run_dir.model))
+        write_card(run.run_dir, save_pretrained(cfg, task, datamodule, run.trainer, run.run_dir.model))
     return RunResult(run.run_dir.path, run.run_dir.model, None, is_global_zero=run.trainer.is_global_zero)
 
 
@@ -273,7 +281,7 @@ def run_finetune(
             test_metrics=test_metrics,
         )
         save_model(potential, run_dir.model, metadata)
-        run_dir.write_card(metadata)
+        write_card(run_dir, metadata)
         if test_metrics is not None:
             run_dir.write_json(run_dir.test_metrics, test_metrics)
     return RunResult(

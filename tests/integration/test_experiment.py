@@ -13,14 +13,9 @@ from dens_lightning import load_model
 from dens_lightning.cli import main
 from dens_lightning.errors import InputError
 from dens_lightning.evaluation import read_structure_errors
-from dens_lightning.experiment.report import scratch_size_for
-from dens_lightning.experiment.transfer import (
-    TransferConfig,
-    TransferExperiment,
-    arms,
-    draw_splits,
-    load_experiment,
-)
+from dens_lightning.experiment.spec import TransferConfig, arms, draw_splits, load_experiment
+from dens_lightning.experiment.tables import scratch_size_for
+from dens_lightning.experiment.transfer import TransferExperiment
 
 TINY = """
 name: tiny

@@ -59,7 +59,7 @@ def test_every_shipped_config_file_loads(path):
 
 @pytest.mark.parametrize("path", sorted(REPO_CONFIGS.glob("experiment/*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_experiment_config_loads_and_its_overrides_are_valid(path):
-    from dens_lightning.experiment.transfer import load_experiment
+    from dens_lightning.experiment.spec import load_experiment
 
     spec = load_experiment(path)
     assert spec.sizes and spec.seeds
@@ -123,7 +123,8 @@ def test_embedded_smiles_and_smiles_file_together_are_refused(capsys, tmp_path):
     ids=lambda p: p.name,
 )
 def test_experiment_configs_on_the_shared_data_fit_their_files(path):
-    from dens_lightning.experiment.transfer import TransferExperiment, draw_splits, load_experiment
+    from dens_lightning.experiment.spec import draw_splits, load_experiment
+    from dens_lightning.experiment.transfer import TransferExperiment
 
     spec = load_experiment(path)
     experiment = TransferExperiment(spec, "unused")
