@@ -12,7 +12,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 # schnetpack 2.1.1 pins sympy<=1.12, for which pip swaps torch: install it --no-deps, its imports named
 SCHNETPACK_DEPS := matscipy hydra-core torch-ema fasteners dirsync tqdm pyyaml h5py
 
-.PHONY: install demo test test-fast lint bench bench-gpu bench-install clean
+.PHONY: install demo test test-fast lint docs bench bench-gpu bench-install clean
 
 install: $(STAMP)
 
@@ -20,21 +20,26 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[dev,xtb,qm9,experiment]"
+	$(PY) -m pip install --quiet -e ".[dev,xtb,qm9,experiment,docs]"
 	touch $(STAMP)
 
 demo: install
 	$(PY) -m dens_lightning.demo
 
-test: install
+test: install docs
 	$(PY) -m pytest -q -ra
+
+# the documentation site (Sphinx, MyST Markdown); any warning fails the build
+docs: install
+	rm -rf docs/_build
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install
-	$(PY) -m ruff check dens_lightning tests bench
-	$(PY) -m ruff format --check dens_lightning tests bench
+	$(PY) -m ruff check dens_lightning tests bench docs
+	$(PY) -m ruff format --check dens_lightning tests bench docs
 
 bench-install: $(BENCH_STAMP)
 
@@ -57,4 +62,4 @@ bench-gpu: bench-install
 	$(BENCH_PY) -m bench.run --device cuda
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) runs .pytest_cache docs/_build

@@ -17,9 +17,9 @@ from .files import json_text
 OVERRIDE_COMMANDS = ("pretrain", "finetune", "experiment")  # take key=value overrides
 OVERRIDES_HELP = """config keys:
   any config key can be set after the options as dotted.key=value (merged over the packaged
-  default and --config, in that order); for example:
-    %(prog)s {example}
-  the keys and their defaults: dens_lightning/configs/{stage}.yaml and the README's key table"""
+  default and --config, in that order), for example
+  %(prog)s {example}
+  the keys and their defaults: dens_lightning/configs/{stage}.yaml, and the configuration reference"""
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     transfer = kinds.add_parser(
         "transfer", help="pretrained against scratch over training-set sizes and seeds (resumable)"
     )
-    transfer.add_argument("--config", required=True, type=Path, help="configs/experiment/*.yaml")
+    transfer.add_argument(
+        "--config", required=True, type=Path, help="an experiment YAML file (see configs/experiment/)"
+    )
     transfer.add_argument("--run-dir", type=Path, help="output folder (default runs/experiment/<name>)")
     transfer.add_argument(
         "--no-progress", action="store_true", help="no progress bars or model summaries (for logs)"

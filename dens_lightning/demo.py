@@ -11,7 +11,10 @@ Sized to finish in a few minutes on 2 CPU cores; extra arguments go to both comm
 from __future__ import annotations
 
 import datetime
+import json
 import sys
+import time
+from pathlib import Path
 
 from .cli import main as cli_main
 
@@ -20,6 +23,7 @@ FINETUNE_BUDGET = ["trainer.max_epochs=30", "--no-progress"]
 
 
 def main() -> int:
+    started = time.perf_counter()
     root = f"runs/demo/{datetime.datetime.now():%Y%m%d-%H%M%S}"
     print(f"demo 1/2: denoising pretraining of SchNet on the embedded default -> {root}/pretrain", flush=True)
     code = cli_main(["pretrain", "--run-dir", f"{root}/pretrain", *PRETRAIN_BUDGET, *sys.argv[1:]])
@@ -38,8 +42,38 @@ def main() -> int:
         ]
     )
     if code == 0:
-        print(f"demo: done. Inspect the model: python -m dens_lightning info {root}/finetune")
+        metrics = json.loads(Path(root, "finetune", "test_metrics.json").read_text())
+        print(summary(metrics, Path(root), time.perf_counter() - started))
     return code
+
+
+def summary(metrics: dict, root: Path, seconds: float) -> str:
+    """What the demo made, its test errors with units, and what to try next."""
+    model = root / "finetune"
+
+    def value(key: str, unit: str) -> str:
+        number = metrics.get(key)
+        return "n/a" if number is None else f"{number:.1f} {unit}"
+
+    return "\n".join(
+        [
+            "",
+            f"demo: done in {seconds / 60:.1f} min",
+            f"test errors on {metrics['n_structures']} held-out structures of the embedded labelled set:",
+            f"  energy  MAE {value('energy_mae_meV', 'meV'):>12}"
+            f"  ({value('energy_mae_meV_per_atom', 'meV/atom')})  RMSE {value('energy_rmse_meV', 'meV')}",
+            f"  forces  MAE {value('forces_mae_meV_per_A', 'meV/Å'):>12}"
+            f"  RMSE {value('forces_rmse_meV_per_A', 'meV/Å')}",
+            f"model:       {model / 'model.safetensors'}",
+            f"model card:  {model / 'README.md'}",
+            f"pretrained:  {root / 'pretrain' / 'model.safetensors'}",
+            "next:",
+            f"  python -m dens_lightning info {model} --card   # what the model is",
+            f"  python -m dens_lightning test --model {model} --data FILE   # errors on your data",
+            f"  python -m dens_lightning finetune --from {root / 'pretrain'} data.path=FILE   # on your data",
+            "  make docs, then open docs/_build/html/index.html   # guides and reference",
+        ]
+    )
 
 
 if __name__ == "__main__":

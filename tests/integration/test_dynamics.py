@@ -1,4 +1,4 @@
-"""Molecular dynamics with a trained model: NVE conserves energy; the README's Langevin example runs."""
+"""Molecular dynamics with a trained model: NVE conserves energy; the dynamics guide's example runs."""
 
 import re
 
@@ -16,7 +16,7 @@ from dens_lightning.calculator import DensCalculator
 from dens_lightning.cli import main
 from tests.conftest import ROOT
 
-README = ROOT / "README.md"
+GUIDE = ROOT / "docs" / "guides" / "dynamics.md"
 TIMESTEP_FS = 0.5
 
 
@@ -51,8 +51,8 @@ def test_nve_conserves_energy(trained, dtype):
 
 
 @pytest.mark.slow
-def test_readme_langevin_example_runs(trained, tmp_path, monkeypatch, capsys):
-    section = README.read_text().split("### Molecular dynamics", 1)[1]
+def test_the_guide_langevin_example_runs(trained, tmp_path, monkeypatch, capsys):
+    section = GUIDE.read_text()
     command = re.search(r"```\n(python -m dens_lightning sample .*?)\n```", section).group(1)
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     code = re.sub(r'^MODEL = ".*?"', f'MODEL = "{trained}"', code, flags=re.M)
@@ -61,7 +61,7 @@ def test_readme_langevin_example_runs(trained, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     argv = re.findall(r'"[^"]*"|\S+', command)[3:]  # after "python -m dens_lightning"
     assert main([a.strip('"') for a in argv]) == 0
-    exec(compile(code, str(README), "exec"), {})
+    exec(compile(code, str(GUIDE), "exec"), {})
     assert " 0 fs" in capsys.readouterr().out
     from ase.io import read
 

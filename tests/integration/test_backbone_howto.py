@@ -1,6 +1,6 @@
-"""The README's "Add your own backbone" example is real code: registered, it passes the conformance
+"""The "Add your own backbone" how-to's example is real code: registered, it passes the conformance
 suite the package ships (:class:`dens_lightning.testing.BackboneConformance`), by subclassing as the
-README says."""
+how-to says."""
 
 import re
 from contextlib import contextmanager
@@ -11,39 +11,38 @@ from dens_lightning.models import BACKBONES
 from dens_lightning.testing import BackboneConformance
 from tests.conftest import ROOT
 
-README = ROOT / "README.md"
+HOWTO = ROOT / "docs" / "howto" / "backbone.md"
 
 
-def readme_backbone_code() -> str:
-    section = README.read_text().split("## Add your own backbone", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def howto_backbone_code() -> str:
+    return re.search(r"```python\n(.*?)```", HOWTO.read_text(), re.S).group(1)
 
 
 @contextmanager
-def readme_backbone():
-    """The README's backbone, registered as ``mynet`` while the block runs."""
+def howto_backbone():
+    """The how-to's backbone, registered as ``mynet`` while the block runs."""
     namespace: dict = {}
-    exec(compile(readme_backbone_code(), str(README), "exec"), namespace)
+    exec(compile(howto_backbone_code(), str(HOWTO), "exec"), namespace)
     try:
         yield "mynet"
     finally:
         BACKBONES.pop("mynet", None)
 
 
-class TestReadmeBackbone(BackboneConformance):
+class TestHowtoBackbone(BackboneConformance):
     backbone = "mynet"
     hyperparameters = {"hidden": 16, "cutoff": 4.0}
 
     @pytest.fixture(scope="class", autouse=True)
     def _registered(self):
-        with readme_backbone() as name:
+        with howto_backbone() as name:
             assert name in BACKBONES
             yield
 
 
 @pytest.fixture
 def mynet():
-    with readme_backbone() as name:
+    with howto_backbone() as name:
         yield name
 
 
