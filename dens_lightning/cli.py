@@ -263,11 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, NumericalFault) as err:  # one line each; exit 2 for bad input, 3 for a NaN loss
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        _line_to_stderr(f"error: {err}")
         return 3 if isinstance(err, NumericalFault) else 2
     except Interrupted as err:
-        print(f"interrupted: {err}", file=sys.stderr)
+        _line_to_stderr(f"interrupted: {err}")
         return err.status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _line_to_stderr(text: str) -> None:
+    """One write per line: the ranks of a multi-process run share stderr, and ``print`` writes the
+    text and its newline separately, so two ranks' lines could interleave."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()

@@ -67,3 +67,16 @@ def test_the_guide_langevin_example_runs(trained, tmp_path, monkeypatch, capsys)
 
     frames = read(tmp_path / "aspirin.traj", index=":")
     assert len(frames) == 21 and len(frames[-1]) == 21  # initial + 20 steps, 21 atoms of aspirin
+
+
+@pytest.mark.slow
+def test_the_readme_tour_dynamics_runs(trained):
+    """The README's five-minute tour ends in Langevin dynamics: its code runs on a trained model."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 1
+    code = blocks[0].replace('"runs/finetune/<run>"', f'"{trained}"')
+    code, replaced = re.subn(r"\.run\(\d+\)", ".run(10)", code)
+    assert replaced == 1 and str(trained) in code
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert np.isfinite(namespace["atoms"].get_potential_energy())
