@@ -3,32 +3,28 @@ largest blocks with transparent huge pages.
 
 A force-training step allocates and frees many edge-sized tensors (``[E, F]``: ~17 MB for a batch of
 32 aspirins). By default glibc's malloc serves such blocks with fresh ``mmap`` calls, or trims them off
-the top of its heap when they are freed, so every step pages them in again: about 10^5 page faults per
-PaiNN training step on the CPU. Serving blocks up to 32 MB (glibc's largest mmap threshold) from the
-heap and never trimming it keeps freed blocks where the next step reuses them: page faults of an
-18-step PaiNN run down 3-5x, steps 51-63 -> 77-78 structures/s in single runs (BENCHMARKS.md). Larger blocks
-still come from ``mmap`` and go back when freed: with every block from the heap (``M_MMAP_MAX=0``,
-tried) a 5,000-atom equiformer evaluation grew past 24 GB and was killed, where this setting peaks at
-19 GB. The heap keeps its peak until the process exits. glibc on Linux
+the top of its heap when they are freed, so every step pages them in again. Serving blocks up to
+32 MB (glibc's largest mmap threshold) from the heap and never trimming it keeps freed blocks where the
+next step reuses them: far fewer page faults and faster training steps (CHANGELOG.md, Performance
+history). Larger blocks still come from ``mmap`` and go back when freed: with every block from the
+heap (``M_MMAP_MAX=0``) heap fragmentation made the largest evaluations of ``bench.scaling`` run out
+of memory. The heap keeps its peak until the process exits. glibc on Linux
 only; elsewhere nothing changes. Set ``DENS_LIGHTNING_MALLOC=system`` (or any ``MALLOC_*_`` variable
 or ``glibc.malloc`` threshold tunable of your own) to leave malloc alone.
 
 Blocks above 32 MB (systems of about a thousand atoms and more) are still mapped and unmapped on every
-call, and paged in 4 KB at a time: 6-9 x 10^5 page faults per force evaluation of a 1,000-atom PaiNN
-cell, more than half its CPU time in the kernel (56-71 % in a probe). glibc's tunable
+call, and paged in 4 KB at a time: a force evaluation of a 1,000-atom PaiNN cell spends more than
+half its CPU time in the kernel (BENCHMARKS.md, Summary, Huge pages). glibc's tunable
 ``glibc.malloc.hugetlb=1`` (glibc 2.35+) asks for transparent huge pages there, 2 MB a page, but it is
 read only when a process starts, so the command line (``python -m dens_lightning``,
 ``dens-lightning``) restarts itself with it (:func:`restart_with_huge_pages`: ``exec``, same process
 id and arguments) before anything else.
-Measured (BENCHMARKS.md, scaling: one process per case, medians of 1-5 calls): force calls on 5,000
-atoms 1.8-3.0x faster with every backbone; on 1,000 atoms PaiNN 1.3x (molecule) and 2.4x (cell),
-SchNet and equiformer 0.86-1.03x; on 500 atoms and fewer 0.67-1.9x, this machine's noise; training
-steps (BENCHMARKS.md, huge-pages) PaiNN at batch 128 aspirins 1.30x and 1.37x in two runs, equiformer
-at batch 64 and SchNet at batch 256 within the noise (0.87-1.21x over runs of 3-6 pairs); the first
-call of a process up to 4.5x slower from 100 to 1,000 atoms (fresh 2 MB pages to fill), faster on
-5,000; peak memory within 10 %. In your own scripts (the ASE calculator on a large system), start
-Python with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` for the same. Left alone where you set
-``GLIBC_TUNABLES`` yourself, opted out as above, or the kernel's huge pages are off.
+What it does to force calls by system size and to training steps on large batches is measured in
+BENCHMARKS.md, sections scaling and huge-pages: large systems and PaiNN's large batches gain, small
+systems and the other batches stay within the machine's noise, and the first call of a process is
+slower from 100 to 1,000 atoms (fresh 2 MB pages to fill). In your own scripts (the ASE calculator on
+a large system), start Python with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` for the same. Left alone
+where you set ``GLIBC_TUNABLES`` yourself, opted out as above, or the kernel's huge pages are off.
 """
 
 from __future__ import annotations

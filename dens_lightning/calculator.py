@@ -26,17 +26,18 @@ class DensCalculator(Calculator):
     """Energies and forces of a dens_lightning model, and the stress of cells periodic in all three
     directions (from the strain derivative; ASE's sign and Voigt order). ``model``: a run directory, a
     ``model.safetensors`` file or a loaded :class:`Potential`; ``device``: where it runs. Or a ``.pt2``
-    file from ``export`` (a torch.export program, or an AOTInductor package: compiled, about twice as
-    fast for small molecules on the CPU), which runs on the device it was exported for.
+    file from ``export`` (a torch.export program, or an AOTInductor package: compiled, faster for small
+    molecules on the CPU; BENCHMARKS.md, sections calculator and export), which runs on the device it
+    was exported for.
 
     ``compile=True`` compiles a model (not a ``.pt2`` file) with AOTInductor on first use: checked
-    against the eager model, then kept in a cache (:func:`~dens_lightning.export.compiled`; tens of
-    seconds the first time, nothing the next) and run instead of it.
+    against the eager model, then kept in a cache (:func:`~dens_lightning.export.compiled`; as long as
+    an export the first time, BENCHMARKS.md section export, nothing the next) and run instead of it.
 
     ``low_memory=True`` recomputes each block's activations in the force backward instead of keeping
     them (:meth:`~dens_lightning.models.potential.Potential.recompute_blocks`), for systems too large
-    for memory otherwise: 0.36-0.65x the peak memory of 1,000- and 5,000-atom cells, 1.1-2.4x the time
-    of a call (BENCHMARKS.md, low-memory). Eager models only; set on (or off) the Potential you pass.
+    for memory otherwise: a fraction of the peak memory for slower calls (BENCHMARKS.md, section
+    low-memory). Eager models only; set on (or off) the Potential you pass.
 
     The model runs in its own precision (float64 models give float64 dynamics). ``batch`` evaluates
     many structures in one call (one batched forward). Creating one tunes glibc's malloc for large

@@ -135,17 +135,32 @@ def write_card(run_dir: RunDirectory, metadata: dict) -> None:
     write_text_atomic(run_dir.card, model_card(metadata, str(run_dir)))
 
 
+# what a pretraining run without labels can do instead (by whether it fits energies)
+LABEL_HINTS_PRETRAINING = {
+    True: {"energy": "pretrain with task.objective=denoise (label-free)"},
+    False: {
+        "energy": "pretrain with task.objective=denoise (label-free)",
+        "forces": "set task.dens.force_encoding=false",
+    },
+}
+
+
 def _datamodule(cfg: DictConfig, run: _Opened, stage: str) -> AtomsDataModule:
     """Read, split and fit statistics now, on every rank (before the processes meet in ``fit``)."""
+    pretraining = stage == "pretrain"
+    require_energy = cfg.task.energy_weight > 0 and labelled(cfg)
+    require_forces = (cfg.task.forces_weight > 0 and labelled(cfg)) or encodes_forces(cfg)
     datamodule = AtomsDataModule(
         cfg.data,
         cutoff=run.hparams["cutoff"],
         seed=cfg.seed,
         run_dir=run.run_dir.path,
-        require_energy=cfg.task.energy_weight > 0 and labelled(cfg),
-        require_forces=(cfg.task.forces_weight > 0 and labelled(cfg)) or encodes_forces(cfg),
+        require_energy=require_energy,
+        require_forces=require_forces,
         dtype=precision_dtype(cfg.trainer.get("precision", "32-true")),
-        stage=stage,
+        lazy_default=pretraining,  # the pretraining sets are read structure by structure
+        fit_statistics=not pretraining or require_energy or require_forces,
+        label_hints=LABEL_HINTS_PRETRAINING[require_energy] if pretraining else None,
         is_global_zero=run.trainer.is_global_zero,
     )
     datamodule.prepare_data()

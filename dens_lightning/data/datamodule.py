@@ -45,16 +45,26 @@ class AtomsDataModule(lightning.LightningDataModule):
         require_energy: bool = True,
         require_forces: bool = True,
         dtype: torch.dtype = torch.float32,
-        stage: str = "finetune",
+        lazy_default: bool = False,
+        fit_statistics: bool = True,
+        label_hints: dict[str, str] | None = None,
         is_global_zero: bool = True,
     ):
-        """``stage="pretrain"``: the default data is the lazily read pretraining set (the embedded
-        conformation store or QM9); energies and forces are read and checked only as
-        ``require_energy`` and ``require_forces`` ask (a supervised or DeNS pretraining, or the force
-        encoding of denoising), the statistics fitted only then. Only with ``is_global_zero`` is
-        ``splits.json`` written."""
+        """``lazy_default``: the default data (no file given) is read structure by structure (the
+        pretraining sets: the embedded conformation store or QM9), its labels checked only as
+        ``require_energy`` and ``require_forces`` ask. ``fit_statistics``: fit the per-element
+        reference energies and the force scale on the training split (whatever fits energies or
+        forces, or encodes forces, needs them). ``label_hints``: what the message about missing
+        ``energy`` or ``forces`` labels suggests instead. Only with ``is_global_zero`` is
+        ``splits.json`` written. The data module does not know which stage it feeds."""
         super().__init__()
-        self.stage = stage
+        self.lazy_default = lazy_default
+        self.fit_statistics = fit_statistics
+        self.label_hints = {
+            "energy": "set task.energy_weight=0",
+            "forces": "set task.forces_weight=0 (and task.dens.force_encoding=false)",
+            **(label_hints or {}),
+        }
         self.cfg = data_cfg
         self.cutoff = cutoff
         self.seed = seed
@@ -89,20 +99,15 @@ class AtomsDataModule(lightning.LightningDataModule):
         return structures
 
     def _check_labels(self, structures: Structures) -> None:
-        pretraining = self.stage == "pretrain"
         if self.require_energy and structures.energy is None:
-            hint = "set task.energy_weight=0"
-            if pretraining:
-                hint = "pretrain with task.objective=denoise (label-free)"
             raise InputError(
-                f"{structures.source}: no energies found; name them with data.energy_key or {hint}"
+                f"{structures.source}: no energies found; name them with data.energy_key or "
+                f"{self.label_hints['energy']}"
             )
         if self.require_forces and getattr(structures, "forces", None) is None:
-            hint = "set task.forces_weight=0 (and task.dens.force_encoding=false)"
-            if pretraining and not self.require_energy:
-                hint = "set task.dens.force_encoding=false"
             raise InputError(
-                f"{structures.source}: no forces found; name them with data.forces_key or {hint}"
+                f"{structures.source}: no forces found; name them with data.forces_key or "
+                f"{self.label_hints['forces']}"
             )
 
     @property
@@ -112,7 +117,7 @@ class AtomsDataModule(lightning.LightningDataModule):
     @property
     def lazy(self) -> bool:
         """Whether the data is read structure by structure (the pretraining defaults)."""
-        return self.stage == "pretrain" and self.uses_default_data
+        return self.lazy_default and self.uses_default_data
 
     def prepare_data(self) -> None:
         """Make the default data set once (rank 0), before every rank reads it in ``setup``."""
@@ -158,7 +163,7 @@ class AtomsDataModule(lightning.LightningDataModule):
         if self.uses_default_data:
             full, labeller, extra = self._default_source()
             source = full.source
-            if self.stage == "pretrain":
+            if self.lazy:  # read structure by structure: its labels are checked here, not per file
                 self._check_labels(full)
         else:
             source = cfg.path or cfg.train
@@ -176,7 +181,7 @@ class AtomsDataModule(lightning.LightningDataModule):
             raise InputError(
                 f"data.split: {list(cfg.split)} leaves no validation structures; set data.val or data.split"
             )
-        if self.stage != "pretrain" or self.require_forces or self.require_energy:
+        if self.fit_statistics:
             fitted_on = self.statistics_set()
             self.references = reference_energies(fitted_on)
             self.scale = energy_scale(fitted_on, self.references)

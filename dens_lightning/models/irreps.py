@@ -4,9 +4,8 @@ Layout: features are one tensor ``[N, (lmax+1)^2, C]``: the ``2l+1`` components 
 at rows ``l^2 .. (l+1)^2 - 1`` in e3nn's real spherical-harmonics basis (``1o`` in x, y, z order),
 one column per channel. Spherical harmonics and Clebsch-Gordan (Wigner 3j) coefficients come from
 e3nn; the layers are written for this dense layout because e3nn's generic ``TensorProduct`` and
-``Linear`` slice their inputs path by path, and the backward pass of those slices dominated: measured
-15-28 s per training step of 32 aspirin-sized molecules (64 channels, lmax 2, 2 CPU cores) against
-5-8 s for this layout.
+``Linear`` slice their inputs path by path, and the backward pass of those slices dominated the
+training step (CHANGELOG.md, Performance history).
 """
 
 from __future__ import annotations
@@ -80,8 +79,8 @@ def gate(x: Tensor, gates: Tensor) -> Tensor:
 class _ContiguousGradient(torch.autograd.Function):
     """Identity whose gradient is made contiguous. A batched product's gradient for its right operand
     comes back with the channels strided (torch computes it transposed), and the broadcast products
-    that consume it ran 7-14x slower than on a contiguous copy (5.3 ms timed per call, 11 ms under
-    the profiler, against 0.8 ms; the tensor product's backward, 9,738 edges)."""
+    that consume it ran several times slower than on a contiguous copy (the tensor product's
+    backward; BENCHMARKS.md, section before-after-c898bee)."""
 
     @staticmethod
     def forward(x: Tensor) -> Tensor:
@@ -105,9 +104,8 @@ class DepthwiseTensorProduct(nn.Module):
     give a per-edge matrix K [(lmax+1)^2, R] over rows r = (path, m1); the inputs of degree l1 times
     their path weights are U_l1 [(paths from l1, m1), C], a broadcast product with no gather; the
     output is K U, U the U_l1 stacked. One product rather than one per l1: at lmax 1 the l1 = 0
-    product is [4, 2] x [2, C], small enough that torch's CPU ``bmm`` takes its naive loop (3 ms
-    against 0.6 ms for all 8 rows at once; 9,738 edges, C = 32): the training step at nequip's size
-    ran 1.11x faster (1.06-1.25), the default size unchanged within the noise."""
+    product is [4, 2] x [2, C], small enough that torch's CPU ``bmm`` takes its naive loop, several
+    times slower than one product over all 8 rows (BENCHMARKS.md, section before-after-e81fb82)."""
 
     def __init__(self, lmax: int):
         super().__init__()

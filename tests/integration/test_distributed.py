@@ -120,7 +120,8 @@ def datamodule(tmp_path, world: int, rank: int, stage="finetune", batch=4, **dat
         run_dir=tmp_path,
         require_energy=stage != "pretrain",
         require_forces=stage != "pretrain",
-        stage=stage,
+        lazy_default=stage == "pretrain",
+        fit_statistics=stage != "pretrain",
         is_global_zero=rank == 0,
     )
     module.trainer = SimpleNamespace(
