@@ -34,7 +34,7 @@ from bench.common import (
 )
 
 WORK = ROOT / "runs" / "bench" / "before"
-TITLE = "this round of optimisation"
+TITLE = "optimisation"
 CASES = {
     "schnet step": ("step", "schnet", {}),
     "painn step": ("step", "painn", {}),

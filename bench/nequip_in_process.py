@@ -1,5 +1,6 @@
 """`equiformer` at nequip's size against nequip, both in one process: rounds of training steps
-alternate between the two, so the machine's drift (±20 % within minutes here) falls on both alike.
+alternate between the two, so the machine's drift within minutes (BENCHMARKS.md, Summary) falls on
+both alike.
 
     .venv-bench/bin/python -m bench.nequip_in_process [--rounds 12] [--steps 5]
 

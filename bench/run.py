@@ -13,7 +13,7 @@ This script measures (median of repeats, with the spread):
 
 then runs the other scripts of bench/ as ``python -m bench.NAME``, each of which writes its own
 ``<!-- name -->`` section: :data:`SCRIPTS`. Sections nobody rewrote are kept; ``<!-- summary -->``
-(written by hand: targets, before/after of each optimisation) stays first.
+(written by hand: how to rerun, the targets, notes on the tables) stays first.
 """
 
 from __future__ import annotations
