@@ -24,7 +24,13 @@ from .run_directory import RunDirectory
 from .tasks.finetune import EnergyForceTask
 from .training.checkpoints import CheckpointOnInterrupt
 from .training.trainer import make_trainer, precision_dtype, quiet_lightning
-from .warm_start import check_architecture, pretrained_backbone, read_warm_start, warm_start
+from .warm_start import (
+    check_architecture,
+    finetune_config,
+    pretrained_backbone,
+    read_warm_start,
+    warm_start,
+)
 
 log = logging.getLogger("dens_lightning")
 
@@ -57,8 +63,6 @@ def training_config(
             raise InputError("--resume uses the run's own config.yaml; drop --config (overrides are allowed)")
         return load_config(stage, str(RunDirectory(run_dir).saved_config()), overrides)
     if stage == "finetune" and from_path is not None:
-        from .warm_start import finetune_config
-
         return finetune_config(from_path, config_files, overrides)
     return load_config(stage, config_files, overrides)
 
