@@ -14,8 +14,20 @@ from tests.conftest import ROOT
 HOWTO = ROOT / "docs" / "howto" / "backbone.md"
 
 
+def howto_blocks() -> list[str]:
+    """The how-to's Python blocks: the backbone, then the conformance suite's subclass."""
+    return re.findall(r"```python\n(.*?)```", HOWTO.read_text(), re.S)
+
+
 def howto_backbone_code() -> str:
-    return re.search(r"```python\n(.*?)```", HOWTO.read_text(), re.S).group(1)
+    return howto_blocks()[0]
+
+
+def howto_suite_class() -> type:
+    """The how-to's own ``TestMyNet``, as it is written there."""
+    namespace: dict = {}
+    exec(compile(howto_blocks()[1], str(HOWTO), "exec"), namespace)
+    return namespace["TestMyNet"]
 
 
 @contextmanager
@@ -29,9 +41,8 @@ def howto_backbone():
         BACKBONES.pop("mynet", None)
 
 
-class TestHowtoBackbone(BackboneConformance):
-    backbone = "mynet"
-    hyperparameters = {"hidden": 16, "cutoff": 4.0}
+class TestHowtoBackbone(howto_suite_class()):
+    """The how-to's subclass of the suite, run with the how-to's backbone registered."""
 
     @pytest.fixture(scope="class", autouse=True)
     def _registered(self):
@@ -44,6 +55,11 @@ class TestHowtoBackbone(BackboneConformance):
 def mynet():
     with howto_backbone() as name:
         yield name
+
+
+def test_the_howto_subclasses_the_shipped_suite():
+    assert issubclass(TestHowtoBackbone, BackboneConformance)
+    assert TestHowtoBackbone.backbone == "mynet"
 
 
 def test_dens_on_a_backbone_without_head_blocks_names_the_key(mynet):

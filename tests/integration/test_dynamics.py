@@ -69,14 +69,28 @@ def test_the_guide_langevin_example_runs(trained, tmp_path, monkeypatch, capsys)
     assert len(frames) == 21 and len(frames[-1]) == 21  # initial + 20 steps, 21 atoms of aspirin
 
 
+def run_block(code: str, where: str, trained) -> dict:
+    """A documented block run on a trained model (its placeholder path replaced, MD kept short)."""
+    code = code.replace('"runs/finetune/<run>"', f'"{trained}"')
+    code = re.sub(r"\.run\(\d+\)", ".run(10)", code)
+    assert str(trained) in code
+    namespace: dict = {}
+    exec(compile(code, where, "exec"), namespace)
+    return namespace
+
+
 @pytest.mark.slow
 def test_the_readme_tour_dynamics_runs(trained):
     """The README's five-minute tour ends in Langevin dynamics: its code runs on a trained model."""
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert len(blocks) == 1
-    code = blocks[0].replace('"runs/finetune/<run>"', f'"{trained}"')
-    code, replaced = re.subn(r"\.run\(\d+\)", ".run(10)", code)
-    assert replaced == 1 and str(trained) in code
-    namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    namespace = run_block(blocks[0], "README.md", trained)
     assert np.isfinite(namespace["atoms"].get_potential_energy())
+
+
+@pytest.mark.slow
+def test_the_guide_calculator_example_runs(trained):
+    block = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.S)[-1]
+    namespace = run_block(block, str(GUIDE), trained)
+    assert namespace["forces"].shape == (9, 3) and len(namespace["results"]) == 2
+    assert namespace["results"][0]["energy"] == pytest.approx(namespace["energy"], abs=1e-4)
