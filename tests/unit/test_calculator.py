@@ -90,3 +90,15 @@ def test_molecules_have_no_stress(model_file):
     atoms.calc = DensCalculator(model_file)
     with pytest.raises(PropertyNotImplementedError):
         atoms.get_stress()
+
+
+def test_a_non_finite_position_is_refused_not_left_out_of_the_neighbour_list():
+    """A NaN position (a diverged step) would leave its atom without neighbours and the energy finite;
+    the model refuses it instead."""
+    potential = small_potential(torch.float64)
+    atoms = Atoms("CO", positions=[[0.0, 0.0, 0.0], [1.13, 0.0, 0.0]])
+    atoms.calc = DensCalculator(potential)
+    assert np.isfinite(atoms.get_potential_energy())
+    atoms.positions[1, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite atomic positions"):
+        atoms.get_potential_energy()
