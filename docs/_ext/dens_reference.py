@@ -60,6 +60,10 @@ def stage_schema() -> dict[str, str]:
     keys = schema_fields(RunConfig)
     keys.pop("model"), keys.pop("trainer")  # the backbone's own keys; any lightning.Trainer argument
     keys["model"], keys["trainer"] = "section", "section"
+    from dens_lightning.models.base import BackboneConfig
+
+    keys["model.name"] = "str"
+    keys |= schema_fields(BackboneConfig, "model.")  # what every backbone takes (cutoff, max_z)
     return keys
 
 
