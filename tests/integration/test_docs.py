@@ -115,6 +115,34 @@ def test_shown_training_commands_are_valid():
     assert checked >= 5
 
 
+OVERRIDE = re.compile(r"^[a-z_]+(\.[A-Za-z_0-9]+)*=")
+
+
+def test_every_shown_command_parses():
+    """Each ``python -m dens_lightning ...`` line in a code block of the user-facing files (except usage
+    summaries that list alternatives in brackets) is accepted by the command-line parser."""
+    parser, parsed = build_parser(), 0
+    for path in USER_FILES:
+        fenced = False
+        for line in path.read_text().splitlines():
+            if line.startswith("```"):
+                fenced = not fenced
+            if not fenced:
+                continue  # prose may name a command without all its arguments
+            match = re.search(r"python -m dens_lightning (\w[^`]*)", line)
+            if not match or "[" in line or "|" in line or line.rstrip().endswith("\\"):
+                continue
+            command = re.sub(r"\s#.*$", "", match.group(1))  # a trailing comment
+            argv = [a for a in shlex.split(command) if not OVERRIDE.match(a)]  # overrides: checked above
+            if argv and argv[0] in {"pretrain", "finetune", "test", "sample", "info", "export", "experiment"}:
+                try:
+                    parser.parse_args(argv)
+                except SystemExit as err:
+                    raise AssertionError(f"{path.name}: {line.strip()}") from err
+                parsed += 1
+    assert parsed >= 10
+
+
 ORGANISATIONAL = re.compile(
     r"\b(this task|the (first|second|third|fourth|fifth|sixth|\w+th) session|lent|issue \d+|issue #\d+)\b",
     re.I,
