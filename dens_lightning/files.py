@@ -55,6 +55,11 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def write_json_atomic(path: str | Path, record: Any) -> Path:
+    """``record`` as indented JSON, written atomically."""
+    return write_text_atomic(path, json_text(record, indent=2) + "\n")
+
+
 @contextlib.contextmanager
 def exclusive(path: str | Path) -> Iterator[None]:
     """Hold ``path.lock`` while making ``path``: the first process makes it, the others wait and

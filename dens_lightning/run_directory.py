@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from .errors import InputError
-from .files import json_text, write_text_atomic
+from .files import write_text_atomic
 
 MODEL_FILE = "model.safetensors"
 LAST_CHECKPOINT = "last.ckpt"
@@ -109,7 +109,3 @@ class RunDirectory:
 
     def write_config(self, text: str) -> None:
         write_text_atomic(self.config, text)
-
-    def write_json(self, path: Path, record: dict) -> None:
-        """``record`` as indented JSON at ``path`` (a file of this directory)."""
-        write_text_atomic(path, json_text(record, indent=2) + "\n")

@@ -19,7 +19,7 @@ from .config import dens_auxiliary, labelled, load_config, model_hyperparameters
 from .data.datamodule import AtomsDataModule
 from .errors import InputError, Interrupted
 from .evaluation import evaluate_structures
-from .files import write_text_atomic
+from .files import write_json_atomic, write_text_atomic
 from .run_directory import RunDirectory
 from .tasks.finetune import EnergyForceTask
 from .training.checkpoints import CheckpointOnInterrupt
@@ -139,14 +139,12 @@ def write_card(run_dir: RunDirectory, metadata: dict) -> None:
     write_text_atomic(run_dir.card, model_card(metadata, str(run_dir)))
 
 
-# what a pretraining run without labels can do instead (by whether it fits energies)
-LABEL_HINTS_PRETRAINING = {
-    True: {"energy": "pretrain with task.objective=denoise (label-free)"},
-    False: {
-        "energy": "pretrain with task.objective=denoise (label-free)",
-        "forces": "set task.dens.force_encoding=false",
-    },
-}
+def pretraining_label_hints(fits_energies: bool) -> dict[str, str]:
+    """What a pretraining run on data without labels can do instead."""
+    hints = {"energy": "pretrain with task.objective=denoise (label-free)"}
+    if not fits_energies:  # forces are needed only to encode them
+        hints["forces"] = "set task.dens.force_encoding=false"
+    return hints
 
 
 def _datamodule(cfg: DictConfig, run: _Opened, stage: str) -> AtomsDataModule:
@@ -164,7 +162,7 @@ def _datamodule(cfg: DictConfig, run: _Opened, stage: str) -> AtomsDataModule:
         dtype=precision_dtype(cfg.trainer.get("precision", "32-true")),
         lazy_default=pretraining,  # the pretraining sets are read structure by structure
         fit_statistics=not pretraining or require_energy or require_forces,
-        label_hints=LABEL_HINTS_PRETRAINING[require_energy] if pretraining else None,
+        label_hints=pretraining_label_hints(require_energy) if pretraining else None,
         is_global_zero=run.trainer.is_global_zero,
     )
     datamodule.prepare_data()
@@ -302,7 +300,7 @@ def run_finetune(
         save_model(potential, run_dir.model, metadata)
         write_card(run_dir, metadata)
         if test_metrics is not None:
-            run_dir.write_json(run_dir.test_metrics, test_metrics)
+            write_json_atomic(run_dir.test_metrics, test_metrics)
     return RunResult(
         run_dir=run_dir.path,
         model_path=run_dir.model,

@@ -20,6 +20,7 @@ from .config import load_config, model_hyperparameters
 from .data.statistics import reference_energies
 from .errors import InputError
 from .evaluation import evaluate_structures, predict_energies
+from .files import write_json_atomic
 from .run_directory import RunDirectory
 
 log = logging.getLogger("dens_lightning")
@@ -224,8 +225,7 @@ def warm_start(task, datamodule, pretrained: Pretrained, run_dir: str | Path, tr
         record["validation_before_finetuning"] = step0_validation(
             task.potential, datamodule, trainer.strategy.root_device
         )
-        directory = RunDirectory(run_dir)
-        directory.write_json(directory.warm_start, record)
+        write_json_atomic(RunDirectory(run_dir).warm_start, record)
     return record
 
 

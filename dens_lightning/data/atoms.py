@@ -13,7 +13,10 @@ from .structures import Structures
 
 
 def atoms_structures(images: Sequence[Atoms]) -> Structures:
-    """ASE structures as :class:`Structures` (no labels)."""
+    """ASE structures as :class:`Structures` (no labels). Non-finite positions (a diverged step) are
+    refused: the neighbour list would leave such an atom out and the energy would stay finite."""
+    if not all(np.isfinite(a.positions).all() for a in images):
+        raise ValueError("non-finite atomic positions (NaN or infinite): a diverged simulation or step?")
     return Structures.from_frames(
         numbers=[a.numbers for a in images],
         positions=[a.positions for a in images],

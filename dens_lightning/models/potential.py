@@ -86,8 +86,6 @@ class Potential(nn.Module):
             raise ValueError(
                 f"atomic number {int(graph.z.max())} exceeds model.max_z={self.backbone.config.max_z}"
             )
-        if not bool(torch.isfinite(graph.pos).all()):  # the neighbour list would leave such atoms out
-            raise ValueError("non-finite atomic positions (NaN or infinite): a diverged simulation or step?")
         return self.evaluate(self.prepare(graph), compute_forces, create_graph, node_inputs, compute_virial)
 
     def evaluate(

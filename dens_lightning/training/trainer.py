@@ -98,7 +98,7 @@ def make_trainer(
 ) -> lightning.Trainer:
     """The run's Trainer: ``cfg.trainer`` arguments, the run's loggers and callbacks, then ``callbacks``;
     ``resume_from``: the checkpoint a resumed run continues from."""
-    run_dir = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+    run_dir = RunDirectory(run_dir)  # a RunDirectory is path-like too
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.setdefault("max_epochs", 100)
     kwargs.setdefault("log_every_n_steps", 10)
