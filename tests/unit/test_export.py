@@ -134,8 +134,8 @@ def test_compiling_without_a_compiler_says_so(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(not has_cxx_compiler(), reason="AOTInductor needs a C++ compiler")
 def test_calculator_compiles_once_then_takes_the_cached_file(tmp_path, monkeypatch):
-    import dens_lightning.export as export
     from dens_lightning.calculator import DensCalculator
+    from dens_lightning.export import packaging  # compiled() calls its export_and_check
 
     monkeypatch.setenv("DENS_LIGHTNING_CACHE", str(tmp_path / "cache"))
     potential = finetuned("schnet")
@@ -152,7 +152,7 @@ def test_calculator_compiles_once_then_takes_the_cached_file(tmp_path, monkeypat
     def no_second_compile(*args, **kwargs):
         raise AssertionError("compiled again")
 
-    monkeypatch.setattr(export, "export_and_check", no_second_compile)
+    monkeypatch.setattr(packaging, "export_and_check", no_second_compile)
     again = DensCalculator(finetuned("schnet"), compile=True)
     assert again.exported.path == cached
 
