@@ -70,13 +70,16 @@ def has_energy_head(metadata: dict) -> bool:
 
 
 def save_model(
-    module: torch.nn.Module, path: str | Path, metadata: dict, parts: dict[str, torch.nn.Module] | None = None
+    module: torch.nn.Module | None,
+    path: str | Path,
+    metadata: dict,
+    parts: dict[str, torch.nn.Module] | None = None,
 ) -> Path:
     """Write ``module``'s weights and ``metadata`` atomically (a temporary file, then a rename);
     ``parts``: further modules stored under their name as prefix (e.g. ``force_encoder``)."""
     from safetensors.torch import save_file
 
-    state = dict(module.state_dict())
+    state = dict(module.state_dict()) if module is not None else {}
     for prefix, part in (parts or {}).items():
         state |= {f"{prefix}.{name}": t for name, t in part.state_dict().items()}
     tensors = {name: t.detach().contiguous().cpu() for name, t in state.items()}

@@ -147,11 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _training_config(args: argparse.Namespace, stage: str):
+def _training_config(args: argparse.Namespace, stage: str, pretrained=None):
     from .runner import training_config
 
-    from_path = getattr(args, "from_path", None)
-    return training_config(stage, args.config, args.overrides, args.run_dir, args.resume, from_path)
+    return training_config(stage, args.config, args.overrides, args.run_dir, args.resume, pretrained)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,10 +168,13 @@ def run(args: argparse.Namespace) -> int:
         return _sample(args)
     if args.command == "finetune":
         from .runner import run_finetune
+        from .warm_start import pretrained_backbone
 
-        cfg = _training_config(args, "finetune")
+        # read once: its architecture makes the config, its tensors start the model
+        pretrained = pretrained_backbone(args.from_path) if args.from_path and not args.resume else None
+        cfg = _training_config(args, "finetune", pretrained)
         result = run_finetune(
-            cfg, args.run_dir, resume=args.resume, from_path=args.from_path, progress=not args.no_progress
+            cfg, args.run_dir, resume=args.resume, from_path=pretrained, progress=not args.no_progress
         )
         if not result.is_global_zero:
             return 0

@@ -56,13 +56,14 @@ def load_config(
     config_file: str | list[str] | None = None,
     overrides: list[str] | None = None,
     base_model: dict[str, Any] | None = None,
+    base_source: str = "the pretrained model (--from)",
 ) -> DictConfig:
     """Resolve the config of ``stage``: packaged default, then ``config_file`` (one file, or several
     merged in order), then ``key=value`` overrides; validate it; return it.
 
     ``base_model`` (a pretrained backbone's name and hyperparameters) replaces the packaged default's
-    ``model`` section, so a finetune config inherits the pretrained architecture and only keys the
-    user sets can differ from it (the runner refuses those).
+    ``model`` section, so a finetune config inherits the pretrained architecture; a key the user sets
+    to another value is refused (:func:`check_architecture`, naming ``base_source``).
     """
     if stage not in STAGES:
         raise InputError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
@@ -91,11 +92,8 @@ def load_config(
     cfg.stage = stage
     if stage == "pretrain" and cfg.task.objective == "dens":
         cfg.task.dens.enabled = True  # DeNS pretraining is the DeNS auxiliary task on the pretraining set
-    if base_model is not None and cfg.model.get("name") != base_model["name"]:
-        raise InputError(
-            f"model.name={cfg.model.get('name')!r} but the pretrained model (--from) holds a "
-            f"{base_model['name']!r} backbone; finetune with the same backbone (drop the model.name override)"
-        )
+    if base_model is not None:
+        check_architecture(cfg, base_model, base_source)
     validate(cfg)
     return cfg
 
@@ -133,6 +131,25 @@ def model_hyperparameters(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     except ValueError as err:
         raise InputError(f"config: {err}") from err
     return name, hyperparameters
+
+
+def check_architecture(cfg: DictConfig, architecture: dict[str, Any], source: Any) -> None:
+    """Refuse a config whose backbone differs from a pretrained one (``architecture``: its name and
+    hyperparameters; ``source``: where it was read), naming the first difference. The name is
+    compared first, so a wrong ``model.name`` is reported as such, not as keys foreign to it."""
+    name = cfg.model.get("name")
+    if name != architecture["name"]:
+        raise InputError(
+            f"model.name={name!r} but {source} holds a {architecture['name']!r} backbone; "
+            "finetune with the same backbone (drop the model.name override)"
+        )
+    _, hparams = model_hyperparameters(cfg)
+    for key, value in architecture.items():
+        if key != "name" and hparams.get(key) != value:
+            raise InputError(
+                f"model.{key}={hparams.get(key)!r} but the backbone in {source} has "
+                f"{key}={value!r}; a pretrained backbone keeps its architecture (drop the override)"
+            )
 
 
 def validate(cfg: DictConfig) -> None:

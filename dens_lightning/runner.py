@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .allocator import keep_freed_memory
 from .artifacts import load_checkpoint, model_metadata, save_model
-from .config import dens_auxiliary, labelled, load_config, model_hyperparameters, to_yaml
+from .config import check_architecture, dens_auxiliary, labelled, load_config, model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
 from .errors import InputError, Interrupted
 from .evaluation import evaluate_structures
@@ -24,13 +24,7 @@ from .run_directory import RunDirectory
 from .tasks.finetune import EnergyForceTask
 from .training.checkpoints import CheckpointOnInterrupt
 from .training.trainer import make_trainer, precision_dtype, quiet_lightning
-from .warm_start import (
-    check_architecture,
-    finetune_config,
-    pretrained_backbone,
-    read_warm_start,
-    warm_start,
-)
+from .warm_start import Pretrained, finetune_config, pretrained_backbone, read_warm_start, warm_start
 
 log = logging.getLogger("dens_lightning")
 
@@ -51,11 +45,12 @@ def training_config(
     overrides: list[str] | None = None,
     run_dir: str | Path | None = None,
     resume: bool = False,
-    from_path: str | Path | None = None,
+    from_path: str | Path | Pretrained | None = None,
 ) -> DictConfig:
     """The validated config of a run: a resumed run's own ``config.yaml`` (``overrides`` still
-    apply); a ``finetune --from`` run's, with the pretrained backbone's architecture; otherwise the
-    packaged default, ``config_files`` and ``overrides``."""
+    apply); a ``finetune --from`` run's, with the pretrained backbone's architecture (``from_path``:
+    its path, or the backbone as read once by :func:`.warm_start.pretrained_backbone`); otherwise
+    the packaged default, ``config_files`` and ``overrides``."""
     if resume:
         if run_dir is None:
             raise InputError("--resume needs --run-dir: the run to continue")
@@ -124,7 +119,7 @@ def _fit(task, datamodule, cfg: DictConfig, run: _Opened) -> None:
             *(("SIGTERM", 143) if isinstance(err, SIGTERMException) else ("Ctrl-C", 130))
         ) from err
     if run_dir.best_checkpoint.exists():
-        task.load_state_dict(load_checkpoint(run_dir.best_checkpoint)["state_dict"])
+        task.load_state_dict(task.current_state(load_checkpoint(run_dir.best_checkpoint)["state_dict"]))
 
 
 def encodes_forces(cfg: DictConfig) -> bool:
@@ -221,15 +216,19 @@ def save_pretrained(cfg: DictConfig, task, datamodule: AtomsDataModule, trainer,
     provenance = training_provenance(cfg, datamodule)
     elements = datamodule.splits["train"].elements
     if cfg.task.objective == "denoise":
+        model = task.model.cpu()
         metadata = pretrain_metadata(
-            task.backbone,
+            model.backbone,
             provenance=provenance,
             elements=elements,
             noise=OmegaConf.to_container(cfg.task.noise, resolve=True)
-            | {"force_encoding": task.force_encoder is not None},
+            | {"force_encoding": model.force_encoder is not None},
             validation={"noise_loss": float(best) if best is not None else None},
         )
-        save_model(task.cpu(), path, metadata)
+        parts = {"backbone": model.backbone, "noise_head": model.noise_head}
+        if model.force_encoder is not None:
+            parts["force_encoder"] = model.force_encoder
+        save_model(None, path, metadata, parts)  # no energy head: it was not trained
         return metadata
     potential = task.potential.cpu().eval()
     errors, _ = evaluate_structures(potential, datamodule.splits["val"], datamodule.eval_batch_size)
@@ -250,21 +249,25 @@ def run_finetune(
     cfg: DictConfig | None,
     run_dir: str | Path | None = None,
     resume: bool = False,
-    from_path: str | Path | None = None,
+    from_path: str | Path | Pretrained | None = None,
     progress: bool = True,
     callbacks: list | None = None,
 ) -> RunResult:
     """Train energies and forces, from scratch or from the backbone at ``from_path`` (a pretrain run
-    directory, a model file or a ``.ckpt``): every backbone tensor is loaded; a model trained on
+    directory, a model file or a ``.ckpt``, or the backbone as read by
+    :func:`.warm_start.pretrained_backbone`; a config whose architecture differs is refused before
+    the run directory is made): every backbone tensor is loaded; a model trained on
     energies keeps its energy head, with the per-element references refitted on its residuals on
     the new data (``finetune.energy_head``), any other head starts fresh with references fitted on
     the new data; the warm-started model's validation errors before the first step are recorded
     (:mod:`.warm_start`). ``cfg`` None with ``resume``: the run's own config. ``callbacks``:
     Lightning callbacks added to the run's own."""
+    pretrained = None
+    if from_path is not None and not resume:
+        pretrained = from_path if isinstance(from_path, Pretrained) else pretrained_backbone(from_path)
+        if cfg is not None:
+            check_architecture(cfg, pretrained.architecture, pretrained.source)
     cfg, run = _open(cfg, "finetune", run_dir, resume, progress, callbacks)
-    pretrained = pretrained_backbone(from_path) if from_path is not None and not resume else None
-    if pretrained is not None:
-        check_architecture(cfg, pretrained)
     datamodule = _datamodule(cfg, run, "finetune")
     trainer, run_dir = run.trainer, run.run_dir
 

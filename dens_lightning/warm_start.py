@@ -1,5 +1,5 @@
 """Starting a finetune from a pretrained model (``finetune --from``): read the backbone of a run
-directory, a model file or a checkpoint, check that the config keeps its architecture, copy its
+directory, a model file or a checkpoint once, give the config its architecture, copy its
 tensors (and a DeNS-pretrained force encoder, and the energy head of a model trained on energies)
 into the new task, and measure the warm-started model on the validation split before the first step.
 """
@@ -16,11 +16,12 @@ import torch
 from omegaconf import DictConfig
 
 from .artifacts import load_checkpoint, load_parts, read_metadata, resolve_model_path, with_prefix
-from .config import load_config, model_hyperparameters
+from .config import load_config
 from .data.statistics import reference_energies
 from .errors import InputError
 from .evaluation import evaluate_structures, predict_energies
 from .files import write_json_atomic
+from .models.training_model import current_layout
 from .run_directory import RunDirectory
 
 log = logging.getLogger("dens_lightning")
@@ -53,16 +54,15 @@ def pretrained_backbone(path: str | Path) -> Pretrained:
             raise InputError(
                 f"{path}: checkpoint lacks model_name/model_hparams; not a dens_lightning checkpoint"
             )
-        for prefix in ("backbone.", "potential.backbone."):
-            state = with_prefix(checkpoint["state_dict"], prefix)
-            if state:
-                break
-        else:
+        tensors = current_layout(checkpoint["state_dict"], {})
+        state = with_prefix(tensors, "model.potential.backbone.")
+        if not state:
             raise InputError(f"{path}: checkpoint holds no backbone tensors")
         objective = (hparams.get("task") or {}).get("objective")  # None: a finetune's checkpoint
         metadata = {"stage": "finetune" if objective is None else "pretrain", "objective": objective}
-        encoder = with_prefix(checkpoint["state_dict"], "force_encoder.")
-        head = with_prefix(checkpoint["state_dict"], "potential.energy_head.")
+        encoder = with_prefix(tensors, "model.force_encoder.")
+        # denoising trains no energy head (the model has one, untrained)
+        head = with_prefix(tensors, "model.potential.energy_head.") if objective != "denoise" else {}
         name, architecture = hparams["model_name"], hparams["model_hparams"]
         return Pretrained(name, architecture, state, metadata, path, encoder, head)
     model_path = resolve_model_path(path)
@@ -80,14 +80,20 @@ def pretrained_backbone(path: str | Path) -> Pretrained:
 
 
 def finetune_config(
-    from_path: str | Path | None,
+    source: Pretrained | str | Path | None,
     config_file: str | list[str] | None = None,
     overrides: list[str] | None = None,
 ) -> DictConfig:
-    """The finetune config for ``finetune --from from_path``: the pretrained backbone's architecture
-    replaces the packaged default's ``model`` section, then ``config_file`` and ``overrides`` apply."""
-    base = pretrained_architecture(from_path) if from_path is not None else None
-    return load_config("finetune", config_file, overrides, base_model=base)
+    """The finetune config for ``finetune --from source``: the pretrained backbone's architecture
+    replaces the packaged default's ``model`` section, then ``config_file`` and ``overrides`` apply
+    (an override of the architecture is refused)."""
+    if source is None:
+        return load_config("finetune", config_file, overrides)
+    if isinstance(source, Pretrained):
+        architecture, where = source.architecture, source.source
+    else:
+        architecture, where = pretrained_architecture(source), source
+    return load_config("finetune", config_file, overrides, base_model=architecture, base_source=str(where))
 
 
 def pretrained_architecture(path: str | Path) -> dict:
@@ -97,22 +103,6 @@ def pretrained_architecture(path: str | Path) -> dict:
         return pretrained_backbone(path).architecture
     backbone = read_metadata(resolve_model_path(path))["backbone"]
     return {"name": backbone["name"], **backbone["hyperparameters"]}
-
-
-def check_architecture(cfg: DictConfig, pretrained: Pretrained) -> None:
-    """Refuse a config whose backbone differs from the pretrained one, naming the first difference."""
-    name, hparams = model_hyperparameters(cfg)
-    if name != pretrained.name:
-        raise InputError(
-            f"model.name={name!r} but {pretrained.source} holds a {pretrained.name!r} backbone; "
-            "finetune with the same backbone (drop the model.name override)"
-        )
-    for key, value in pretrained.hyperparameters.items():
-        if hparams.get(key) != value:
-            raise InputError(
-                f"model.{key}={hparams.get(key)!r} but the backbone in {pretrained.source} has "
-                f"{key}={value!r}; a pretrained backbone keeps its architecture (drop the override)"
-            )
 
 
 def load_pretrained(backbone: torch.nn.Module, pretrained: Pretrained) -> int:

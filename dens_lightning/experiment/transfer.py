@@ -135,7 +135,7 @@ class TransferExperiment:
         """One finetune run on the given split, skipped when finished and resumed when interrupted."""
         from ..data.splits import write_splits
         from ..runner import run_finetune
-        from ..warm_start import finetune_config
+        from ..warm_start import finetune_config, pretrained_backbone
 
         directory = RunDirectory(run_dir)
         if directory.finished:
@@ -150,8 +150,8 @@ class TransferExperiment:
             overrides.append(f"trainer.max_steps={self.compute_matched_steps(len(indices['train']), seed)}")
         elif self.spec.steps is not None:
             overrides.append(f"trainer.max_steps={self.spec.steps}")
-        source = pretrained if arm.pretrained else None
         resume = directory.resumable
+        source = pretrained_backbone(pretrained) if arm.pretrained else None  # read once, for both
         cfg = finetune_config(source, overrides=overrides if source else [*self.spec.model, *overrides])
         timed(
             lambda: run_finetune(cfg, run_dir, resume=resume, from_path=source, progress=self.progress),

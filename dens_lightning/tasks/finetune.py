@@ -15,6 +15,7 @@ from ..metrics import EnergyForceMetrics
 from ..models.encoders import build_force_encoder
 from ..models.heads import build_noise_head
 from ..models.potential import Potential
+from ..models.training_model import TrainingModel
 from . import optim
 from .clipping import LoggedGradientClipping, gradient_norm
 from .config import FinetuneConfig, TaskConfig, task_config, typed
@@ -22,6 +23,7 @@ from .dens import DENS, Corruption, corrupt, dens_weight, draw, select_structure
 from .faults import NonFiniteLossGuard
 from .logging import log_epoch_means, log_parts
 from .losses import loss_form, scalar_errors, vector_loss
+from .model_holder import HoldsTrainingModel
 from .reduction import Mean, MeanAccumulator, combine, masked_sum
 
 
@@ -40,7 +42,9 @@ def freeze_parts(backbone: torch.nn.Module, names: list[str]) -> None:
         parts[name].requires_grad_(False)
 
 
-class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.LightningModule):
+class EnergyForceTask(
+    HoldsTrainingModel, LoggedGradientClipping, NonFiniteLossGuard, lightning.LightningModule
+):
     """Loss ``w_E · mean(err_E) + w_F · mean(err_F)`` with errors in the form ``task.loss`` chooses
     (:mod:`.losses`): ``norm`` (default: ``|E - E_ref| / N / s`` per structure, ``‖F_i - F_ref,i‖ / s``
     per atom) or ``squared``; ``s`` is the training set's force RMS, so terms are of order one
@@ -85,8 +89,9 @@ class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.Ligh
                 "neighbor_backend": neighbor_backend,
             }
         )
-        self.potential = Potential.build(model_name, model_hparams, neighbor_backend=neighbor_backend)
-        self.potential.recompute_blocks(self.task_cfg.recompute_blocks)
+        potential = Potential.build(model_name, model_hparams, neighbor_backend=neighbor_backend)
+        potential.recompute_blocks(self.task_cfg.recompute_blocks)
+        self.model = TrainingModel(potential)
         self.register_buffer("loss_scale", torch.ones(()))
         self.val_metrics = EnergyForceMetrics()
         self.test_metrics = EnergyForceMetrics()
@@ -97,17 +102,16 @@ class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.Ligh
             self.potential.backbone.requires_grad_(False)
         freeze_parts(self.potential.backbone, list(self.finetune_cfg.freeze))
         self.dens_seed = torch.initial_seed()
-        self.noise_head, self.force_encoder = None, None
         dens = self.task_cfg.dens
         if dens.enabled:
             # built from a forked RNG: the potential's initialisation and the data order do not change
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.dens_seed + 1)
-                self.noise_head = build_noise_head(
-                    self.potential.backbone, differentiate=False, blocks=dens.head_blocks
+                self.model.noise_head = build_noise_head(
+                    potential.backbone, differentiate=False, blocks=dens.head_blocks
                 )
                 if dens.force_encoding:
-                    self.force_encoder = build_force_encoder(self.potential.backbone)
+                    self.model.force_encoder = build_force_encoder(potential.backbone)
 
     def set_statistics(self, references: dict[int, float], scale: float) -> None:
         self.potential.energy_head.set_statistics(references, scale)
@@ -177,13 +181,8 @@ class EnergyForceTask(LoggedGradientClipping, NonFiniteLossGuard, lightning.Ligh
         labelled forces encoded. Without a corrupted atom the batch (and its neighbour list) is used
         as is, so ``probability=0`` trains exactly like plain energy/force training."""
         mask = corruption.mask
-        graph = batch.with_positions(corruption.pos) if bool(mask.any()) else batch
-        graph = self.potential.prepare(graph.replace(pos=graph.pos.detach().requires_grad_(True)))
-        node_inputs = None
-        if self.force_encoder is not None:
-            node_inputs = self.force_encoder(graph, batch.forces, mask)
-        out = self.potential(graph, compute_forces=True, create_graph=True, node_inputs=node_inputs)
-        return out, self.noise_head(out["features"], graph)
+        out = self.model.denoise(batch, corruption.pos if bool(mask.any()) else None, mask, with_energy=True)
+        return out, out["noise"]
 
     def dens_terms(self, batch: Graph, corruption: Corruption) -> dict[str, Mean]:
         """The energy and force terms (restricted as the class docstring says), ``noise_loss`` over the

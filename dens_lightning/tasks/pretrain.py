@@ -25,10 +25,11 @@ import torch
 from torch import Tensor
 
 from ..data.graph import Graph
-from ..data.neighbors import with_neighbors
 from ..models.base import build_backbone
 from ..models.encoders import build_force_encoder
 from ..models.heads import build_noise_head
+from ..models.potential import Potential
+from ..models.training_model import TrainingModel
 from . import optim
 from .clipping import LoggedGradientClipping
 from .config import TaskConfig, task_config
@@ -36,12 +37,15 @@ from .dens import PRETRAIN, PRETRAIN_VALIDATION, Corruption, corrupt, draw, mask
 from .faults import NonFiniteLossGuard
 from .logging import log_epoch_means, log_parts
 from .losses import loss_form, vector_loss
+from .model_holder import HoldsTrainingModel
 from .reduction import Mean, MeanAccumulator, combine
 
 WEIGHTS = {"noise": 1.0}
 
 
-class DenoisingPretraining(LoggedGradientClipping, NonFiniteLossGuard, lightning.LightningModule):
+class DenoisingPretraining(
+    HoldsTrainingModel, LoggedGradientClipping, NonFiniteLossGuard, lightning.LightningModule
+):
     def __init__(
         self,
         model_name: str,
@@ -59,16 +63,17 @@ class DenoisingPretraining(LoggedGradientClipping, NonFiniteLossGuard, lightning
                 "neighbor_backend": neighbor_backend,
             }
         )
-        self.backbone = build_backbone(model_name, model_hparams)
-        self.backbone.recompute_blocks = self.task_cfg.recompute_blocks
-        self.noise_head = build_noise_head(self.backbone, blocks=self.task_cfg.noise.head_blocks)
-        self.neighbor_backend = neighbor_backend
+        backbone = build_backbone(model_name, model_hparams)
+        backbone.recompute_blocks = self.task_cfg.recompute_blocks
+        with torch.random.fork_rng(devices=[]):  # the heads' initialisation does not depend on it
+            potential = Potential(backbone, neighbor_backend=neighbor_backend)
+        potential.energy_head.requires_grad_(False)  # no energies in denoising: not trained
+        noise_head = build_noise_head(backbone, blocks=self.task_cfg.noise.head_blocks)
+        dens = self.task_cfg.dens
+        encoder = build_force_encoder(backbone) if dens.enabled and dens.force_encoding else None
+        self.model = TrainingModel(potential, noise_head, encoder)
         self.seed = torch.initial_seed()
         self.val_terms = MeanAccumulator(("noise", "cosine"))
-        dens = self.task_cfg.dens
-        self.force_encoder = None
-        if dens.enabled and dens.force_encoding:
-            self.force_encoder = build_force_encoder(self.backbone)
 
     def set_force_scale(self, scale: float) -> None:
         """The training force RMS (eV/Å), which the force encoder divides by."""
@@ -86,14 +91,7 @@ class DenoisingPretraining(LoggedGradientClipping, NonFiniteLossGuard, lightning
     def predict_noise(self, batch: Graph, noisy_pos: Tensor, encode: Tensor | None = None) -> Tensor:
         """Predicted ``eps / sigma`` [N, 3] at the corrupted positions (neighbours rebuilt there);
         with a force encoder, the labelled forces of the atoms in ``encode`` [N] are encoded."""
-        if self.noise_head.needs_position_grad:
-            noisy_pos = noisy_pos.detach().requires_grad_(True)
-        graph = with_neighbors(batch.with_positions(noisy_pos), self.backbone.cutoff, self.neighbor_backend)
-        with torch.enable_grad():
-            node_inputs = None
-            if self.force_encoder is not None and encode is not None:
-                node_inputs = self.force_encoder(graph, batch.forces, encode)
-            return self.noise_head(self.backbone(graph, node_inputs), graph)
+        return self.model.denoise(batch, noisy_pos, encode)["noise"]
 
     def losses(self, batch: Graph, stream: int = PRETRAIN, step: int = 0) -> dict[str, Mean]:
         """``noise`` (the error of ``eps / sigma`` in the form of ``task.loss.noise``) and ``cosine``,

@@ -293,6 +293,7 @@ def test_finetune_from_a_pretrain_checkpoint(pretrained, tmp_path, capsys):
     [
         ("model.hidden_channels=64", "model.hidden_channels=64 but the backbone"),
         ("model.cutoff=4.0", "model.cutoff=4.0 but"),
+        ("model.name=painn", "model.name='painn' but"),
     ],
 )
 def test_finetune_refuses_a_different_architecture(pretrained, tmp_path, capsys, override, message):
@@ -300,6 +301,16 @@ def test_finetune_refuses_a_different_architecture(pretrained, tmp_path, capsys,
     assert main([*argv, override]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_run_finetune_refuses_another_architecture_before_making_the_run(pretrained, tmp_path):
+    """A config changed after it was made (as a Python caller may) is checked by the runner too."""
+    cfg = finetune_config(pretrained, overrides=FINETUNE_FAST[1:])
+    cfg.model.cutoff = 4.0
+    with pytest.raises(InputError, match="model.cutoff=4.0 but the backbone"):
+        run_finetune(cfg, tmp_path / "ft", from_path=pretrained, progress=False)
+    assert not (tmp_path / "ft").exists()
 
 
 @pytest.mark.slow
