@@ -14,13 +14,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .allocator import keep_freed_memory
-from .artifacts import load_checkpoint, model_metadata, save_model
-from .config import check_architecture, dens_auxiliary, labelled, load_config, model_hyperparameters, to_yaml
+from .artifacts import load_checkpoint
+from .config import check_architecture, labelled, load_config, model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
 from .errors import InputError, Interrupted
-from .evaluation import evaluate_structures
-from .files import write_json_atomic, write_text_atomic
 from .run_directory import RunDirectory
+from .run_outputs import save_finetuned, save_pretrained
 from .tasks.finetune import EnergyForceTask
 from .training.checkpoints import CheckpointOnInterrupt
 from .training.trainer import make_trainer, precision_dtype, quiet_lightning
@@ -127,13 +126,6 @@ def encodes_forces(cfg: DictConfig) -> bool:
     return bool(cfg.task.dens.enabled and cfg.task.dens.force_encoding)
 
 
-def write_card(run_dir: RunDirectory, metadata: dict) -> None:
-    """The run directory's ``README.md``: what the model is, from its metadata."""
-    from .card import model_card
-
-    write_text_atomic(run_dir.card, model_card(metadata, str(run_dir)))
-
-
 def pretraining_label_hints(fits_energies: bool) -> dict[str, str]:
     """What a pretraining run on data without labels can do instead."""
     hints = {"energy": "pretrain with task.objective=denoise (label-free)"}
@@ -194,55 +186,8 @@ def run_pretrain(
         task.set_statistics(datamodule.references, datamodule.scale)
     _fit(task, datamodule, cfg, run)
     if run.trainer.is_global_zero:
-        write_card(run.run_dir, save_pretrained(cfg, task, datamodule, run.trainer, run.run_dir.model))
+        save_pretrained(cfg, task, datamodule, run.trainer, run.run_dir)
     return RunResult(run.run_dir.path, run.run_dir.model, None, is_global_zero=run.trainer.is_global_zero)
-
-
-def training_provenance(cfg: DictConfig, datamodule: AtomsDataModule) -> dict:
-    """What a model file records of its training data, and of DeNS where it ran beside energies and
-    forces (how the model was trained travels with it)."""
-    provenance = dict(datamodule.provenance)
-    if dens_auxiliary(cfg):
-        provenance["dens"] = OmegaConf.to_container(cfg.task.dens, resolve=True)
-    return provenance
-
-
-def save_pretrained(cfg: DictConfig, task, datamodule: AtomsDataModule, trainer, path: Path) -> dict:
-    """Write a pretraining run's model file and return its metadata: the objective, the pretraining
-    data and the best validation loss (and a labelled objective's validation errors)."""
-    from .artifacts import pretrain_metadata
-
-    best = trainer.checkpoint_callback.best_model_score
-    provenance = training_provenance(cfg, datamodule)
-    elements = datamodule.splits["train"].elements
-    if cfg.task.objective == "denoise":
-        model = task.model.cpu()
-        metadata = pretrain_metadata(
-            model.backbone,
-            provenance=provenance,
-            elements=elements,
-            noise=OmegaConf.to_container(cfg.task.noise, resolve=True)
-            | {"force_encoding": model.force_encoder is not None},
-            validation={"noise_loss": float(best) if best is not None else None},
-        )
-        parts = {"backbone": model.backbone, "noise_head": model.noise_head}
-        if model.force_encoder is not None:
-            parts["force_encoder"] = model.force_encoder
-        save_model(None, path, metadata, parts)  # no energy head: it was not trained
-        return metadata
-    potential = task.potential.cpu().eval()
-    errors, _ = evaluate_structures(potential, datamodule.splits["val"], datamodule.eval_batch_size)
-    metadata = model_metadata(
-        potential,
-        stage="pretrain",
-        provenance=provenance,
-        elements=elements,
-        objective=cfg.task.objective,
-        validation={"loss": float(best) if best is not None else None, **errors},
-    )
-    encoder = task.force_encoder
-    save_model(potential, path, metadata, parts={"force_encoder": encoder.cpu()} if encoder else None)
-    return metadata
 
 
 def run_finetune(
@@ -288,22 +233,8 @@ def run_finetune(
         with quiet_lightning():
             trainer.test(task, datamodule=datamodule, verbose=False, weights_only=True)
         test_metrics = {"n_structures": len(datamodule.splits["test"]), **task.test_results}
-    potential = task.potential.cpu().eval()
     if trainer.is_global_zero:
-        provenance = training_provenance(cfg, datamodule)
-        if origin is not None:
-            provenance["pretrained_from"] = origin
-        metadata = model_metadata(
-            potential,
-            stage="finetune",
-            provenance=provenance,
-            elements=sorted(datamodule.references),
-            test_metrics=test_metrics,
-        )
-        save_model(potential, run_dir.model, metadata)
-        write_card(run_dir, metadata)
-        if test_metrics is not None:
-            write_json_atomic(run_dir.test_metrics, test_metrics)
+        save_finetuned(cfg, task, datamodule, run_dir, origin, test_metrics)
     return RunResult(
         run_dir=run_dir.path,
         model_path=run_dir.model,

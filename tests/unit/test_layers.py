@@ -14,6 +14,7 @@ LAYERS = {
     "demo": 8,
     "experiment": 7,
     "runner": 6,
+    "run_outputs": 6,
     "training": 5,
     "config": 5,
     "warm_start": 5,
