@@ -15,11 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from .allocator import keep_freed_memory
 from .artifacts import load_checkpoint
-from .config import check_architecture, labelled, load_config, model_hyperparameters, to_yaml
+from .config import check_architecture, labelled, load_config, load_yaml, model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
 from .errors import InputError, Interrupted
 from .run_directory import RunDirectory
 from .run_outputs import save_finetuned, save_pretrained
+from .tasks.config import legacy_overrides
 from .tasks.finetune import EnergyForceTask
 from .training.checkpoints import CheckpointOnInterrupt
 from .training.trainer import make_trainer, precision_dtype, quiet_lightning
@@ -55,7 +56,9 @@ def training_config(
             raise InputError("--resume needs --run-dir: the run to continue")
         if config_files:
             raise InputError("--resume uses the run's own config.yaml; drop --config (overrides are allowed)")
-        return load_config(stage, str(RunDirectory(run_dir).saved_config()), overrides)
+        saved = RunDirectory(run_dir).saved_config()
+        legacy = legacy_overrides(load_yaml(saved))  # keys the run's version did not have
+        return load_config(stage, str(saved), [*legacy, *(overrides or [])])
     if stage == "finetune" and from_path is not None:
         return finetune_config(from_path, config_files, overrides)
     return load_config(stage, config_files, overrides)

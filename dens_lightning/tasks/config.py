@@ -41,6 +41,7 @@ class DensConfig:
 
     enabled: bool = False
     probability: float = 0.25  # auxiliary: chance that a structure is corrupted (MD17 setting)
+    start_step: int = 0  # auxiliary: no structure is corrupted before this optimizer step (plain training)
     corrupt_ratio: float = 0.25  # auxiliary: chance that an atom of such a structure is corrupted
     sigma: float = 0.05  # Å, std of the noise; with sigma_max the low end of a log-uniform range
     sigma_max: float | None = None  # Å; per structure, log-uniform in [sigma, sigma_max]; null: fixed
@@ -127,6 +128,20 @@ def task_config(values: dict | DictConfig | TaskConfig) -> TaskConfig:
     return typed(TaskConfig, values)
 
 
+def legacy_overrides(saved: DictConfig) -> list[str]:
+    """``task.*=value`` overrides that give a run config saved before a key of :data:`LEGACY` or
+    :data:`LEGACY_DENS` existed the value it trained with (a resumed run goes on as it began)."""
+    task = saved.get("task") or {}
+    overrides = [
+        f"task.{key}.{name}={value}"
+        for key, values in LEGACY.items()
+        if key not in task
+        for name, value in values.items()
+    ]
+    dens = task.get("dens") or {}
+    return overrides + [f"task.dens.{key}={value}" for key, value in LEGACY_DENS.items() if key not in dens]
+
+
 def task_checks(task: DictConfig) -> list[tuple[str, bool, str]]:
     """(key, whether its value is acceptable, what is expected) for each checked ``task`` key."""
     noise, dens = task.noise, task.dens
@@ -139,6 +154,7 @@ def task_checks(task: DictConfig) -> list[tuple[str, bool, str]]:
         ),
         ("task.noise.atom_fraction", 0 < noise.atom_fraction <= 1, "in (0, 1]"),
         ("task.dens.probability", 0 <= dens.probability <= 1, "in [0, 1]"),
+        ("task.dens.start_step", dens.start_step >= 0, "an integer >= 0"),
         ("task.dens.corrupt_ratio", 0 < dens.corrupt_ratio <= 1, "in (0, 1]"),
         ("task.dens.sigma", dens.sigma > 0, "a length in Å > 0"),
         (

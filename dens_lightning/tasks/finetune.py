@@ -173,7 +173,7 @@ class EnergyForceTask(
         """The DeNS corruption of ``batch`` at training step ``step`` (draws keyed per structure)."""
         cfg = self.task_cfg.dens
         draws = draw(batch, self.dens_seed, DENS, step)
-        chosen = select_structures(draws, cfg.probability)
+        chosen = select_structures(draws, cfg.probability if step >= cfg.start_step else 0.0)
         return corrupt(batch, cfg.sigma, draws, cfg.sigma_max, cfg.corrupt_ratio, structures=chosen)
 
     def dens_forward(self, batch: Graph, corruption: Corruption) -> tuple[dict[str, Tensor], Tensor]:

@@ -41,3 +41,18 @@ def test_a_resumed_run_reads_its_own_config_and_takes_overrides(tmp_path):
         training_config("finetune", config_files=["x.yaml"], run_dir=run.path, resume=True)
     with pytest.raises(InputError, match="--resume needs --run-dir"):
         training_config("finetune", resume=True)
+
+
+def test_a_run_saved_before_a_task_key_existed_resumes_with_what_it_trained_with(tmp_path):
+    run = RunDirectory(tmp_path / "run")
+    run.path.mkdir()
+    run.write_config("task:\n  lr: 0.001\n  dens:\n    enabled: true\n")  # before loss forms
+    cfg = training_config("finetune", run_dir=run.path, resume=True)
+    assert (cfg.task.loss.energy, cfg.task.loss.forces, cfg.task.loss.noise) == ("squared",) * 3
+    assert cfg.task.dens.forces_on_corrupted is True
+    cfg = training_config("finetune", overrides=["task.loss.forces=norm"], run_dir=run.path, resume=True)
+    assert cfg.task.loss.forces == "norm"  # an override still wins
+    today = training_config("finetune")
+    run.write_config(f"task:\n  loss:\n    energy: norm\n  dens:\n    forces_on_corrupted: {False}\n")
+    cfg = training_config("finetune", run_dir=run.path, resume=True)
+    assert cfg.task.loss == today.task.loss and cfg.task.dens.forces_on_corrupted is False

@@ -60,6 +60,18 @@ def dens_task(name="schnet", **dens):
 # ------------------------------------------------------------------ schedule and draws
 
 
+def test_no_structure_is_corrupted_before_the_start_step_and_the_same_ones_after():
+    """``start_step``: plain training before it; from it on, the same draws as without a start."""
+    batch = labelled_batch(sizes=(4,) * 40)
+    delayed, immediate = dens_task(start_step=10), dens_task(start_step=0)
+    for step in (0, 9):
+        assert not delayed.dens_corruption(batch, step=step).mask.any()
+        assert immediate.dens_corruption(batch, step=step).mask.any()
+    for step in (10, 11):
+        late, now = delayed.dens_corruption(batch, step=step), immediate.dens_corruption(batch, step=step)
+        assert late.mask.any() and torch.equal(late.mask, now.mask) and torch.equal(late.pos, now.pos)
+
+
 def test_dens_weight_falls_linearly_to_zero():
     assert dens_weight(5.0, "linear", 0, 100) == 5.0
     assert dens_weight(5.0, "linear", 50, 100) == pytest.approx(2.5)
