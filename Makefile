@@ -38,8 +38,8 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install
-	$(PY) -m ruff check dens_lightning tests bench docs
-	$(PY) -m ruff format --check dens_lightning tests bench docs
+	$(PY) -m ruff check dens_lightning tests bench docs scripts
+	$(PY) -m ruff format --check dens_lightning tests bench docs scripts
 
 bench-install: $(BENCH_STAMP)
 

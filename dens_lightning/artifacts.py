@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from . import zoo
 from .errors import InputError
 from .files import json_text, replacing
 from .models.potential import Potential
@@ -171,7 +172,10 @@ def load_potential(path: str | Path, device: str | torch.device = "cpu") -> Pote
 
 
 def resolve_model_path(path: str | Path) -> Path:
-    """A run directory → its ``model.safetensors``; a file stays as it is."""
+    """A run directory → its ``model.safetensors``; ``zoo:NAME`` → the shipped file, checked against
+    its recorded SHA-256 (:mod:`.zoo`); a file stays as it is."""
+    if zoo.is_zoo(path):
+        return zoo.model_path(path)
     path = Path(path)
     if path.is_dir():
         candidate = RunDirectory(path).model

@@ -65,6 +65,14 @@ def _data(data: dict) -> list[str]:
     return rows
 
 
+def data_description(data: dict) -> str:
+    """The training data in one line (the card's data rows), for listings."""
+    return "; ".join(row.strip("| ").replace(" | ", ": ", 1) for row in _data(data))
+
+
+LEVELS = {"xtb": "GFN2-xTB (tblite)", "mmff": "MMFF94 (RDKit)"}
+
+
 def _training(metadata: dict) -> list[str]:
     data = metadata.get("data", {})
     rows = []
@@ -96,6 +104,13 @@ def _training(metadata: dict) -> list[str]:
     if metadata.get("objective"):
         objective = metadata["objective"]
         rows.append(f"| pretraining objective | {objective}: {OBJECTIVES.get(objective, '')} |")
+        level = LEVELS.get(str(data.get("labeller")))
+        if objective != "denoise" and level:
+            rows.append(
+                f"| level of theory | {level}: the labels it was trained on (validation errors below) |"
+            )
+    if metadata.get("steps") is not None:
+        rows.append(f"| optimizer steps | {metadata['steps']} |")
     validation = metadata.get("validation") or {}
     if validation.get("noise_loss") is not None:
         rows.append(f"| validation noise loss | {validation['noise_loss']:.4f} (best) |")

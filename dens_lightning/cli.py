@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_training_arguments(finetune)
     finetune.add_argument(
-        "--from", dest="from_path", type=Path, help="pretrain run directory, .ckpt or model.safetensors"
+        "--from",
+        dest="from_path",
+        type=Path,
+        help="pretrain run directory, .ckpt, model.safetensors or zoo:NAME",
     )
 
     test = commands.add_parser("test", help="errors of a model on a data file, as one JSON object")
@@ -112,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
+    zoo = commands.add_parser("zoo", help="the pretrained models shipped with the package (use: zoo:NAME)")
+    zoo.add_argument("--json", action="store_true", help="everything recorded of each model, as JSON")
+
     info = commands.add_parser("info", help="what a model file holds, as one JSON object")
     info.add_argument("path", type=Path)
     info.add_argument("--card", action="store_true", help="the model card (Markdown) instead of JSON")
@@ -142,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="no progress bars or model summaries (for logs)"
     )
 
-    for sub in (pretrain, finetune, test, sample, info, export, experiment, transfer):
+    for sub in (pretrain, finetune, test, sample, zoo, info, export, experiment, transfer):
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser
 
@@ -180,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if result.pretrained_tensors is not None:
             count = result.pretrained_tensors
-            print(f"loaded all {count} backbone tensors from {args.from_path}; heads start fresh")
+            heads = "its energy head kept" if result.pretrained_energy_head else "heads start fresh"
+            print(f"loaded all {count} backbone tensors from {args.from_path}; {heads}")
         if result.pretrained_encoder:
             print("loaded the pretrained DeNS force encoder too")
         print(f"model: {result.model_path}")
@@ -193,6 +200,12 @@ def run(args: argparse.Namespace) -> int:
 
         options = ReadOptions(units=args.units, energy_key=args.energy_key, forces_key=args.forces_key)
         print(json_text(model_errors(args.model, args.data, args.batch_size, options, args.per_structure)))
+        return 0
+    if args.command == "zoo":
+        from .zoo import describe, entries, table
+
+        described = [describe(item) for item in entries()]
+        print(json_text(described) if args.json else table(described))
         return 0
     if args.command == "info":
         from .artifacts import read_metadata, resolve_model_path

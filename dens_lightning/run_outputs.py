@@ -54,6 +54,7 @@ def pretrained_file(cfg: DictConfig, task, datamodule: AtomsDataModule, trainer,
             noise=OmegaConf.to_container(cfg.task.noise, resolve=True)
             | {"force_encoding": model.force_encoder is not None},
             validation={"noise_loss": float(best) if best is not None else None},
+            steps=trainer.global_step,
         )
         parts = {"backbone": model.backbone, "noise_head": model.noise_head}
         if model.force_encoder is not None:
@@ -69,6 +70,7 @@ def pretrained_file(cfg: DictConfig, task, datamodule: AtomsDataModule, trainer,
         elements=elements,
         objective=cfg.task.objective,
         validation={"loss": float(best) if best is not None else None, **errors},
+        steps=trainer.global_step,
     )
     encoder = task.force_encoder
     save_model(potential, path, metadata, parts={"force_encoder": encoder.cpu()} if encoder else None)

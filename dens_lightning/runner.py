@@ -36,6 +36,7 @@ class RunResult:
     test_metrics: dict | None
     pretrained_tensors: int | None = None  # backbone tensors loaded with finetune --from
     pretrained_encoder: bool = False  # whether a DeNS-pretrained force encoder was loaded too
+    pretrained_energy_head: bool = False  # whether the pretrained energy head was kept
     is_global_zero: bool = True  # False on the other ranks of a multi-process run (they print nothing)
 
 
@@ -244,6 +245,7 @@ def run_finetune(
         test_metrics=test_metrics,
         pretrained_tensors=loaded_now.get("tensors_loaded"),
         pretrained_encoder=bool(loaded_now.get("force_encoder_loaded")),
+        pretrained_energy_head=bool(loaded_now.get("energy_head_loaded")),
         is_global_zero=trainer.is_global_zero,
     )
 

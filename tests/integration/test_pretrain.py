@@ -250,14 +250,22 @@ class _ValidationAtTrainStart(lightning.Callback):
 
 
 @pytest.mark.slow
-def test_validation_before_finetuning_is_the_warm_started_model(pretrained, tmp_path):
-    """The recorded step-0 errors are those of the model the first optimizer step starts from."""
+@pytest.mark.parametrize("source", ["run directory", "zoo"])
+def test_validation_before_finetuning_is_the_warm_started_model(pretrained, tmp_path, monkeypatch, source):
+    """The recorded step-0 errors are those of the model the first optimizer step starts from, for a
+    run directory and for the same model shipped in a zoo (``zoo:NAME``)."""
+    if source == "zoo":
+        from dens_lightning.zoo import add_entry
+
+        monkeypatch.setenv("DENS_LIGHTNING_ZOO", str(tmp_path / "zoo"))
+        add_entry("pre", pretrained / "model.safetensors", "rebuild")
+    start = "zoo:pre" if source == "zoo" else pretrained
     run_dir = tmp_path / "ft"
     overrides = [arg for arg in FINETUNE_FAST if arg != "--no-progress"]
     overrides += ["trainer.max_epochs=1", "data.eval_batch_size=3"]
-    cfg = finetune_config(pretrained, overrides=overrides)
+    cfg = finetune_config(start, overrides=overrides)
     probe = _ValidationAtTrainStart()
-    run_finetune(cfg, run_dir, from_path=pretrained, progress=False, callbacks=[probe])
+    run_finetune(cfg, run_dir, from_path=start, progress=False, callbacks=[probe])
     recorded = read_warm_start(run_dir)["validation_before_finetuning"]
     assert recorded["n_structures"] == probe.errors["n_structures"] > 0
     for key in ("energy_mae_meV", "forces_mae_meV_per_A", "forces_rmse_meV_per_A"):

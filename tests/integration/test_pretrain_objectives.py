@@ -45,10 +45,11 @@ def test_supervised_pretraining_writes_a_potential(supervised):
 
 
 @pytest.mark.slow
-def test_finetune_from_supervised_keeps_the_energy_head(supervised, tmp_path):
+def test_finetune_from_supervised_keeps_the_energy_head(supervised, tmp_path, capsys):
     run_dir = tmp_path / "ft"
     argv = ["finetune", "--from", str(supervised), "--run-dir", str(run_dir), *FINETUNE_FAST]
     assert main([*argv, "trainer.max_epochs=1", "task.ema_decay=null", "task.lr=1e-6"]) == 0
+    assert "backbone tensors from" in (out := capsys.readouterr().out) and "its energy head kept" in out
     origin = read_warm_start(run_dir)
     assert origin["energy_head_loaded"] and origin["objective"] == "supervised"
     pre, tuned = (
@@ -62,6 +63,7 @@ def test_finetune_from_supervised_keeps_the_energy_head(supervised, tmp_path):
     fresh_dir = tmp_path / "fresh"
     argv = ["finetune", "--from", str(supervised), "--run-dir", str(fresh_dir), *FINETUNE_FAST]
     assert main([*argv, "trainer.max_epochs=1", "finetune.energy_head=fresh"]) == 0
+    assert "heads start fresh" in capsys.readouterr().out
     assert not read_warm_start(fresh_dir)["energy_head_loaded"]
     fresh = load_file(str(fresh_dir / "model.safetensors"))
     assert (fresh[name] - pre[name]).abs().max() > 1e-2
