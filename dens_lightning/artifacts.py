@@ -13,12 +13,13 @@ from typing import Any
 
 import torch
 
-from . import zoo
 from .errors import InputError
 from .files import json_text, replacing
 from .models.potential import Potential
 from .run_directory import MODEL_FILE, RunDirectory
 from .version import __version__
+from .zoo import is_zoo
+from .zoo import model_path as zoo_model_path
 
 METADATA_KEY = "dens_lightning"
 FORMAT_VERSION = 1
@@ -174,8 +175,8 @@ def load_potential(path: str | Path, device: str | torch.device = "cpu") -> Pote
 def resolve_model_path(path: str | Path) -> Path:
     """A run directory → its ``model.safetensors``; ``zoo:NAME`` → the shipped file, checked against
     its recorded SHA-256 (:mod:`.zoo`); a file stays as it is."""
-    if zoo.is_zoo(path):
-        return zoo.model_path(path)
+    if is_zoo(path):
+        return zoo_model_path(path)
     path = Path(path)
     if path.is_dir():
         candidate = RunDirectory(path).model

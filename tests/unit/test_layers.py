@@ -24,6 +24,7 @@ LAYERS = {
     "export": 3,
     "evaluation": 3,
     "artifacts": 3,
+    "zoo": 3,
     "card": 3,
     "data": 2,
 }
