@@ -4,8 +4,6 @@ metrics."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import DictConfig, OmegaConf
 
 from .artifacts import model_metadata, pretrain_metadata, save_model
@@ -37,11 +35,7 @@ def save_pretrained(
 ) -> None:
     """Write a pretraining run's model file and card: the objective, the pretraining data and the
     best validation loss (and a labelled objective's validation errors)."""
-    write_card(run_dir, pretrained_file(cfg, task, datamodule, trainer, run_dir.model))
-
-
-def pretrained_file(cfg: DictConfig, task, datamodule: AtomsDataModule, trainer, path: Path) -> dict:
-    """Write the model file of a pretraining run to ``path``; returns its metadata."""
+    path = run_dir.model
     best = trainer.checkpoint_callback.best_model_score
     provenance = training_provenance(cfg, datamodule)
     elements = datamodule.splits["train"].elements
@@ -60,7 +54,8 @@ def pretrained_file(cfg: DictConfig, task, datamodule: AtomsDataModule, trainer,
         if model.force_encoder is not None:
             parts["force_encoder"] = model.force_encoder
         save_model(None, path, metadata, parts)  # no energy head: it was not trained
-        return metadata
+        write_card(run_dir, metadata)
+        return
     potential = task.potential.cpu().eval()
     errors, _ = evaluate_structures(potential, datamodule.splits["val"], datamodule.eval_batch_size)
     metadata = model_metadata(
@@ -74,7 +69,7 @@ def pretrained_file(cfg: DictConfig, task, datamodule: AtomsDataModule, trainer,
     )
     encoder = task.force_encoder
     save_model(potential, path, metadata, parts={"force_encoder": encoder.cpu()} if encoder else None)
-    return metadata
+    write_card(run_dir, metadata)
 
 
 def save_finetuned(

@@ -9,7 +9,6 @@ with one line. ``index.json`` also records the command that rebuilds each entry 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .files import file_sha256
 
 PREFIX = "zoo:"
 PACKAGED = Path(__file__).resolve().parent / "zoo_files"
@@ -64,14 +64,6 @@ def entry(name: str) -> ZooEntry:
     raise InputError(f"zoo:{name}: no such model in {directory()} (shipped: {names})")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_path(spec: str | os.PathLike) -> Path:
     """The checked file of ``zoo:NAME``: present, of the recorded size and SHA-256."""
     item = entry(str(spec))
@@ -80,7 +72,7 @@ def model_path(spec: str | os.PathLike) -> Path:
         raise InputError(
             f"zoo:{item.name}: {path} is missing; reinstall the package or rebuild it: {item.rebuild}"
         )
-    size, digest = path.stat().st_size, sha256(path)
+    size, digest = path.stat().st_size, file_sha256(path)
     if size != item.size_bytes or digest != item.sha256:
         raise InputError(
             f"zoo:{item.name}: {path} is damaged (SHA-256 {digest[:12]}…, recorded {item.sha256[:12]}…); "
@@ -101,7 +93,7 @@ def add_entry(name: str, model_file: str | os.PathLike, rebuild: str, descriptio
     target = folder / f"{name}.safetensors"
     with replacing(target) as tmp:
         tmp.write_bytes(Path(model_file).read_bytes())
-    item = ZooEntry(name, target.name, sha256(target), target.stat().st_size, rebuild, description)
+    item = ZooEntry(name, target.name, file_sha256(target), target.stat().st_size, rebuild, description)
     kept = [asdict(other) for other in entries() if other.name != name]
     write_json_atomic(
         folder / "index.json", {"models": sorted([*kept, asdict(item)], key=lambda e: e["name"])}

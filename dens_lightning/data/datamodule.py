@@ -22,12 +22,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..errors import InputError
+from ..files import file_sha256
 from ..run_directory import RunDirectory
 from .checks import check_geometry
 from .graph import collate
 from .loading import ResumableSampler, ShardSampler, StructureDataset
 from .readers import ReadOptions, read_structures
-from .splits import draw_splits, file_sha256, read_splits, write_splits
+from .splits import draw_splits, read_splits, write_splits
 from .statistics import energy_scale, reference_energies, statistics_sample
 from .structures import Structures, StructureView
 

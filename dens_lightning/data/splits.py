@@ -7,7 +7,6 @@ reads all of it or none).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -44,14 +43,6 @@ def split_sizes(total: int, split: list[float], where: str) -> list[int]:
     if sizes[0] < 1:
         raise InputError(f"data.split: {values} leaves no training structures out of {total} in {where}")
     return sizes
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_splits(saved: Path, total: int) -> dict[str, np.ndarray]:

@@ -44,10 +44,6 @@ class TrainingModel(nn.Module):
     def backbone(self) -> Backbone:
         return self.potential.backbone
 
-    def forward(self, graph: Graph, **kwargs) -> dict[str, Tensor]:
-        """The potential's energies and forces (:meth:`.potential.Potential.forward`)."""
-        return self.potential(graph, **kwargs)
-
     def denoise(
         self, batch: Graph, pos: Tensor | None, encode: Tensor | None = None, with_energy: bool = False
     ) -> dict[str, Tensor]:

@@ -116,16 +116,8 @@ def task_config(values: dict | DictConfig | TaskConfig) -> TaskConfig:
     if isinstance(values, TaskConfig):
         return values
     values = OmegaConf.create(dict(values))
-    for key, value in LEGACY.items():
-        if key not in values:
-            values[key] = value
-    if "dens" in values:
-        for key, value in LEGACY_DENS.items():
-            if key not in values.dens:
-                values.dens[key] = value
-    else:
-        values.dens = LEGACY_DENS
-    return typed(TaskConfig, values)
+    legacy = OmegaConf.from_dotlist(legacy_overrides(OmegaConf.create({"task": values})))
+    return typed(TaskConfig, OmegaConf.merge(values, legacy.get("task") or {}))
 
 
 def legacy_overrides(saved: DictConfig) -> list[str]:

@@ -56,3 +56,14 @@ def test_a_run_saved_before_a_task_key_existed_resumes_with_what_it_trained_with
     run.write_config(f"task:\n  loss:\n    energy: norm\n  dens:\n    forces_on_corrupted: {False}\n")
     cfg = training_config("finetune", run_dir=run.path, resume=True)
     assert cfg.task.loss == today.task.loss and cfg.task.dens.forces_on_corrupted is False
+
+
+def test_a_task_section_saved_before_a_key_existed_gets_the_value_it_trained_with():
+    """Model files and checkpoints carry their task section: the same legacy values as a resume."""
+    from dens_lightning.tasks.config import task_config
+
+    old = task_config({"lr": 1e-3, "dens": {"enabled": True}})
+    assert (old.loss.energy, old.loss.forces, old.loss.noise) == ("squared",) * 3
+    assert old.dens.forces_on_corrupted is True and old.dens.enabled is True and old.lr == 1e-3
+    today = task_config({"loss": {"energy": "norm"}, "dens": {"forces_on_corrupted": False}})
+    assert today.loss.energy == "norm" and today.dens.forces_on_corrupted is False
