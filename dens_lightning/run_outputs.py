@@ -27,6 +27,9 @@ def training_provenance(cfg: DictConfig, datamodule: AtomsDataModule) -> dict:
     provenance = dict(datamodule.provenance)
     if dens_auxiliary(cfg):
         provenance["dens"] = OmegaConf.to_container(cfg.task.dens, resolve=True)
+    replay = cfg.get("finetune", {}).get("replay")
+    if replay is not None and replay.weight > 0:
+        provenance["replay"] = OmegaConf.to_container(replay, resolve=True)
     return provenance
 
 

@@ -18,6 +18,7 @@ from .artifacts import load_checkpoint
 from .config import check_architecture, labelled, load_config, load_yaml, model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
 from .errors import InputError, Interrupted
+from .replay import attach_replay
 from .run_directory import RunDirectory
 from .run_outputs import save_finetuned, save_pretrained
 from .tasks.config import legacy_overrides
@@ -230,6 +231,7 @@ def run_finetune(
     task.set_statistics(datamodule.references, datamodule.scale)
     loaded_now = warm_start(task, datamodule, pretrained, run_dir, trainer) if pretrained is not None else {}
     origin = loaded_now or (read_warm_start(run_dir) if resume else None)
+    attach_replay(task, cfg, resumed=run.resume_from is not None)
 
     _fit(task, datamodule, cfg, run)
     test_metrics = None

@@ -20,6 +20,7 @@ from .optim import SCHEDULERS
 
 OBJECTIVES = ("denoise", "supervised", "dens")  # what a pretraining run fits (task.objective)
 ENERGY_HEADS = ("keep", "fresh")  # finetune.energy_head
+REPLAY_LABELLERS = ("xtb", "mmff")  # finetune.replay.labeller
 
 
 @dataclass
@@ -86,11 +87,23 @@ class TaskConfig:
 
 
 @dataclass
+class ReplayConfig:
+    """Replay against forgetting: batches of labelled pretraining data trained beside the finetuning
+    data (:mod:`dens_lightning.tasks.replay`)."""
+
+    weight: float = 0.0  # weight of the replay loss relative to the finetuning loss; 0: off
+    data: str | None = None  # labelled structures: a file or store, or "pretraining" (the packaged set)
+    labeller: str = "xtb"  # with data=pretraining: xtb or mmff (the labels the pretrained model learned)
+    batch_size: int = 16  # replay structures per step (per device)
+
+
+@dataclass
 class FinetuneConfig:
     freeze_backbone: bool = False
     backbone_lr_scale: float = 1.0  # lr of the pretrained backbone relative to task.lr
     energy_head: str = "keep"  # keep: a pretrained model's energy head, where it has one; fresh: a new one
     freeze: list[str] = field(default_factory=list)  # backbone parts not trained: embedding, block0, ...
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
 
 
 Section = TypeVar("Section")
@@ -176,7 +189,16 @@ def task_checks(task: DictConfig) -> list[tuple[str, bool, str]]:
 
 def finetune_checks(finetune: DictConfig) -> list[tuple[str, bool, str]]:
     """(key, whether its value is acceptable, what is expected) for each checked ``finetune`` key."""
+    replay = finetune.replay
     return [
         ("finetune.backbone_lr_scale", finetune.backbone_lr_scale >= 0, "a non-negative number"),
         ("finetune.energy_head", finetune.energy_head in ENERGY_HEADS, one_of(ENERGY_HEADS)),
+        ("finetune.replay.weight", replay.weight >= 0, "a non-negative number (0: off)"),
+        (
+            "finetune.replay.data",
+            replay.weight == 0 or bool(replay.data),
+            'a labelled structure file or store, or "pretraining", when finetune.replay.weight > 0',
+        ),
+        ("finetune.replay.labeller", replay.labeller in REPLAY_LABELLERS, one_of(REPLAY_LABELLERS)),
+        ("finetune.replay.batch_size", replay.batch_size >= 1, "an integer >= 1"),
     ]

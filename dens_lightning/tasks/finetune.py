@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..data.graph import Graph
+from ..data.replay import ReplayBatches
 from ..errors import InputError
 from ..metrics import EnergyForceMetrics
 from ..models.encoders import build_force_encoder
@@ -102,6 +103,10 @@ class EnergyForceTask(
             self.potential.backbone.requires_grad_(False)
         freeze_parts(self.potential.backbone, list(self.finetune_cfg.freeze))
         self.dens_seed = torch.initial_seed()
+        self.replay: ReplayBatches | None = None  # attached by the runner with finetune.replay
+        if self.finetune_cfg.replay.weight > 0:
+            # eV per element, added to the replay energies (their level of theory's offsets)
+            self.register_buffer("replay_offsets", torch.zeros(potential.backbone.config.max_z + 1))
         dens = self.task_cfg.dens
         if dens.enabled:
             # built from a forked RNG: the potential's initialisation and the data order do not change
@@ -164,7 +169,8 @@ class EnergyForceTask(
             loss, logged = self.dens_losses(batch)
         else:
             out = self.potential(batch, compute_forces=self.uses_forces, create_graph=True)
-            loss, logged = combine(self, self.losses(out, batch), self.loss_weights)
+            terms, weights = self.with_replay(self.losses(out, batch), self.loss_weights)
+            loss, logged = combine(self, terms, weights)
         if self.finite_loss(loss, batch, batch_idx):
             log_parts(self, "train", logged, batch.num_graphs)
         return loss
@@ -209,7 +215,7 @@ class EnergyForceTask(
         cfg = self.task_cfg.dens
         terms = self.dens_terms(batch, self.dens_corruption(batch, self.global_step))
         weight = dens_weight(cfg.weight, cfg.decay, self.global_step, optim.total_steps(self))
-        weights = {**self.loss_weights, "noise_loss": weight}
+        terms, weights = self.with_replay(terms, {**self.loss_weights, "noise_loss": weight})
         parts: dict[str, Tensor] = {}
         loss, logged = combine(self, terms, weights, parts=parts)
         logged["dens_weight"] = logged["loss"].new_tensor(weight)
@@ -218,6 +224,26 @@ class EnergyForceTask(
         if every and self.training and (self.global_step + 1) % every == 0 and torch.is_grad_enabled():
             logged |= self.term_gradient_norms(parts)
         return loss, logged
+
+    def with_replay(
+        self, terms: dict[str, Mean], weights: dict[str, float]
+    ) -> tuple[dict[str, Mean], dict[str, float]]:
+        """``terms`` and ``weights`` with, in training with a replay set attached, the energy and
+        force terms of this step's replay batch as ``replay_energy_loss`` and ``replay_forces_loss``,
+        weighted ``finetune.replay.weight`` times the task's weights."""
+        if self.replay is None or not self.training:
+            return terms, weights
+        trainer = self._trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        batch = self.replay.batch(self.global_step, rank, world).to(self.device, dtype=self.dtype)
+        out = self.potential(batch, compute_forces=self.uses_forces, create_graph=True)
+        offsets = torch.zeros_like(out["energy"]).index_add_(0, batch.batch, self.replay_offsets[batch.z])
+        replay = self.losses({**out, "energy": out["energy"] + offsets}, batch)
+        weight = self.finetune_cfg.replay.weight
+        return (
+            terms | {f"replay_{name}": term for name, term in replay.items()},
+            weights | {f"replay_{name}": weight * self.loss_weights[name] for name in replay},
+        )
 
     def term_gradient_norms(self, parts: dict[str, Tensor]) -> dict[str, Tensor]:
         """``grad_norm_<term>``: the norm of each weighted term's gradient with respect to the

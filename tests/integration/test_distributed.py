@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from dens_lightning.config import load_config
 from dens_lightning.data.datamodule import AtomsDataModule
 from dens_lightning.data.loading import ShardSampler
+from dens_lightning.data.sampling import sample_to_file
 from dens_lightning.files import exclusive, replacing, write_text_atomic
 from dens_lightning.tasks.reduction import MeanAccumulator, combine, masked_sum
 from dens_lightning.training.consistency import disagreement
@@ -319,6 +320,29 @@ def test_dens_finetune_two_processes_equal_one(tmp_path):
     assert min(fraction) > 0 and max(fraction) < 1  # some atoms corrupted at every step, not all
     columns = ["train/loss_step", "train/noise_loss_step", "train/corrupted_fraction_step", "val/loss"]
     assert_same_run(two, one, columns)
+
+
+@pytest.mark.slow
+def test_replay_beside_dens_two_processes_equal_one(tmp_path):
+    """Replay batches beside DeNS (energy head, noise head, force encoder and the replay terms all in
+    the graph of every step): 2 processes of batch B and replay batch R train like 1 of 2B and 2R."""
+    other = tmp_path / "other_molecules.extxyz"
+    sample_to_file(other, smiles=["CCCO", "c1ccncc1"], num=6, label="mmff", seed=3, workers=1)
+    common = [*COMMON, *SPLIT, "task.dens.enabled=true", "task.dens.probability=0.5"]
+    common += ["finetune.replay.weight=0.5", f"finetune.replay.data={other}"]
+    two, one = tmp_path / "two", tmp_path / "one"
+    cli(
+        "finetune",
+        "--run-dir",
+        str(two),
+        *common,
+        "data.batch_size=4",
+        "finetune.replay.batch_size=3",
+        processes=2,
+    )
+    cli("finetune", "--run-dir", str(one), *common, "data.batch_size=8", "finetune.replay.batch_size=6")
+    columns = ["train/loss_step", "train/noise_loss_step", "train/replay_energy_loss_step"]
+    assert_same_run(two, one, [*columns, "train/replay_forces_loss_step", "val/loss"])
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from dens_lightning.artifacts import load_checkpoint
 from dens_lightning.cli import main
 from dens_lightning.config import load_config
+from dens_lightning.data.sampling import sample_to_file
 from dens_lightning.errors import NumericalFault
 from dens_lightning.runner import run_finetune
 from dens_lightning.training.checkpoints import AtomicCheckpointIO
@@ -93,15 +94,26 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_trains_like_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("replay", [False, True], ids=["plain", "replay"])
+def test_sigkill_mid_epoch_then_resume_trains_like_an_uninterrupted_run(tmp_path, replay):
     """Killed with SIGKILL after a mid-epoch checkpoint, then resumed (from Python, as a notebook
     would, with the run's own config): the same number of optimizer
     steps, every epoch validated once, and the same weights as a run that was never interrupted (the
-    optimizer, scheduler, EMA and the epoch's data order all continue where the checkpoint left them)."""
+    optimizer, scheduler, EMA and the epoch's data order all continue where the checkpoint left them;
+    with replay, its batches and its energy offsets too)."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert main(["finetune", "--run-dir", str(whole), *RUN]) == 0
+    extra = []
+    if replay:
+        other = tmp_path / "other_molecules.extxyz"
+        sample_to_file(other, smiles=["CCCO", "c1ccncc1"], num=6, label="mmff", seed=3, workers=1)
+        extra = [
+            "finetune.replay.weight=0.5",
+            f"finetune.replay.data={other}",
+            "finetune.replay.batch_size=3",
+        ]
+    assert main(["finetune", "--run-dir", str(whole), *RUN, *extra]) == 0
 
-    process = start(killed)
+    process = start(killed, *extra)
     last = killed / "checkpoints" / "last.ckpt"
     wait_for(last, process)
     process.send_signal(signal.SIGKILL)

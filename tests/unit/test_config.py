@@ -35,7 +35,8 @@ OTHER_STAGE_KEYS = {
         f"data.qm9.{k}"
         for k in ("molecules", "samples", "method", "temperature", "displacement", "labeller", "seed")
     },
-    "pretrain": {f"finetune.{k}" for k in ("freeze_backbone", "backbone_lr_scale", "energy_head", "freeze")},
+    "pretrain": {f"finetune.{k}" for k in ("freeze_backbone", "backbone_lr_scale", "energy_head", "freeze")}
+    | {f"finetune.replay.{k}" for k in ("weight", "data", "labeller", "batch_size")},
 }
 
 

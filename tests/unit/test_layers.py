@@ -18,6 +18,7 @@ LAYERS = {
     "training": 5,
     "config": 5,
     "warm_start": 5,
+    "replay": 5,
     "tasks": 4,
     "models": 3,
     "calculator": 3,
