@@ -216,7 +216,7 @@ def run_finetune(
     if from_path is not None and not resume:
         pretrained = from_path if isinstance(from_path, Pretrained) else pretrained_backbone(from_path)
         if cfg is not None:
-            check_architecture(cfg, pretrained.architecture, pretrained.source)
+            check_architecture(cfg, pretrained.architecture, pretrained.name_given)
     cfg, run = _open(cfg, "finetune", run_dir, resume, progress, callbacks)
     datamodule = _datamodule(cfg, run, "finetune")
     trainer, run_dir = run.trainer, run.run_dir

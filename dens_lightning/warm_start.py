@@ -23,6 +23,7 @@ from .evaluation import evaluate_structures, predict_energies
 from .files import write_json_atomic
 from .models.training_model import current_layout
 from .run_directory import RunDirectory
+from .zoo import is_zoo
 
 log = logging.getLogger("dens_lightning")
 
@@ -38,6 +39,12 @@ class Pretrained:
     source: Path
     encoder_state: dict[str, torch.Tensor] = field(default_factory=dict)  # DeNS force encoder, if any
     head_state: dict[str, torch.Tensor] = field(default_factory=dict)  # energy head, if trained on energies
+    zoo: str | None = None  # ``zoo:NAME`` when the source is a shipped model
+
+    @property
+    def name_given(self) -> str:
+        """How the source is named: ``zoo:NAME`` for a shipped model, else its path."""
+        return self.zoo or str(self.source)
 
     @property
     def architecture(self) -> dict:
@@ -76,6 +83,7 @@ def pretrained_backbone(path: str | Path) -> Pretrained:
         model_path,
         parts["force_encoder"],
         parts["energy_head"],
+        zoo=str(path) if is_zoo(path) else None,
     )
 
 
@@ -90,7 +98,7 @@ def finetune_config(
     if source is None:
         return load_config("finetune", config_file, overrides)
     if isinstance(source, Pretrained):
-        architecture, where = source.architecture, source.source
+        architecture, where = source.architecture, source.name_given
     else:
         architecture, where = pretrained_architecture(source), source
     return load_config("finetune", config_file, overrides, base_model=architecture, base_source=str(where))
@@ -113,11 +121,11 @@ def load_pretrained(backbone: torch.nn.Module, pretrained: Pretrained) -> int:
     shapes = [k for k in expected if k in pretrained.state and pretrained.state[k].shape != expected[k].shape]
     if missing or unexpected or shapes:
         raise InputError(
-            f"{pretrained.source}: backbone tensors do not match {pretrained.name!r} "
+            f"{pretrained.name_given}: backbone tensors do not match {pretrained.name!r} "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shape {shapes[:3]})"
         )
     backbone.load_state_dict(pretrained.state)
-    log.info("loaded all %d backbone tensors from %s", len(pretrained.state), pretrained.source)
+    log.info("loaded all %d backbone tensors from %s", len(pretrained.state), pretrained.name_given)
     return len(pretrained.state)
 
 
@@ -151,7 +159,7 @@ def load_energy_head(potential: torch.nn.Module, pretrained: Pretrained, datamod
     if set(expected) != set(pretrained.head_state) or any(
         expected[k].shape != v.shape for k, v in pretrained.head_state.items()
     ):
-        raise InputError(f"{pretrained.source}: energy head tensors do not match {pretrained.name!r}")
+        raise InputError(f"{pretrained.name_given}: energy head tensors do not match {pretrained.name!r}")
     head.load_state_dict(pretrained.head_state)
     structures = datamodule.statistics_set()
     references = dict(datamodule.references)  # without energies to fit to, the new data's stand
@@ -161,7 +169,7 @@ def load_energy_head(potential: torch.nn.Module, pretrained: Pretrained, datamod
             predicted = predict_energies(potential.to(device), structures, datamodule.eval_batch_size, device)
         references = reference_energies(structures, structures.energy - predicted)
     head.set_references(references)
-    log.info("kept the energy head of %s; references refitted on its residuals", pretrained.source)
+    log.info("kept the energy head of %s; references refitted on its residuals", pretrained.name_given)
     return references
 
 
@@ -176,7 +184,7 @@ def warn_new_elements(datamodule, pretrained: Pretrained) -> None:
 
         warnings.warn(
             f"elements {', '.join(chemical_symbols[z] for z in new)} were not in the pretraining data of "
-            f"{pretrained.source}; their embeddings start from the untrained initialisation",
+            f"{pretrained.name_given}; their embeddings start from the untrained initialisation",
             UserWarning,
             stacklevel=2,
         )
@@ -200,6 +208,7 @@ def warm_start(task, datamodule, pretrained: Pretrained, run_dir: str | Path, tr
     to the run directory, so that a resumed run's model card still names its start."""
     record = {
         "path": str(pretrained.source),
+        **({"zoo": pretrained.zoo} if pretrained.zoo else {}),
         "stage": pretrained.metadata.get("stage"),
         "objective": pretrained.metadata.get("objective"),
         "data": pretrained.metadata.get("data"),

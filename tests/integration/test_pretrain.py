@@ -272,7 +272,11 @@ def test_validation_before_finetuning_is_the_warm_started_model(pretrained, tmp_
         assert recorded[key] == pytest.approx(probe.errors[key], rel=1e-5), key
     origin = read_metadata(run_dir / "model.safetensors")["data"]["pretrained_from"]
     assert origin["validation_before_finetuning"] == recorded
-    assert "validation errors before finetuning" in (run_dir / "README.md").read_text()
+    card = (run_dir / "README.md").read_text()
+    assert "validation errors before finetuning" in card
+    if source == "zoo":  # named as the user named it, with the file it resolved to
+        assert origin["zoo"] == "zoo:pre" and "`zoo:pre`" in card
+        assert origin["path"].endswith("pre.safetensors")
 
 
 @pytest.mark.slow
