@@ -80,8 +80,9 @@ def _training(metadata: dict) -> list[str]:
     if origin:
         head = "; its energy head kept" if origin.get("energy_head_loaded") else ""
         objective = f", objective {origin['objective']}" if origin.get("objective") else ""
+        start = origin.get("zoo") or origin.get("path")  # zoo:NAME as the user named it
         rows.append(
-            f"| started from | `{origin.get('zoo') or origin.get('path')}` (stage {origin.get('stage')}{objective}; "
+            f"| started from | `{start}` (stage {origin.get('stage')}{objective}; "
             f"{origin.get('tensors_loaded')} backbone tensors loaded{head}) |"
         )
         before = origin.get("validation_before_finetuning")
