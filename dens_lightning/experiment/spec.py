@@ -44,6 +44,8 @@ class TransferConfig:
     validation: int = 16  # validation structures, the same for every run
     test: int = 64  # test structures, the same for every run (0 when data.test names a file)
     split_seed: int = 0  # draws the validation and test sets
+    other: str | None = None  # a labelled file of other molecules: every finetuned model and the
+    #                          pretrained start are tested on it (what finetuning forgets)
     energy_bins: int = 0  # >0: also report test errors in this many equal-count bins of each test
     #                       structure's energy above the test set's lowest (one molecule: a temperature proxy)
 

@@ -15,6 +15,9 @@ from ..evaluation import read_structure_errors
 from ..files import write_text_atomic
 from .spec import COMPUTE_MATCHED
 
+OTHER_ERRORS = "other_metrics.json"  # a run's errors on the experiment's ``other`` file
+OTHER_START = "other_start.json"  # the pretrained start's errors on it (in the experiment's folder)
+
 COLUMNS = (
     "arm",
     "pretrained",
@@ -31,6 +34,7 @@ COLUMNS = (
     "wall_seconds",
     "val_energy_mae_meV_before_finetuning",  # pretrained runs: the warm-started model before its first step
     "val_forces_mae_meV_per_A_before_finetuning",
+    "other_forces_mae_meV_per_A",  # with ``other``: the force MAE on the other molecules' file
     "run_dir",
 )
 
@@ -89,6 +93,33 @@ def dens_ratios(rows: list[dict]) -> list[str]:
         "|---|---|---|---|---|",
         *lines,
     ]
+
+
+def other_summary(rows: list[dict], other: str, start: dict | None) -> list[str]:
+    """Markdown lines: the force MAE of every arm (and of the pretrained start) on the ``other`` file,
+    molecules no run trained on: what finetuning forgets."""
+    forces = by_arm_and_size(
+        [r for r in rows if r.get("other_forces_mae_meV_per_A") is not None], "other_forces_mae_meV_per_A"
+    )
+    if not forces:
+        return []
+    lines = [
+        "",
+        f"## Force MAE on other molecules: `{other}`",
+        "",
+        "Mean over seeds (lowest–highest seed), meV/Å"
+        + (f"; the pretrained start before finetuning: {start['forces_mae_meV_per_A']:.1f}" if start else "")
+        + ".",
+        "",
+        "| training structures | arm | seeds | force MAE on other molecules |",
+        "|---|---|---|---|",
+    ]
+    for size in sorted({size for curve in forces.values() for size in curve}):
+        for arm in sorted(forces):
+            if size in forces[arm]:
+                values = forces[arm][size]
+                lines.append(f"| {size} | {arm} | {len(values)} | {_spread(values)} |")
+    return lines
 
 
 def summary(rows: list[dict], title: str) -> str:

@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from ..artifacts import has_energy_head, read_metadata, resolve_model_path
 from ..errors import InputError
 from ..files import write_text_atomic
 from ..run_directory import RunDirectory
 from .spec import COMPUTE_MATCHED, Arm, TransferConfig, arms, draw_splits
+from .tables import OTHER_ERRORS, OTHER_START
 
 
 class TransferExperiment:
@@ -175,6 +177,14 @@ class TransferExperiment:
                 if test is None:  # a view of the data file keeps each structure's index in the file
                     test = self.read(test_file) if test_file else self.read(data).view(fixed["test"])
                 write_test_structure_errors(run_dir, test)
+            if self.spec.other:
+                write_other_errors(RunDirectory(run_dir).model, run_dir / OTHER_ERRORS, self.spec.other)
+        if (
+            self.spec.other
+            and pretrained is not None
+            and has_energy_head(read_metadata(resolve_model_path(pretrained)))
+        ):
+            write_other_errors(pretrained, self.out / OTHER_START, self.spec.other)
         rows = self.rows()
         write_report(self.out, rows, self.spec)
         return rows
@@ -197,12 +207,23 @@ class TransferExperiment:
             before = (read_warm_start(run_dir) or {}).get("validation_before_finetuning") or {}
             row["val_energy_mae_meV_before_finetuning"] = before.get("energy_mae_meV")
             row["val_forces_mae_meV_per_A_before_finetuning"] = before.get("forces_mae_meV_per_A")
+            other = run_dir / OTHER_ERRORS
+            if other.exists():
+                row["other_forces_mae_meV_per_A"] = json.loads(other.read_text())["forces_mae_meV_per_A"]
             row["run_dir"] = str(run_dir)
             rows.append(row)
         return rows
 
 
 STRUCTURE_ERRORS = "test_structures.csv"
+
+
+def write_other_errors(model: Path, path: Path, other: str) -> None:
+    """The errors of ``model`` on the labelled file ``other`` in ``path`` (once: kept when present)."""
+    from ..evaluation import model_errors
+
+    if not path.exists():
+        write_text_atomic(path, json.dumps(model_errors(model, other), indent=2) + "\n")
 
 
 def run_steps(run_dir: Path) -> int | None:

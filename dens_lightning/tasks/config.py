@@ -89,7 +89,7 @@ class TaskConfig:
 @dataclass
 class ReplayConfig:
     """Replay against forgetting: batches of labelled pretraining data trained beside the finetuning
-    data (:mod:`dens_lightning.tasks.replay`)."""
+    data (:mod:`dens_lightning.replay`)."""
 
     weight: float = 0.0  # weight of the replay loss relative to the finetuning loss; 0: off
     data: str | None = None  # labelled structures: a file or store, or "pretraining" (the packaged set)

@@ -11,8 +11,9 @@ import pytest
 
 from dens_lightning import load_model
 from dens_lightning.cli import main
+from dens_lightning.data.sampling import sample_to_file
 from dens_lightning.errors import InputError
-from dens_lightning.evaluation import read_structure_errors
+from dens_lightning.evaluation import model_errors, read_structure_errors
 from dens_lightning.experiment.spec import TransferConfig, arms, draw_splits, load_experiment
 from dens_lightning.experiment.tables import scratch_size_for
 from dens_lightning.experiment.transfer import TransferExperiment
@@ -228,6 +229,20 @@ def test_transfer_experiment_runs_every_arm_and_resumes(tmp_path, capsys):
     assert main(argv) == 0
     assert (lost / "model.safetensors").exists() and kept.stat().st_mtime_ns == before
     assert len(read_rows(out)) == 8
+    # other molecules, given afterwards: every finished model and the pretrained start are tested on
+    # them, and nothing is trained again
+    other = tmp_path / "other.extxyz"
+    sample_to_file(other, smiles=["CCCO", "c1ccncc1"], num=4, label="mmff", seed=3, workers=1)
+    assert main([*argv, f"other={other}"]) == 0
+    assert kept.stat().st_mtime_ns == before
+    rows = {(r["arm"], r["train_size"], r["seed"]): r for r in read_rows(out)}
+    row = rows[("pretrained", "4", "0")]
+    alone = model_errors(row["run_dir"], other)["forces_mae_meV_per_A"]
+    assert float(row["other_forces_mae_meV_per_A"]) == pytest.approx(alone, rel=1e-9)
+    summary = (out / "summary.md").read_text()
+    assert f"Force MAE on other molecules: `{other}`" in summary
+    assert "the pretrained start" not in summary  # denoising-pretrained: no forces of its own
+    assert all(r["other_forces_mae_meV_per_A"] for r in rows.values())
 
 
 def test_scratch_size_for_inverts_a_power_law_learning_curve():
