@@ -12,7 +12,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 # schnetpack 2.1.1 pins sympy<=1.12, for which pip swaps torch: install it --no-deps, its imports named
 SCHNETPACK_DEPS := matscipy hydra-core torch-ema fasteners dirsync tqdm pyyaml h5py
 
-.PHONY: install demo test test-fast lint docs bench bench-gpu bench-install clean
+.PHONY: install demo test test-fast lint docs bench bench-gpu bench-accuracy bench-install clean
 
 install: $(STAMP)
 
@@ -56,6 +56,10 @@ $(BENCH_STAMP): pyproject.toml bench/patch_schnetpack.py
 
 bench: bench-install
 	$(BENCH_PY) -m bench.run
+
+# time to accuracy: 20-minute training runs per code and data set (hours; not part of bench)
+bench-accuracy: bench-install
+	$(BENCH_PY) -m bench.accuracy
 
 # the GPU tables (peers, stages, matrix-throughput share) on cuda:0, where torch has CUDA
 bench-gpu: bench-install

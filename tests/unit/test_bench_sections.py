@@ -39,7 +39,8 @@ def test_make_bench_runs_every_script_that_writes_a_section():
     from bench.run import SCRIPTS
 
     bench = ROOT / "bench"
-    run_by_hand = {"before_after.py"}  # compares two commits named on its command line
+    # before_after compares two commits named on its command line; accuracy takes hours (its own target)
+    run_by_hand = {"before_after.py", "accuracy.py"}
     writers = {
         f"bench.{path.stem}"
         for path in bench.glob("*.py")
@@ -93,3 +94,22 @@ def test_alternating_trials_swap_order_and_pass_each_conditions_arguments_and_en
     assert first["a"] == {"args": ["case", "1"], "tunables": None}
     assert first["b"] == {"args": ["case", "2"], "tunables": "x=1"}
     assert list(alternating_trials(script, conditions, 1, "case")) == ["b", "a"]
+
+
+def test_wall_clock_checkpoints_are_written_at_each_training_time_and_stop_the_run(tmp_path):
+    from bench.accuracy import WallClockCheckpoints, evaluate_checkpoint
+    from dens_lightning.config import load_config
+    from dens_lightning.data.embedded import embedded_dataset
+    from dens_lightning.runner import run_finetune
+    from tests.conftest import TINY_EMBEDDED, TINY_MODEL
+
+    clock = WallClockCheckpoints([0.3, 0.6], tmp_path / "timed")
+    overrides = [*TINY_EMBEDDED, *TINY_MODEL, "data.embedded.labeller=mmff", "data.batch_size=4"]
+    cfg = load_config("finetune", overrides=[*overrides, "trainer.max_epochs=-1", "task.scheduler=plateau"])
+    run_finetune(cfg, tmp_path / "run", progress=False, callbacks=[clock])
+    assert [w["seconds"] for w in clock.written] == [0.3, 0.6]
+    assert all(w["training_seconds"] >= w["seconds"] for w in clock.written)
+    assert 0 < clock.written[0]["step"] < clock.written[1]["step"]
+    assert clock.training_seconds() < 60  # stopped at the last mark (the epochs are unlimited)
+    errors = evaluate_checkpoint(tmp_path / "timed" / "0.6s.ckpt", embedded_dataset(cfg.data.embedded))
+    assert errors["n_structures"] > 0 and errors["forces_mae_meV_per_A"] > 0
