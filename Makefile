@@ -11,8 +11,11 @@ BENCH_PY    := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
 # schnetpack 2.1.1 pins sympy<=1.12, for which pip swaps torch: install it --no-deps, its imports named
 SCHNETPACK_DEPS := matscipy hydra-core torch-ema fasteners dirsync tqdm pyyaml h5py
+MACE_VENV  ?= .venv-mace
+MACE_PY    := $(MACE_VENV)/bin/python
+MACE_STAMP := $(MACE_VENV)/.installed
 
-.PHONY: install demo test test-fast lint docs bench bench-gpu bench-accuracy bench-install clean
+.PHONY: install demo test test-fast lint docs bench bench-gpu bench-accuracy bench-install bench-install-mace clean
 
 install: $(STAMP)
 
@@ -57,8 +60,18 @@ $(BENCH_STAMP): pyproject.toml bench/patch_schnetpack.py
 bench: bench-install
 	$(BENCH_PY) -m bench.run
 
+# MACE pins e3nn 0.4.4 (this package needs a newer one): its own environment, for bench-accuracy
+bench-install-mace: $(MACE_STAMP)
+
+$(MACE_STAMP): Makefile
+	test -x $(MACE_PY) || $(PYTHON) -m venv $(MACE_VENV)
+	$(MACE_PY) -m pip install --quiet --upgrade pip
+	$(MACE_PY) -m pip install --quiet $(TORCH)
+	$(MACE_PY) -m pip install --quiet mace-torch==0.3.16
+	touch $(MACE_STAMP)
+
 # time to accuracy: 20-minute training runs per code and data set (hours; not part of bench)
-bench-accuracy: bench-install
+bench-accuracy: bench-install bench-install-mace
 	$(BENCH_PY) -m bench.accuracy
 
 # the GPU tables (peers, stages, matrix-throughput share) on cuda:0, where torch has CUDA
@@ -66,4 +79,4 @@ bench-gpu: bench-install
 	$(BENCH_PY) -m bench.run --device cuda
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) runs .pytest_cache docs/_build
+	rm -rf $(VENV) $(BENCH_VENV) $(MACE_VENV) runs .pytest_cache docs/_build

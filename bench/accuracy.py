@@ -1,63 +1,67 @@
-"""Time to accuracy: the test error a training run reaches within a wall-clock budget.
+"""Time to accuracy: the test error each training code reaches within the same wall-clock budget.
 
     python -m bench.accuracy [--budget 1200] [--data rmd17_ethanol 3bpa] [--codes ...]
 
 One training run per code and data set, on 2 CPU threads, float32, stopped when its training time
-reaches the budget; a checkpoint is written when it passes 1/8, 1/4, 1/2 and all of the budget
-(2.5, 5, 10 and 20 minutes by default). Training time is the run's wall time less its validation
-passes and these checkpoint writes. Afterwards every checkpoint is evaluated on the test set (its
-time not counted). Section ``accuracy`` of BENCHMARKS.md and ``docs/experiments/time_to_accuracy.png``
+reaches the budget; a snapshot of the model is written when it passes 1/8, 1/4, 1/2 and all of the
+budget (2.5, 5, 10 and 20 minutes by default). Training time is the run's wall time less its
+validation passes and these writes. Afterwards every snapshot is tested through the code's own ASE
+calculator (:func:`bench.timed_training.calculator_errors`, the same errors for every code; not
+timed). Section ``accuracy-<data>`` of BENCHMARKS.md and ``docs/experiments/time_to_accuracy_<data>.png``
 (test force MAE against training time, one line per code). Long: ``make bench-accuracy`` runs it,
 ``make bench`` does not.
 
-Data: rMD17 ethanol (``train.xyz``: 950 train, 50 validation; test: all 1,000 frames of
-``test.xyz``) and 3BPA (``train_300K.xyz``: 450 / 50; test: ``train_mixedT.xyz``), in ``../shared/data``.
-Codes: this package's backbones at their default sizes with the package's finetune defaults,
-except the learning-rate schedule: ``plateau`` (the budget fixes no step count for a cosine), and
-PaiNN finetuned from ``zoo:painn-xtb-small``.
+Data: rMD17 ethanol (950 training and 50 validation frames of ``train.xyz``, test: all 1,000 frames
+of ``test.xyz``) and 3BPA (450 / 50 of ``train_300K.xyz``; test ``train_mixedT.xyz``), from
+``../shared/data``, split once with a fixed seed and written as files every code reads.
+
+Codes: this package's backbones at their default sizes with the finetune defaults except the
+learning-rate schedule (``plateau``: a budget fixes no step count for the cosine), and PaiNN from
+``zoo:painn-xtb-small``; nequip and schnetpack (:mod:`bench.accuracy_peers`) and MACE
+(:mod:`bench.accuracy_mace`, in ``.venv-mace``) at their own documented settings.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning
-
+from bench.accuracy_peers import Files, nequip_trial, schnetpack_trial
 from bench.common import ROOT, machine, run_trial, write_section
+from bench.timed_training import snapshot_name, wall_clock_callback
 
 SHARED = ROOT.parent / "shared" / "data"
 WORK = ROOT / "runs" / "bench" / "accuracy"
-PLOT = ROOT / "docs" / "experiments" / "time_to_accuracy.png"
-FRACTIONS = (0.125, 0.25, 0.5, 1.0)  # of the budget: where checkpoints are written
+MACE_PY = ROOT / ".venv-mace" / "bin" / "python"
+FRACTIONS = (0.125, 0.25, 0.5, 1.0)  # of the budget: where snapshots are written
 
 
 @dataclass(frozen=True)
 class DataSet:
     train: str  # relative to ../shared/data
     test: str
+    isolated: str  # isolated-atom energies
     train_size: int
     validation: int = 50
 
-    def overrides(self) -> list[str]:
-        split = f"[{self.train_size},{self.validation},0]"
-        return [f"data.path={SHARED / self.train}", f"data.split={split}", "data.batch_size=16"]
-
 
 DATA = {
-    "rmd17_ethanol": DataSet("rmd17_ethanol/train.xyz", "rmd17_ethanol/test.xyz", 950),
-    "3bpa": DataSet("3bpa/train_300K.xyz", "3bpa/train_mixedT.xyz", 450),
+    "rmd17_ethanol": DataSet(
+        "rmd17_ethanol/train.xyz", "rmd17_ethanol/test.xyz", "rmd17_ethanol/isolated_atoms.xyz", 950
+    ),
+    "3bpa": DataSet("3bpa/train_300K.xyz", "3bpa/train_mixedT.xyz", "3bpa/iso_atoms.xyz", 450),
 }
-# code name -> (model overrides, pretrained start or None)
-CODES = {
+# ours: code name -> (model overrides, pretrained start or None)
+OURS = {
     "ours-schnet": (["model.name=schnet"], None),
     "ours-painn": (["model.name=painn"], None),
     "ours-equiformer": (["model.name=equiformer"], None),
     "ours-painn-zoo": ([], "zoo:painn-xtb-small"),
 }
+PEERS = {"nequip": nequip_trial, "schnetpack-painn": schnetpack_trial}
+CODES = [*OURS, *PEERS, "mace"]
 BUDGETED = [
     "task.scheduler=plateau",
     "trainer.max_steps=-1",
@@ -66,87 +70,101 @@ BUDGETED = [
 ]
 
 
-class WallClockCheckpoints(lightning.Callback):
-    """Writes ``<seconds>s.ckpt`` in ``directory`` when the training time passes each of ``marks``
-    (seconds) and stops the run at the last. Training time: wall time since training started, less
-    validation passes and these writes."""
+def prepare(data: str) -> Files:
+    """The data set's train and validation files (a seeded split, written once) and its test file."""
+    import numpy as np
+    from ase.io import read, write
 
-    def __init__(self, marks: list[float], directory: Path):
-        self.pending = sorted(marks)
-        self.directory = Path(directory)
-        self.written: list[dict] = []
-        self.start = self.excluded = self.paused = 0.0
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.start, self.excluded = time.perf_counter(), 0.0
-
-    def on_validation_start(self, trainer, pl_module) -> None:
-        self.paused = time.perf_counter()
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        self.excluded += time.perf_counter() - self.paused
-
-    def training_seconds(self) -> float:
-        return time.perf_counter() - self.start - self.excluded
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        elapsed = self.training_seconds()
-        while self.pending and elapsed >= self.pending[0]:
-            mark = self.pending.pop(0)
-            began = time.perf_counter()
-            path = self.directory / f"{mark:g}s.ckpt"
-            trainer.save_checkpoint(path)
-            self.excluded += time.perf_counter() - began
-            self.written.append({"seconds": mark, "training_seconds": elapsed, "step": trainer.global_step})
-        if not self.pending:
-            trainer.should_stop = True
+    dataset, folder = DATA[data], WORK / data
+    files = Files(
+        folder / "train.extxyz", folder / "val.extxyz", SHARED / dataset.test, [], SHARED / dataset.isolated
+    )
+    frames = read(SHARED / dataset.train, ":")
+    symbols = sorted({s for atoms in frames for s in atoms.get_chemical_symbols()})
+    files.symbols = symbols
+    if not files.val.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        order = np.random.default_rng(0).permutation(len(frames))
+        write(files.train, [frames[i] for i in order[: dataset.train_size]])
+        write(
+            files.val,
+            [frames[i] for i in order[dataset.train_size : dataset.train_size + dataset.validation]],
+        )
+    return files
 
 
-def evaluate_checkpoint(path: Path, test_file: Path) -> dict:
-    """Test errors of the potential in a finetune checkpoint (its EMA weights, as the run saves)."""
+def evaluate_checkpoint(path: Path, frames: list) -> dict:
+    """Test errors of the potential in one of our finetune checkpoints (its EMA weights), through
+    :class:`~dens_lightning.calculator.DensCalculator`."""
+    from bench.timed_training import calculator_errors
     from dens_lightning.artifacts import load_checkpoint
-    from dens_lightning.data.readers import ReadOptions, read_structures
-    from dens_lightning.evaluation import evaluate_structures
+    from dens_lightning.calculator import DensCalculator
     from dens_lightning.tasks.finetune import EnergyForceTask
 
     checkpoint = load_checkpoint(path)
     task = EnergyForceTask(**checkpoint["hyper_parameters"])
     task.load_state_dict(task.current_state(checkpoint["state_dict"]))
-    errors, _ = evaluate_structures(task.potential.eval(), read_structures(test_file, ReadOptions()), 64)
-    return errors
+    return calculator_errors(DensCalculator(task.potential.eval()), frames)
 
 
-def trial(code: str, data: str, budget: float) -> dict:
-    """One budgeted training run of ``code`` on ``data``, then its checkpoints on the test set."""
-    import torch
+def ours_trial(code: str, files: Files, marks: list[float], run_dir: Path) -> list[dict]:
+    import lightning
+    from ase.io import read
 
     from dens_lightning.runner import run_finetune
     from dens_lightning.warm_start import finetune_config, pretrained_backbone
 
-    torch.set_num_threads(2)
-    model, start = CODES[code]
-    dataset = DATA[data]
-    run_dir = WORK / data / code
-    marks = [fraction * budget for fraction in FRACTIONS]
-    clock = WallClockCheckpoints(marks, run_dir / "timed")
+    model, start = OURS[code]
+    clock = wall_clock_callback(lightning.Callback, marks, run_dir / "timed")
     source = pretrained_backbone(start) if start else None
-    overrides = [*dataset.overrides(), *BUDGETED, *([] if source else model)]
-    config = finetune_config(source, overrides=overrides)
-    began = time.perf_counter()
+    data = [
+        f"data.train={files.train}",
+        f"data.val={files.val}",
+        "data.split=[1.0,0,0]",
+        "data.batch_size=16",
+    ]
+    config = finetune_config(source, overrides=[*data, *BUDGETED, *([] if source else model)])
     run_finetune(config, run_dir, from_path=source, progress=False, callbacks=[clock])
-    wall = time.perf_counter() - began
-    points = []
-    for written in clock.written:
-        errors = evaluate_checkpoint(
-            run_dir / "timed" / f"{written['seconds']:g}s.ckpt", SHARED / dataset.test
-        )
-        points.append({**written, **errors})
-    return {"code": code, "data": data, "budget": budget, "wall_seconds": wall, "points": points}
+    frames = read(files.test, ":")
+    return [
+        {
+            **point,
+            **evaluate_checkpoint(run_dir / "timed" / f"{snapshot_name(point['seconds'])}.ckpt", frames),
+        }
+        for point in clock.written
+    ]
+
+
+def trial(code: str, data: str, budget: float) -> dict:
+    """One budgeted training run of ``code`` on ``data``, then its snapshots on the test set."""
+    import torch
+
+    torch.set_num_threads(2)
+    files, marks = prepare(data), [fraction * budget for fraction in FRACTIONS]
+    run_dir = WORK / data / code
+    runner = PEERS.get(code) or (lambda *args: ours_trial(code, *args))
+    points = runner(files, marks, run_dir)
+    return {"code": code, "data": data, "budget": budget, "points": points}
+
+
+def mace_trial(data: str, budget: float) -> dict:
+    files = prepare(data)
+    marks = ",".join(f"{fraction * budget:g}" for fraction in FRACTIONS)
+    arguments = [
+        str(files.train),
+        str(files.val),
+        str(files.test),
+        str(files.isolated),
+        marks,
+        str(WORK / data / "mace"),
+    ]
+    points = json.loads(run_trial("bench.accuracy_mace", *arguments, python=MACE_PY))
+    return {"code": "mace", "data": data, "budget": budget, "points": points}
 
 
 def table(results: list[dict], data: str) -> list[str]:
-    """Markdown: test force and energy MAE of each code at each checkpoint time."""
-    runs = [r for r in results if r["data"] == data]
+    """Markdown: test force and energy MAE of each code at each snapshot time."""
+    runs = [r for r in results if r["data"] == data and r["points"]]
     if not runs:
         return []
     minutes = [point["seconds"] / 60 for point in runs[0]["points"]]
@@ -161,67 +179,71 @@ def table(results: list[dict], data: str) -> list[str]:
     return lines
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path, data: str) -> None:
+    """Test force MAE against training time, log-log, one line per code."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({r["data"] for r in results})
-    figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
-    for axis, data in zip(axes[0], names, strict=True):
-        for run in (r for r in results if r["data"] == data):
-            points = run["points"]
-            axis.plot([p["seconds"] / 60 for p in points], [p["forces_mae_meV_per_A"] for p in points], "o-")
-            axis.lines[-1].set_label(run["code"])
-        axis.set(xscale="log", yscale="log", xlabel="training time (min)", ylabel="test force MAE (meV/Å)")
-        axis.set_title(data)
-        axis.legend()
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    for run in results:
+        points = run["points"]
+        minutes = [p["seconds"] / 60 for p in points]
+        axis.plot(minutes, [p["forces_mae_meV_per_A"] for p in points], "o-", label=run["code"])
+    axis.set(
+        xscale="log", yscale="log", xlabel="training time (min)", ylabel="test force MAE (meV/Å)", title=data
+    )
+    axis.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=1200.0, help="seconds of training per run")
     parser.add_argument("--data", nargs="+", choices=list(DATA), default=list(DATA))
-    parser.add_argument("--codes", nargs="+", choices=list(CODES), default=list(CODES))
+    parser.add_argument("--codes", nargs="+", choices=CODES, default=CODES)
     parser.add_argument("--trial", nargs=3, metavar=("CODE", "DATA", "BUDGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trial:
         code, data, budget = args.trial
         print(json.dumps(trial(code, data, float(budget))))
         return 0
-    WORK.mkdir(parents=True, exist_ok=True)
-    results = []
     for data in args.data:
+        results = []
         for code in args.codes:
-            results.append(json.loads(run_trial("bench.accuracy", code, data, str(args.budget))))
+            if code == "mace":
+                results.append(mace_trial(data, args.budget))
+            else:
+                results.append(json.loads(run_trial("bench.accuracy", code, data, str(args.budget))))
             print(json.dumps(results[-1]), flush=True)
-    (WORK / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    plot(results, PLOT)
-    lines = [
-        "## Time to accuracy",
+        (WORK / data / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        write_section(f"accuracy-{data}", section(results, data, args.budget))
+    return 0
+
+
+def section(results: list[dict], data: str, budget: float) -> list[str]:
+    """The BENCHMARKS.md section of one data set: the command, the setting, the table and the plot."""
+    dataset, figure = DATA[data], ROOT / "docs" / "experiments" / f"time_to_accuracy_{data}.png"
+    plot(results, figure, data)
+    return [
+        f"## Time to accuracy: {data}",
         "",
-        f"`.venv-bench/bin/python -m bench.accuracy --budget {args.budget:g}` (`make bench-accuracy`);",
-        f"{machine()}; 2 threads; float32. One run per code; checkpoints at the training times shown",
-        "(validation and checkpoint writing not counted), each evaluated on the test set afterwards.",
+        f"`.venv-bench/bin/python -m bench.accuracy --data {data} --budget {budget:g}`",
+        "(`make bench-accuracy` runs both data sets);",
+        f"{machine()}; 2 threads; float32. One run per code; snapshots at the training times shown",
+        "(validation and snapshot writing not counted), each tested afterwards through the code's ASE",
+        f"calculator. {dataset.train_size} training and {dataset.validation} validation structures of "
+        f"`{dataset.train}`; test `{dataset.test}`. Settings and departures: `bench/accuracy*.py`.",
         "Cells: test force MAE (meV/Å) / energy MAE (meV) (optimizer steps by then).",
         "",
-        f"![time to accuracy]({PLOT.relative_to(ROOT)})",
+        *table(results, data),
+        "",
+        f"![time to accuracy, {data}]({figure.relative_to(ROOT)})",
     ]
-    for data in args.data:
-        dataset = DATA[data]
-        lines += [
-            "",
-            f"**{data}**: {dataset.train_size} training and {dataset.validation} validation structures of "
-            f"`{dataset.train}`; test `{dataset.test}`.",
-            "",
-            *table(results, data),
-        ]
-    write_section("accuracy", lines)
-    return 0
 
 
 if __name__ == "__main__":

@@ -262,16 +262,21 @@ def trial_environment(env: dict[str, str | None] | None = None) -> dict[str, str
 
 
 def run_trial(
-    module: str, *args: str, cwd: Path | None = None, env: dict[str, str | None] | None = None
+    module: str,
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str | None] | None = None,
+    python: str | Path | None = None,
 ) -> str:
     """Run ``python -m module --trial args`` (e.g. ``bench.peers``) in its own process
-    (:func:`trial_environment` with ``env``), in ``cwd`` (default :data:`ROOT`); its last line of
-    output. :data:`ROOT` goes last on ``PYTHONPATH``, so ``bench`` is found from any ``cwd``, after
-    whatever ``env`` puts first (an earlier checkout's ``dens_lightning``, say)."""
+    (:func:`trial_environment` with ``env``; ``python``: another environment's interpreter), in
+    ``cwd`` (default :data:`ROOT`); its last line of output. :data:`ROOT` goes last on
+    ``PYTHONPATH``, so ``bench`` is found from any ``cwd``, after whatever ``env`` puts first (an
+    earlier checkout's ``dens_lightning``, say)."""
     environment = trial_environment(env)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [environment.get("PYTHONPATH"), str(ROOT)]))
     done = subprocess.run(
-        [sys.executable, "-m", module, "--trial", *args],
+        [str(python or sys.executable), "-m", module, "--trial", *args],
         capture_output=True,
         text=True,
         cwd=ROOT if cwd is None else cwd,

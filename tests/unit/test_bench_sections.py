@@ -1,5 +1,7 @@
 """BENCHMARKS.md sections as bench/ writes them: each name once, in place, the rest untouched."""
 
+import json
+
 import pytest
 
 from bench.common import with_section
@@ -97,19 +99,45 @@ def test_alternating_trials_swap_order_and_pass_each_conditions_arguments_and_en
 
 
 def test_wall_clock_checkpoints_are_written_at_each_training_time_and_stop_the_run(tmp_path):
-    from bench.accuracy import WallClockCheckpoints, evaluate_checkpoint
+    import ase.io
+    import lightning
+
+    from bench.accuracy import evaluate_checkpoint
+    from bench.timed_training import WRITTEN, wall_clock_callback
     from dens_lightning.config import load_config
     from dens_lightning.data.embedded import embedded_dataset
     from dens_lightning.runner import run_finetune
     from tests.conftest import TINY_EMBEDDED, TINY_MODEL
 
-    clock = WallClockCheckpoints([0.3, 0.6], tmp_path / "timed")
+    clock = wall_clock_callback(lightning.Callback, [0.3, 0.6], tmp_path / "timed")
     overrides = [*TINY_EMBEDDED, *TINY_MODEL, "data.embedded.labeller=mmff", "data.batch_size=4"]
     cfg = load_config("finetune", overrides=[*overrides, "trainer.max_epochs=-1", "task.scheduler=plateau"])
     run_finetune(cfg, tmp_path / "run", progress=False, callbacks=[clock])
     assert [w["seconds"] for w in clock.written] == [0.3, 0.6]
     assert all(w["training_seconds"] >= w["seconds"] for w in clock.written)
     assert 0 < clock.written[0]["step"] < clock.written[1]["step"]
-    assert clock.training_seconds() < 60  # stopped at the last mark (the epochs are unlimited)
-    errors = evaluate_checkpoint(tmp_path / "timed" / "0.6s.ckpt", embedded_dataset(cfg.data.embedded))
-    assert errors["n_structures"] > 0 and errors["forces_mae_meV_per_A"] > 0
+    assert json.loads((tmp_path / "timed" / WRITTEN).read_text()) == clock.written
+    assert clock.clock.seconds() < 60  # stopped at the last mark (the epochs are unlimited)
+    frames = ase.io.read(embedded_dataset(cfg.data.embedded), ":")
+    errors = evaluate_checkpoint(tmp_path / "timed" / "0.6s.ckpt", frames)
+    assert errors["n_structures"] == len(frames) and errors["forces_mae_meV_per_A"] > 0
+
+
+def test_calculator_errors_are_the_package_evaluation_of_the_same_model(trained):
+    import ase.io
+
+    from bench.timed_training import calculator_errors
+    from dens_lightning.artifacts import load_potential
+    from dens_lightning.calculator import DensCalculator
+    from dens_lightning.config import load_yaml
+    from dens_lightning.data.embedded import embedded_dataset
+    from dens_lightning.data.readers import ReadOptions, read_structures
+    from dens_lightning.evaluation import evaluate_structures
+
+    path = embedded_dataset(load_yaml(trained / "config.yaml").data.embedded)
+    frames = ase.io.read(path, ":20")
+    mine = calculator_errors(DensCalculator(trained / "model.safetensors"), frames)
+    subset = read_structures(path, ReadOptions()).subset(list(range(20)))
+    package, _ = evaluate_structures(load_potential(trained / "model.safetensors"), subset)
+    for key in ("energy_mae_meV", "forces_mae_meV_per_A", "forces_rmse_meV_per_A"):
+        assert mine[key] == pytest.approx(package[key], rel=1e-4), key
