@@ -4,10 +4,11 @@
 
 One training run per code and data set, on 2 CPU threads, float32, stopped when its training time
 reaches the budget; a snapshot of the model is written when it passes 1/8, 1/4, 1/2 and all of the
-budget (2.5, 5, 10 and 20 minutes by default). Training time is the run's wall time less its
-validation passes and these writes. Afterwards every snapshot is tested through the code's own ASE
-calculator (:func:`bench.timed_training.calculator_errors`, the same errors for every code; not
-timed). Section ``accuracy-<data>`` of BENCHMARKS.md and ``docs/experiments/time_to_accuracy_<data>.png``
+budget (2.5, 5, 10 and 20 minutes by default). Training time runs from the first training step
+(Lightning's ``on_train_start``; MACE: its first step), so reading the data and fitting statistics
+before it are not counted, and leaves out validation passes and these writes. Afterwards every
+snapshot is tested (not timed): through the code's own ASE calculator, MACE's in batches by
+``mace_eval_configs``, the errors computed alike for every code (:mod:`bench.timed_training`). Section ``accuracy-<data>`` of BENCHMARKS.md and ``docs/experiments/time_to_accuracy_<data>.png``
 (test force MAE against training time, one line per code). Long: ``make bench-accuracy`` runs it,
 ``make bench`` does not.
 
@@ -235,8 +236,8 @@ def section(results: list[dict], data: str, budget: float) -> list[str]:
         f"`.venv-bench/bin/python -m bench.accuracy --data {data} --budget {budget:g}`",
         "(`make bench-accuracy` runs both data sets);",
         f"{machine()}; 2 threads; float32. One run per code; snapshots at the training times shown",
-        "(validation and snapshot writing not counted), each tested afterwards through the code's ASE",
-        f"calculator. {dataset.train_size} training and {dataset.validation} validation structures of "
+        "(validation and snapshot writing not counted), each tested afterwards with the code's own",
+        f"predictions. {dataset.train_size} training and {dataset.validation} validation structures of "
         f"`{dataset.train}`; test `{dataset.test}`. Settings and departures: `bench/accuracy*.py`.",
         "Cells: test force MAE (meV/Å) / energy MAE (meV) (optimizer steps by then).",
         "",

@@ -10,7 +10,8 @@ training-time mark, then each snapshot tested through the code's own ASE calcula
 - schnetpack: ``configs/experiment/rmd17.yaml`` of schnetpack 2.1.1 (PaiNN 128 × 3, 20 Gaussians,
   cosine cutoff 5 Å, mean energy removed, MSE losses 0.01 : 0.99, AdamW lr 1e-3, its
   ReduceLROnPlateau 0.5 / 75 epochs, EMA 0.995, batch 10), built in Python as ``spktrain`` builds it;
-  departures: no early stopping or logger.
+  departures: no early stopping or logger; torch's ReduceLROnPlateau in place of schnetpack's wrapper
+  (which passes an argument torch 2.13 removed; with its default smoothing 0 it is the same).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def nequip_config(files: Files, marks: list[float], run_dir: Path) -> dict:
             "transforms": [
                 {
                     "_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper",
-                    "chemical_symbols": "${chemical_symbols}",
+                    "model_type_names": "${model_type_names}",
+                    "chemical_species_to_atom_type_map": {symbol: symbol for symbol in files.symbols},
                 },
                 {"_target_": "nequip.data.transforms.NeighborListTransform", "r_max": "${cutoff_radius}"},
             ],
@@ -156,7 +158,9 @@ def nequip_trial(files: Files, marks: list[float], run_dir: Path) -> list[dict]:
     )
     command = [str(Path(sys.executable).parent / "nequip-train"), "-cp", str(run_dir), "-cn", "config.yaml"]
     command.append(f"hydra.run.dir={run_dir / 'hydra'}")
-    done = subprocess.run(command, capture_output=True, text=True, cwd=run_dir, env=os.environ.copy())
+    root = str(Path(__file__).resolve().parent.parent)  # the config's callback is bench's
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), root]))}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=run_dir, env=env)
     written = run_dir / "timed" / WRITTEN
     if not written.exists():
         raise RuntimeError(f"nequip-train wrote no snapshot:\n{done.stderr[-3000:]}")
@@ -252,7 +256,9 @@ def schnetpack_trial(files: Files, marks: list[float], run_dir: Path) -> list[di
         outputs=outputs,
         optimizer_cls=torch.optim.AdamW,
         optimizer_args={"lr": 1e-3, "weight_decay": 0.0},
-        scheduler_cls=spk.train.ReduceLROnPlateau,
+        # schnetpack's own wrapper passes `verbose`, which torch 2.13's class no longer takes; the
+        # wrapper with its default smoothing 0 is this class
+        scheduler_cls=torch.optim.lr_scheduler.ReduceLROnPlateau,
         scheduler_args={"factor": 0.5, "patience": 75, "cooldown": 10, "min_lr": 0.0},
         scheduler_monitor="val_loss",
     )

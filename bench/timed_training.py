@@ -105,19 +105,26 @@ def lightning_wall_clock(marks: list[float], directory: str):
 
 
 def calculator_errors(calculator, frames: list) -> dict:
-    """Energy MAE per structure (meV) and force MAE per component (meV/Å) of an ASE ``calculator``
-    on ``frames`` (ASE Atoms holding reference energies and forces, eV and eV/Å)."""
-    energy_errors, force_errors = [], []
+    """:func:`prediction_errors` of an ASE ``calculator`` on ``frames`` (one call per structure)."""
+    energies, forces = [], []
     for atoms in frames:
-        reference_energy, reference_forces = atoms.get_potential_energy(), atoms.get_forces()
         probe = atoms.copy()
         probe.calc = calculator
-        energy_errors.append(probe.get_potential_energy() - reference_energy)
-        force_errors.append((probe.get_forces() - reference_forces).ravel())
-    forces = np.concatenate(force_errors)
+        energies.append(probe.get_potential_energy())
+        forces.append(probe.get_forces())
+    return prediction_errors(frames, energies, forces)
+
+
+def prediction_errors(frames: list, energies: list[float], forces: list) -> dict:
+    """Energy MAE per structure (meV) and force MAE and RMSE per component (meV/Å) of predicted
+    ``energies`` and ``forces`` (eV, eV/Å) against the references held by ``frames`` (ASE Atoms)."""
+    energy_errors = [e - atoms.get_potential_energy() for e, atoms in zip(energies, frames, strict=True)]
+    force_errors = np.concatenate(
+        [(np.asarray(f) - atoms.get_forces()).ravel() for f, atoms in zip(forces, frames, strict=True)]
+    )
     return {
         "n_structures": len(frames),
         "energy_mae_meV": 1e3 * float(np.mean(np.abs(energy_errors))),
-        "forces_mae_meV_per_A": 1e3 * float(np.mean(np.abs(forces))),
-        "forces_rmse_meV_per_A": 1e3 * float(np.sqrt(np.mean(forces**2))),
+        "forces_mae_meV_per_A": 1e3 * float(np.mean(np.abs(force_errors))),
+        "forces_rmse_meV_per_A": 1e3 * float(np.sqrt(np.mean(force_errors**2))),
     }
