@@ -8,7 +8,8 @@ budget (2.5, 5, 10 and 20 minutes by default). Training time runs from the first
 (Lightning's ``on_train_start``; MACE: its first step), so reading the data and fitting statistics
 before it are not counted, and leaves out validation passes and these writes. Afterwards every
 snapshot is tested (not timed): through the code's own ASE calculator, MACE's in batches by
-``mace_eval_configs``, the errors computed alike for every code (:mod:`bench.timed_training`). Section ``accuracy-<data>`` of BENCHMARKS.md and ``docs/experiments/time_to_accuracy_<data>.png``
+``mace_eval_configs``, the errors computed alike for every code (:mod:`bench.timed_training`).
+Section ``accuracy-<data>`` of BENCHMARKS.md and ``docs/experiments/time_to_accuracy_<data>.png``
 (test force MAE against training time, one line per code). Long: ``make bench-accuracy`` runs it,
 ``make bench`` does not.
 
