@@ -24,7 +24,12 @@ def write_report(out: Path, rows: list[dict], spec) -> None:
     write_csv(out / "results.csv", rows)
     if not rows:
         return
-    compared = "pretrained against scratch" if len(spec.starts) > 1 else "DeNS against plain training"
+    if len(spec.starts) > 1:
+        compared = "pretrained against scratch"
+    elif len(spec.dens) > 1:
+        compared = "DeNS against plain training"
+    else:
+        compared = f"{spec.starts[0]} start"
     title = f"Transfer experiment {spec.name}: {compared}"
     plot(out / "learning_curve.png", rows, title)
     plot_training_curves(out / "training_curves.png", rows, title)
