@@ -103,9 +103,13 @@ def test_wall_clock_checkpoints_are_written_at_each_training_time_and_stop_the_r
     import lightning
 
     from bench.accuracy import evaluate_checkpoint
-    from bench.timed_training import WRITTEN, wall_clock_callback
+    from bench.timed_training import WRITTEN, calculator_errors, wall_clock_callback
+    from dens_lightning.artifacts import load_potential
+    from dens_lightning.calculator import DensCalculator
     from dens_lightning.config import load_config
     from dens_lightning.data.embedded import embedded_dataset
+    from dens_lightning.data.readers import ReadOptions, read_structures
+    from dens_lightning.evaluation import evaluate_structures
     from dens_lightning.runner import run_finetune
     from tests.conftest import TINY_EMBEDDED, TINY_MODEL
 
@@ -118,26 +122,13 @@ def test_wall_clock_checkpoints_are_written_at_each_training_time_and_stop_the_r
     assert 0 < clock.written[0]["step"] < clock.written[1]["step"]
     assert json.loads((tmp_path / "timed" / WRITTEN).read_text()) == clock.written
     assert clock.clock.seconds() < 60  # stopped at the last mark (the epochs are unlimited)
-    frames = ase.io.read(embedded_dataset(cfg.data.embedded), ":")
+    path = embedded_dataset(cfg.data.embedded)
+    frames = ase.io.read(path, ":")
     errors = evaluate_checkpoint(tmp_path / "timed" / "0.6s.ckpt", frames)
     assert errors["n_structures"] == len(frames) and errors["forces_mae_meV_per_A"] > 0
-
-
-def test_calculator_errors_are_the_package_evaluation_of_the_same_model(trained):
-    import ase.io
-
-    from bench.timed_training import calculator_errors
-    from dens_lightning.artifacts import load_potential
-    from dens_lightning.calculator import DensCalculator
-    from dens_lightning.config import load_yaml
-    from dens_lightning.data.embedded import embedded_dataset
-    from dens_lightning.data.readers import ReadOptions, read_structures
-    from dens_lightning.evaluation import evaluate_structures
-
-    path = embedded_dataset(load_yaml(trained / "config.yaml").data.embedded)
-    frames = ase.io.read(path, ":20")
-    mine = calculator_errors(DensCalculator(trained / "model.safetensors"), frames)
-    subset = read_structures(path, ReadOptions()).subset(list(range(20)))
-    package, _ = evaluate_structures(load_potential(trained / "model.safetensors"), subset)
+    # the errors every code is scored by are the package's own evaluation of the same model
+    model = tmp_path / "run" / "model.safetensors"
+    mine = calculator_errors(DensCalculator(model), frames)
+    package, _ = evaluate_structures(load_potential(model), read_structures(path, ReadOptions()))
     for key in ("energy_mae_meV", "forces_mae_meV_per_A", "forces_rmse_meV_per_A"):
         assert mine[key] == pytest.approx(package[key], rel=1e-4), key

@@ -73,7 +73,7 @@ def test_the_model_card_explains_the_model_and_its_code_runs(trained, tmp_path, 
 @pytest.mark.slow
 def test_short_training_drives_the_loss_down(trained):
     val = column(read_metrics(trained), "val/loss")
-    assert len(val) == 20
+    assert len(val) == 30  # one per epoch of the fixture
     assert min(val[-3:]) < 0.75 * val[0]  # an untrained model stays within a few % of val[0]
 
 
