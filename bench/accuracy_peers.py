@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from bench.peers import schnetpack_outputs
 from bench.timed_training import WRITTEN, calculator_errors, snapshot_name, wall_clock_callback
 
 CUTOFF = 5.0
@@ -179,12 +180,14 @@ def nequip_trial(files: Files, marks: list[float], run_dir: Path) -> list[dict]:
 # ---------------------------------------------------------------- schnetpack
 
 
-def schnetpack_database(files: Files, run_dir: Path) -> tuple[Path, Path]:
-    """The train and validation files as one ASE database (schnetpack's format) and its split file."""
+def schnetpack_database(files: Files, run_dir: Path) -> tuple[Path, Path, int, int]:
+    """The train and validation files as one ASE database (schnetpack's format), its split file and
+    the numbers of training and validation structures."""
     import numpy as np
     from schnetpack.data import ASEAtomsData
 
-    frames = read(files.train) + read(files.val)
+    train, val = read(files.train), read(files.val)
+    frames = train + val
     database, split = run_dir / "data.db", run_dir / "split.npz"
     database.unlink(missing_ok=True)
     data = ASEAtomsData.create(
@@ -193,11 +196,11 @@ def schnetpack_database(files: Files, run_dir: Path) -> tuple[Path, Path]:
     data.add_systems(
         [{"energy": np.array([a.get_potential_energy()]), "forces": a.get_forces()} for a in frames], frames
     )
-    n_train = len(frames) - len(read(files.val))
+    n_train = len(train)
     np.savez(
         split, train_idx=np.arange(n_train), val_idx=np.arange(n_train, len(frames)), test_idx=np.array([])
     )
-    return database, split
+    return database, split, len(train), len(val)
 
 
 def schnetpack_trial(files: Files, marks: list[float], run_dir: Path) -> list[dict]:
@@ -205,17 +208,16 @@ def schnetpack_trial(files: Files, marks: list[float], run_dir: Path) -> list[di
     import schnetpack as spk
     import schnetpack.transform as trn
     import torch
-    import torchmetrics
     from schnetpack.interfaces import SpkCalculator
 
     torch.manual_seed(0)
     run_dir.mkdir(parents=True, exist_ok=True)
-    database, split = schnetpack_database(files, run_dir)
+    database, split, n_train, n_val = schnetpack_database(files, run_dir)
     datamodule = spk.data.AtomsDataModule(
         str(database),
         batch_size=10,
-        num_train=len(read(files.train)),
-        num_val=len(read(files.val)),
+        num_train=n_train,
+        num_val=n_val,
         split_file=str(split),
         transforms=[
             trn.SubtractCenterOfMass(),
@@ -242,15 +244,7 @@ def schnetpack_trial(files: Files, marks: list[float], run_dir: Path) -> list[di
         ],
         postprocessors=[trn.CastTo64(), trn.AddOffsets("energy", add_mean=True, add_atomrefs=False)],
     )
-    outputs = [
-        spk.task.ModelOutput(
-            name=key,
-            loss_fn=torch.nn.MSELoss(),
-            loss_weight=weight,
-            metrics={"MAE": torchmetrics.MeanAbsoluteError()},
-        )
-        for key, weight in (("energy", 0.01), ("forces", 0.99))
-    ]
+    outputs = schnetpack_outputs()
     task = spk.task.AtomisticTask(
         model=model,
         outputs=outputs,

@@ -163,6 +163,23 @@ def schnetpack_model(name: str, hparams: dict):
     )
 
 
+def schnetpack_outputs() -> list:
+    """schnetpack's energy and force outputs as its rMD17 experiment weighs them: MSE, 0.01 : 0.99."""
+    import schnetpack as spk
+    import torch
+    import torchmetrics
+
+    return [
+        spk.task.ModelOutput(
+            name=key,
+            loss_fn=torch.nn.MSELoss(),
+            loss_weight=weight,
+            metrics={"MAE": torchmetrics.MeanAbsoluteError()},
+        )
+        for key, weight in (("energy", 0.01), ("forces", 0.99))
+    ]
+
+
 def schnetpack_calculator(model, model_file: Path, device: str = "cpu"):
     """schnetpack's ``SpkCalculator`` (``MatScipyNeighborList``) on ``model``, saved to ``model_file``."""
     import schnetpack.transform as trn
@@ -189,7 +206,6 @@ def schnetpack(name: str, hparams: dict, measure_loop: bool, device: str) -> dic
     import schnetpack as spk
     import schnetpack.transform as trn
     import torch
-    import torchmetrics
     from schnetpack.data import AtomsDataModule
     from schnetpack.interfaces import AtomsConverter
 
@@ -221,15 +237,7 @@ def schnetpack(name: str, hparams: dict, measure_loop: bool, device: str) -> dic
     median, _ = timed(step, STEP_REPEATS, device=device)
     result["step"] = BATCH / median
     if measure_loop:
-        outputs = [
-            spk.task.ModelOutput(
-                name=key,
-                loss_fn=torch.nn.MSELoss(),
-                loss_weight=w,
-                metrics={"MAE": torchmetrics.MeanAbsoluteError()},
-            )
-            for key, w in (("energy", 0.01), ("forces", 0.99))
-        ]
+        outputs = schnetpack_outputs()
         task = spk.task.AtomisticTask(
             model=model, outputs=outputs, optimizer_cls=torch.optim.AdamW, optimizer_args={"lr": 1e-4}
         )

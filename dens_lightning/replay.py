@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import load_config
-from .data.replay import ReplayBatches, replay_structures
+from .data.replay import PRETRAINING, ReplayBatches, replay_structures
 from .data.statistics import reference_energies, statistics_sample
 from .errors import InputError
 from .evaluation import predict_energies
@@ -34,7 +34,9 @@ def attach_replay(task, cfg: DictConfig, resumed: bool, device: torch.device | s
     replay_cfg = cfg.finetune.replay
     if replay_cfg.weight == 0:
         return
-    pretraining = OmegaConf.to_container(load_config("pretrain").data.embedded, resolve=True)
+    pretraining = None  # the packaged pretraining recipe, read only where it is the replay set
+    if replay_cfg.data == PRETRAINING:
+        pretraining = OmegaConf.to_container(load_config("pretrain").data.embedded, resolve=True)
     structures = replay_structures(replay_cfg, pretraining)
     max_z = task.potential.backbone.config.max_z
     if max(structures.elements) > max_z:

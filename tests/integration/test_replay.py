@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from dens_lightning.artifacts import read_metadata
 from dens_lightning.cli import main
-from dens_lightning.config import load_config
+from dens_lightning.config import load_config, model_hyperparameters
 from dens_lightning.data.readers import ReadOptions, read_structures
 from dens_lightning.data.sampling import sample_to_file
 from dens_lightning.data.statistics import element_counts
@@ -47,10 +47,8 @@ def replay_args(path, weight=1.0):
 
 def test_offsets_make_the_start_models_replay_residuals_sum_to_zero_per_element(replay_file):
     cfg = load_config("finetune", None, [*COMMON[1:], *replay_args(replay_file)])
-    hparams = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
-    task = EnergyForceTask(
-        cfg.model.name, hparams, OmegaConf.to_object(cfg.task), OmegaConf.to_object(cfg.finetune)
-    )
+    name, hparams = model_hyperparameters(cfg)
+    task = EnergyForceTask(name, hparams, OmegaConf.to_object(cfg.task), OmegaConf.to_object(cfg.finetune))
     task.set_statistics({1: -13.6, 6: -1029.5, 8: -2041.3}, 1.0)  # no N: its offset carries it
     attach_replay(task, cfg, resumed=False)
     structures = read_structures(replay_file, ReadOptions())
