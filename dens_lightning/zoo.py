@@ -31,6 +31,7 @@ class ZooEntry:
     size_bytes: int
     rebuild: str  # the command that makes the file from nothing
     description: str = ""
+    pretraining_seconds: float | None = None  # wall time of the build (compute-matched comparisons)
 
 
 def directory() -> Path:
@@ -81,9 +82,16 @@ def model_path(spec: str | os.PathLike) -> Path:
     return path
 
 
-def add_entry(name: str, model_file: str | os.PathLike, rebuild: str, description: str = "") -> ZooEntry:
+def add_entry(
+    name: str,
+    model_file: str | os.PathLike,
+    rebuild: str,
+    description: str = "",
+    pretraining_seconds: float | None = None,
+) -> ZooEntry:
     """Copy ``model_file`` into the zoo folder as ``NAME.safetensors`` and record it in ``index.json``
-    (replacing an entry of that name), both written atomically."""
+    (replacing an entry of that name), both written atomically. ``pretraining_seconds``: the wall time
+    the pretraining took, which ``experiment transfer`` gives a compute-matched scratch arm."""
     from .artifacts import read_metadata
     from .files import replacing, write_json_atomic
 
@@ -93,7 +101,15 @@ def add_entry(name: str, model_file: str | os.PathLike, rebuild: str, descriptio
     target = folder / f"{name}.safetensors"
     with replacing(target) as tmp:
         tmp.write_bytes(Path(model_file).read_bytes())
-    item = ZooEntry(name, target.name, file_sha256(target), target.stat().st_size, rebuild, description)
+    item = ZooEntry(
+        name,
+        target.name,
+        file_sha256(target),
+        target.stat().st_size,
+        rebuild,
+        description,
+        pretraining_seconds,
+    )
     kept = [asdict(other) for other in entries() if other.name != name]
     write_json_atomic(
         folder / "index.json", {"models": sorted([*kept, asdict(item)], key=lambda e: e["name"])}
@@ -127,6 +143,7 @@ def describe(item: ZooEntry) -> dict[str, Any]:
         "sha256": item.sha256,
         "description": item.description,
         "rebuild": item.rebuild,
+        "pretraining_seconds": item.pretraining_seconds,
     }
 
 

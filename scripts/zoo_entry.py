@@ -1,6 +1,7 @@
 """Build one entry of the model zoo from nothing: pretrain with ``configs/zoo/NAME.yaml`` (resumed
 when its run directory exists, so an interrupted build continues), then copy the model file into the
-package's zoo with its SHA-256 (``dens_lightning/zoo_files/index.json``).
+package's zoo with its SHA-256 and the pretraining's wall time, summed over resumed parts
+(``dens_lightning/zoo_files/index.json``).
 
     python scripts/zoo_entry.py NAME [--run-dir runs/zoo/NAME]
 """
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 from dens_lightning.cli import main as dens_lightning
+from dens_lightning.experiment.transfer import timed
 from dens_lightning.zoo import add_entry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,11 +25,19 @@ def build(name: str, run_dir: Path) -> int:
     resume = (run_dir / "checkpoints" / "last.ckpt").exists()
     argv = ["pretrain", "--run-dir", str(run_dir), "--no-progress"]
     argv += ["--resume"] if resume else ["--config", str(config)]
-    status = dens_lightning(argv)
+    status = 1
+
+    def pretrain() -> None:
+        nonlocal status
+        status = dens_lightning(argv)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timed(pretrain, run_dir)
     if status == 0:
         rebuild = f"python scripts/zoo_entry.py {name}"
         description = config.read_text().splitlines()[0].lstrip("# ")
-        item = add_entry(name, run_dir / "model.safetensors", rebuild, description)
+        seconds = float((run_dir / "wall_seconds.txt").read_text())
+        item = add_entry(name, run_dir / "model.safetensors", rebuild, description, seconds)
         print(f"zoo:{item.name}: {item.size_bytes / 2**20:.1f} MB, sha256 {item.sha256}")
     return status
 

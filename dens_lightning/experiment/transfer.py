@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from .. import zoo
 from ..artifacts import has_energy_head, read_metadata, resolve_model_path
 from ..errors import InputError
 from ..files import write_text_atomic
@@ -115,8 +116,17 @@ class TransferExperiment:
 
     def pretraining_seconds(self) -> float:
         """The wall time of the pretraining run (its ``wall_seconds.txt``, written by this experiment;
-        for a reused ``pretrain.model``, the one in its run directory)."""
-        source = Path(self.spec.pretrain.model) if self.spec.pretrain.model else self.out / "pretrain"
+        for a reused ``pretrain.model``, the one in its run directory, or the zoo entry's record)."""
+        model = self.spec.pretrain.model
+        if model and zoo.is_zoo(model):
+            seconds = zoo.entry(model).pretraining_seconds
+            if seconds is None:
+                raise InputError(
+                    f"experiment: {model}: compute_matched needs the pretraining's wall time, "
+                    "which this zoo entry does not record"
+                )
+            return float(seconds)
+        source = Path(model) if model else self.out / "pretrain"
         wall = (source if source.is_dir() else source.parent) / "wall_seconds.txt"
         if not wall.exists():
             raise InputError(

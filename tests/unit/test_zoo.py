@@ -70,3 +70,21 @@ def test_every_shipped_model_passes_its_check_and_loads(monkeypatch):
     for item in shipped:
         model = load_model(f"zoo:{item.name}")
         assert model.metadata["stage"] == "pretrain" and model.metadata["objective"] != "denoise"
+
+
+def test_a_zoo_start_gives_its_recorded_pretraining_time_to_the_compute_matched_arm(zoo, trained, tmp_path):
+    from dens_lightning.experiment.spec import PretrainSpec, TransferConfig
+    from dens_lightning.experiment.transfer import TransferExperiment
+
+    add_entry("timed", trained / "model.safetensors", "rebuild", pretraining_seconds=120.0)
+    spec = TransferConfig(sizes=[4], seeds=[0], steps=100, compute_matched=True)
+    spec.pretrain = PretrainSpec(model="zoo:timed")
+    experiment = TransferExperiment(spec, tmp_path / "exp")
+    scratch = tmp_path / "exp" / "runs" / "scratch-n4-seed0"
+    scratch.mkdir(parents=True)
+    (scratch / "wall_seconds.txt").write_text("40.0\n")
+    assert experiment.pretraining_seconds() == 120.0
+    assert experiment.compute_matched_steps(4, 0) == 100 * (1 + 3)
+    spec.pretrain = PretrainSpec(model="zoo:tiny")  # recorded without a wall time
+    with pytest.raises(InputError, match="zoo:tiny: compute_matched needs the pretraining's wall time"):
+        TransferExperiment(spec, tmp_path / "exp").pretraining_seconds()
