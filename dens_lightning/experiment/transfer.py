@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from .. import zoo
 from ..artifacts import has_energy_head, read_metadata, resolve_model_path
 from ..errors import InputError
 from ..files import write_text_atomic
 from ..run_directory import RunDirectory
+from ..zoo import entry as zoo_entry
+from ..zoo import is_zoo
 from .spec import COMPUTE_MATCHED, Arm, TransferConfig, arms, draw_splits
 from .tables import OTHER_ERRORS, OTHER_START
 
@@ -118,8 +119,8 @@ class TransferExperiment:
         """The wall time of the pretraining run (its ``wall_seconds.txt``, written by this experiment;
         for a reused ``pretrain.model``, the one in its run directory, or the zoo entry's record)."""
         model = self.spec.pretrain.model
-        if model and zoo.is_zoo(model):
-            seconds = zoo.entry(model).pretraining_seconds
+        if model and is_zoo(model):
+            seconds = zoo_entry(model).pretraining_seconds
             if seconds is None:
                 raise InputError(
                     f"experiment: {model}: compute_matched needs the pretraining's wall time, "
