@@ -25,18 +25,11 @@ def build(name: str, run_dir: Path) -> int:
     resume = (run_dir / "checkpoints" / "last.ckpt").exists()
     argv = ["pretrain", "--run-dir", str(run_dir), "--no-progress"]
     argv += ["--resume"] if resume else ["--config", str(config)]
-    status = 1
-
-    def pretrain() -> None:
-        nonlocal status
-        status = dens_lightning(argv)
-
     run_dir.mkdir(parents=True, exist_ok=True)
-    timed(pretrain, run_dir)
+    status, seconds = timed(lambda: dens_lightning(argv), run_dir)
     if status == 0:
         rebuild = f"python scripts/zoo_entry.py {name}"
         description = config.read_text().splitlines()[0].lstrip("# ")
-        seconds = float((run_dir / "wall_seconds.txt").read_text())
         item = add_entry(name, run_dir / "model.safetensors", rebuild, description, seconds)
         print(f"zoo:{item.name}: {item.size_bytes / 2**20:.1f} MB, sha256 {item.sha256}")
     return status

@@ -18,6 +18,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -255,10 +256,13 @@ def write_test_structure_errors(run_dir: Path, test) -> None:
     write_structure_errors(run_dir / STRUCTURE_ERRORS, errors)
 
 
-def timed(run, run_dir: Path) -> None:
-    """Run, and add the wall time to the run's ``wall_seconds.txt`` (resumed runs add up)."""
+def timed(run, run_dir: Path) -> tuple[Any, float]:
+    """Run, and add the wall time to the run's ``wall_seconds.txt`` (resumed runs add up); returns
+    what ``run`` returned and the total seconds recorded."""
     start = time.perf_counter()
-    run()
+    result = run()
     wall = run_dir / "wall_seconds.txt"
     before = float(wall.read_text()) if wall.exists() else 0.0
-    write_text_atomic(wall, f"{before + time.perf_counter() - start:.1f}\n")
+    total = before + time.perf_counter() - start
+    write_text_atomic(wall, f"{total:.1f}\n")
+    return result, total
