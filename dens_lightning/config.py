@@ -84,6 +84,8 @@ def load_config(
         except OmegaConfBaseException as err:
             raise config_error(err, "overrides") from err
     cfg = schema
+    if base_model is None:
+        default.model = packaged_model(default.model, [layer for _, layer in layers[1:]])
     for where, layer in layers:
         try:
             cfg = OmegaConf.merge(cfg, layer)
@@ -96,6 +98,17 @@ def load_config(
         check_architecture(cfg, base_model, base_source)
     validate(cfg)
     return cfg
+
+
+def packaged_model(model: DictConfig, layers: list[DictConfig]) -> DictConfig:
+    """The packaged default's ``model`` section, or only its cutoff where a user layer names another
+    backbone: the packaged sizes (e.g. PaiNN's width for ``pretrain``) belong to the packaged backbone,
+    so ``model.name=schnet`` gives SchNet at its own defaults, not SchNet with PaiNN's keys."""
+    sections = [layer.get("model") for layer in layers]
+    names = [section.name for section in sections if isinstance(section, DictConfig) and "name" in section]
+    if not names or names[-1] == model.get("name"):
+        return model
+    return OmegaConf.create({"name": model.get("name"), "cutoff": model.get("cutoff")})
 
 
 def load_yaml(path: Path) -> DictConfig:

@@ -25,7 +25,7 @@ FINETUNE_BUDGET = ["trainer.max_epochs=30", "--no-progress"]
 def main() -> int:
     started = time.perf_counter()
     root = f"runs/demo/{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    print(f"demo 1/2: denoising pretraining of SchNet on the embedded default -> {root}/pretrain", flush=True)
+    print(f"demo 1/2: denoising pretraining of PaiNN on the embedded default -> {root}/pretrain", flush=True)
     code = cli_main(["pretrain", "--run-dir", f"{root}/pretrain", *PRETRAIN_BUDGET, *sys.argv[1:]])
     if code != 0:
         return code

@@ -31,6 +31,7 @@ TINY_EMBEDDED = [
     "data.embedded.samples=12",
 ]
 TINY_MODEL = [
+    "model.name=schnet",
     "model.hidden_channels=16",
     "model.num_filters=16",
     "model.num_interactions=2",

@@ -20,6 +20,7 @@ DATA = [
     "data.embedded.conformers=2",
     "data.embedded.samples=6",
     "data.batch_size=4",
+    "model.name=schnet",
     "model.hidden_channels=16",
     "model.num_interactions=2",
 ]

@@ -35,6 +35,7 @@ TINY_PRETRAIN = [
     "data.embedded.samples=10",
     "data.batch_size=16",
     "task.warmup_steps=5",
+    "model.name=schnet",
     "model.hidden_channels=32",
     "model.num_filters=32",
     "model.num_interactions=2",

@@ -78,6 +78,22 @@ def test_overrides_win_over_file_over_default(tmp_path):
     assert name == "schnet" and hparams["hidden_channels"] == 12 and hparams["num_rbf"] == 20
 
 
+def test_pretrain_default_is_painn_and_another_backbone_takes_its_own_defaults(tmp_path):
+    name, hparams = model_hyperparameters(load_config("pretrain"))
+    assert (name, hparams["hidden_channels"], hparams["num_interactions"]) == ("painn", 64, 3)
+    name, hparams = model_hyperparameters(load_config("pretrain", overrides=["model.hidden_channels=32"]))
+    assert (name, hparams["hidden_channels"]) == ("painn", 32)
+    # SchNet gets its own width, not PaiNN's 64; equiformer has no hidden_channels key at all
+    name, hparams = model_hyperparameters(load_config("pretrain", overrides=["model.name=schnet"]))
+    assert (name, hparams["hidden_channels"], hparams["num_filters"]) == ("schnet", 128, 128)
+    path = tmp_path / "m.yaml"
+    path.write_text("model:\n  name: equiformer\n  cutoff: 4.0\n")
+    name, hparams = model_hyperparameters(load_config("pretrain", str(path)))
+    assert (name, hparams["cutoff"]) == ("equiformer", 4.0)
+    with pytest.raises(InputError, match="hidden_channels"):
+        model_hyperparameters(load_config("pretrain", overrides=["model.name=equiformer", "model.hidden_channels=8"]))
+
+
 @pytest.mark.parametrize(
     ("override", "named"),
     [

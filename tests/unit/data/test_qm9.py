@@ -127,6 +127,7 @@ def test_pretrain_on_qm9(tmp_path):
         "data.qm9.molecules=64",
     ]
     small = [
+        "model.name=schnet",
         "model.hidden_channels=16",
         "model.num_filters=16",
         "model.num_interactions=1",

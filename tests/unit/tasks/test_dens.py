@@ -35,7 +35,7 @@ DENS_TASK = {
     },
 }
 FAST = ["--no-progress", *TINY_EMBEDDED, "data.batch_size=4", "task.warmup_steps=2", "task.ema_decay=null"]
-SCHNET_TINY = [f"model.{k}={v}" for k, v in SMALL["schnet"].items()]
+SCHNET_TINY = ["model.name=schnet", *(f"model.{k}={v}" for k, v in SMALL["schnet"].items())]
 
 
 def labelled_batch(sizes=(5, 8, 11), seed=0):
