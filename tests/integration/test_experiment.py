@@ -20,7 +20,8 @@ from dens_lightning.experiment.transfer import TransferExperiment
 
 TINY = """
 name: tiny
-model: [model.name=schnet, model.hidden_channels=16, model.num_filters=16, model.num_interactions=2, model.num_rbf=8]
+model: [model.name=schnet, model.hidden_channels=16, model.num_filters=16, model.num_interactions=2,
+        model.num_rbf=8]
 pretrain:
   overrides: [trainer.max_epochs=1, data.embedded.limit=3, data.embedded.samples=4,
               data.embedded.conformers=1, data.batch_size=8]

@@ -91,7 +91,8 @@ def test_pretrain_default_is_painn_and_another_backbone_takes_its_own_defaults(t
     name, hparams = model_hyperparameters(load_config("pretrain", str(path)))
     assert (name, hparams["cutoff"]) == ("equiformer", 4.0)
     with pytest.raises(InputError, match="hidden_channels"):
-        model_hyperparameters(load_config("pretrain", overrides=["model.name=equiformer", "model.hidden_channels=8"]))
+        overrides = ["model.name=equiformer", "model.hidden_channels=8"]
+        model_hyperparameters(load_config("pretrain", overrides=overrides))
 
 
 @pytest.mark.parametrize(
