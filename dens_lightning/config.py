@@ -69,8 +69,6 @@ def load_config(
         raise InputError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
     schema = OmegaConf.structured(RunConfig)
     default = load_yaml(CONFIG_DIR / f"{stage}.yaml")
-    if base_model is not None:
-        default.model = OmegaConf.create(dict(base_model))
     layers: list[tuple[str, DictConfig]] = [(str(CONFIG_DIR / f"{stage}.yaml"), default)]
     files = [config_file] if isinstance(config_file, str) else list(config_file or [])
     for file in files:
@@ -83,9 +81,11 @@ def load_config(
             layers.append(("overrides", OmegaConf.from_dotlist(overrides)))
         except OmegaConfBaseException as err:
             raise config_error(err, "overrides") from err
-    cfg = schema
-    if base_model is None:
+    if base_model is not None:
+        default.model = OmegaConf.create(dict(base_model))
+    else:
         default.model = packaged_model(default.model, [layer for _, layer in layers[1:]])
+    cfg = schema
     for where, layer in layers:
         try:
             cfg = OmegaConf.merge(cfg, layer)
@@ -108,7 +108,7 @@ def packaged_model(model: DictConfig, layers: list[DictConfig]) -> DictConfig:
     names = [section.name for section in sections if isinstance(section, DictConfig) and "name" in section]
     if not names or names[-1] == model.get("name"):
         return model
-    return OmegaConf.create({"name": model.get("name"), "cutoff": model.get("cutoff")})
+    return OmegaConf.create({key: model[key] for key in ("name", "cutoff") if key in model})
 
 
 def load_yaml(path: Path) -> DictConfig:
