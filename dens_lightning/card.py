@@ -79,6 +79,8 @@ def _training(metadata: dict) -> list[str]:
     origin = data.get("pretrained_from")
     if origin:
         head = "; its energy head kept" if origin.get("energy_head_loaded") else ""
+        if origin.get("head_init") == "zero":
+            head = "; a new energy head, its output layer zeroed"
         objective = f", objective {origin['objective']}" if origin.get("objective") else ""
         start = origin.get("zoo") or origin.get("path")  # zoo:NAME as the user named it
         rows.append(
@@ -91,7 +93,7 @@ def _training(metadata: dict) -> list[str]:
             rows.append(
                 f"| validation errors before finetuning | energy MAE {_number(energy)} meV, force MAE "
                 f"{_number(forces)} meV/Å ({before.get('n_structures')} structures; the pretrained "
-                "start, energy references refitted) |"
+                "start, energy references fitted) |"
             )
     elif metadata.get("stage") == "finetune":
         rows.append("| started from | random initialisation |")

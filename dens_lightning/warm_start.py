@@ -1,7 +1,8 @@
 """Starting a finetune from a pretrained model (``finetune --from``): read the backbone of a run
 directory, a model file or a checkpoint once, give the config its architecture, copy its
 tensors (and a DeNS-pretrained force encoder, and the energy head of a model trained on energies)
-into the new task, and measure the warm-started model on the validation split before the first step.
+into the new task, start a new energy head at the reference energies, and measure the warm-started
+model on the validation split before the first step.
 """
 
 from __future__ import annotations
@@ -219,6 +220,10 @@ def warm_start(task, datamodule, pretrained: Pretrained, run_dir: str | Path, tr
     if pretrained.head_state and task.finetune_cfg.energy_head == "keep":
         load_energy_head(task.potential, pretrained, datamodule, trainer.strategy.root_device)
         record["energy_head_loaded"] = True
+    else:
+        record["head_init"] = task.finetune_cfg.head_init
+        if task.finetune_cfg.head_init == "zero":
+            task.potential.energy_head.start_at_references()
     warn_new_elements(datamodule, pretrained)
     if trainer.is_global_zero:
         record["validation_before_finetuning"] = step0_validation(

@@ -54,6 +54,17 @@ class EnergyHead(nn.Module):
         for z, value in shift.items():
             self.shift[int(z)] = float(value)
 
+    @torch.no_grad()
+    def start_at_references(self) -> None:
+        """Zero the output layer, so that every structure's energy starts at its reference energies
+        and every force at zero; the layer still learns (its inputs are not zero). For a fresh head
+        on a pretrained backbone, whose features a random readout turns into large, position-sensitive
+        energies."""
+        output = self.mlp[-1]
+        output.weight.zero_()
+        if output.bias is not None:
+            output.bias.zero_()
+
     def forward(self, features: Features, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
         scale, shift = self.scale.index_select(0, z), self.shift.index_select(0, z)
         atomic = self.mlp(features.scalars).squeeze(-1) * scale + shift

@@ -20,6 +20,7 @@ from .optim import SCHEDULERS
 
 OBJECTIVES = ("denoise", "supervised", "dens")  # what a pretraining run fits (task.objective)
 ENERGY_HEADS = ("keep", "fresh")  # finetune.energy_head
+HEAD_INITS = ("zero", "random")  # finetune.head_init
 REPLAY_LABELLERS = ("xtb", "mmff")  # finetune.replay.labeller
 
 
@@ -102,6 +103,7 @@ class FinetuneConfig:
     freeze_backbone: bool = False
     backbone_lr_scale: float = 1.0  # lr of the pretrained backbone relative to task.lr
     energy_head: str = "keep"  # keep: a pretrained model's energy head, where it has one; fresh: a new one
+    head_init: str = "zero"  # a new energy head on a pretrained backbone: zero output layer, or random
     freeze: list[str] = field(default_factory=list)  # backbone parts not trained: embedding, block0, ...
     replay: ReplayConfig = field(default_factory=ReplayConfig)
 
@@ -193,6 +195,7 @@ def finetune_checks(finetune: DictConfig) -> list[tuple[str, bool, str]]:
     return [
         ("finetune.backbone_lr_scale", finetune.backbone_lr_scale >= 0, "a non-negative number"),
         ("finetune.energy_head", finetune.energy_head in ENERGY_HEADS, one_of(ENERGY_HEADS)),
+        ("finetune.head_init", finetune.head_init in HEAD_INITS, one_of(HEAD_INITS)),
         ("finetune.replay.weight", replay.weight >= 0, "a non-negative number (0: off)"),
         (
             "finetune.replay.data",

@@ -16,7 +16,7 @@ from dens_lightning.cli import main
 from dens_lightning.data.graph import collate
 from dens_lightning.data.neighbors import with_neighbors
 from dens_lightning.errors import InputError
-from dens_lightning.evaluation import evaluate_structures
+from dens_lightning.evaluation import evaluate_structures, structure_loader
 from dens_lightning.models import BACKBONES
 from dens_lightning.models.base import Backbone, BackboneConfig, Features, register_backbone
 from dens_lightning.models.heads import GradientNoiseHead, build_noise_head
@@ -278,6 +278,42 @@ def test_validation_before_finetuning_is_the_warm_started_model(pretrained, tmp_
     if source == "zoo":  # named as the user named it, with the file it resolved to
         assert origin["zoo"] == "zoo:pre" and "`zoo:pre`" in card
         assert origin["path"].endswith("pre.safetensors")
+
+
+class _PredictionsAtTrainStart(lightning.Callback):
+    """The energies, reference energies and forces of the model Lightning is about to train, on the
+    first validation batch."""
+
+    def on_train_start(self, trainer, pl_module):
+        potential = pl_module.potential
+        graph = next(iter(structure_loader(potential, trainer.datamodule.splits["val"], 4)))
+        out = potential(graph, create_graph=False)
+        shift = potential.energy_head.shift.index_select(0, graph.z)
+        references = torch.zeros_like(out["energy"]).index_add(0, graph.batch, shift)
+        self.energy, self.references, self.forces = out["energy"].detach(), references, out["forces"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head_init", ["zero", "random"])
+def test_a_new_energy_head_on_a_pretrained_backbone_starts_at_the_references(pretrained, tmp_path, head_init):
+    """finetune.head_init=zero: a denoising-pretrained backbone's new energy head predicts the
+    reference energies and zero forces before the first step, and still learns; random: it does not."""
+    run_dir = tmp_path / "ft"
+    overrides = [arg for arg in FINETUNE_FAST if arg != "--no-progress"]
+    overrides += ["trainer.max_epochs=1", f"finetune.head_init={head_init}"]
+    probe = _PredictionsAtTrainStart()
+    run_finetune(
+        finetune_config(pretrained, overrides=overrides),
+        run_dir,
+        from_path=pretrained,
+        progress=False,
+        callbacks=[probe],
+    )
+    at_references = torch.allclose(probe.energy, probe.references) and not probe.forces.abs().max()
+    assert at_references == (head_init == "zero")
+    assert read_warm_start(run_dir)["head_init"] == head_init
+    output = load_file(run_dir / "model.safetensors")["energy_head.mlp.2.weight"]
+    assert output.abs().max() > 0  # the zeroed layer trained
 
 
 @pytest.mark.slow

@@ -35,7 +35,10 @@ OTHER_STAGE_KEYS = {
         f"data.qm9.{k}"
         for k in ("molecules", "samples", "method", "temperature", "displacement", "labeller", "seed")
     },
-    "pretrain": {f"finetune.{k}" for k in ("freeze_backbone", "backbone_lr_scale", "energy_head", "freeze")}
+    "pretrain": {
+        f"finetune.{k}"
+        for k in ("freeze_backbone", "backbone_lr_scale", "energy_head", "head_init", "freeze")
+    }
     | {f"finetune.replay.{k}" for k in ("weight", "data", "labeller", "batch_size")},
 }
 
@@ -114,6 +117,7 @@ def test_pretrain_default_is_painn_and_another_backbone_takes_its_own_defaults(t
         ("task.loss.forces=cubed", "task.loss.forces"),
         ("task.loss.energi=norm", "task.loss.energi"),
         ("task.dens.head_blocks=-1", "task.dens.head_blocks"),
+        ("finetune.head_init=ones", "finetune.head_init"),
         ("trainer.max_epochs=-1", "trainer.max_epochs=-1 without trainer.max_steps"),
     ],
 )
