@@ -1,8 +1,8 @@
 """Starting a finetune from a pretrained model (``finetune --from``): read the backbone of a run
 directory, a model file or a checkpoint once, give the config its architecture, copy its
 tensors (and a DeNS-pretrained force encoder, and the energy head of a model trained on energies)
-into the new task, start a new energy head at the reference energies, and measure the warm-started
-model on the validation split before the first step.
+into the new task, start a new energy head (at the reference energies with ``finetune.head_init=zero``),
+and measure the warm-started model on the validation split before the first step.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from .optim import SCHEDULERS
 
 OBJECTIVES = ("denoise", "supervised", "dens")  # what a pretraining run fits (task.objective)
 ENERGY_HEADS = ("keep", "fresh")  # finetune.energy_head
-HEAD_INITS = ("zero", "random")  # finetune.head_init
+HEAD_INITS = ("random", "zero")  # finetune.head_init
 REPLAY_LABELLERS = ("xtb", "mmff")  # finetune.replay.labeller
 
 
@@ -103,7 +103,7 @@ class FinetuneConfig:
     freeze_backbone: bool = False
     backbone_lr_scale: float = 1.0  # lr of the pretrained backbone relative to task.lr
     energy_head: str = "keep"  # keep: a pretrained model's energy head, where it has one; fresh: a new one
-    head_init: str = "zero"  # a new energy head on a pretrained backbone: zero output layer, or random
+    head_init: str = "random"  # a new energy head on a pretrained backbone: random, or zero output layer
     freeze: list[str] = field(default_factory=list)  # backbone parts not trained: embedding, block0, ...
     replay: ReplayConfig = field(default_factory=ReplayConfig)
 
