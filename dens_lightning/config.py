@@ -22,15 +22,19 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .data.config import DataConfig, check_embedded_smiles, data_checks, uses_default_data
 from .errors import InputError, first_line
+from .metrics import METRIC_NAMES
 from .tasks.config import OBJECTIVES, FinetuneConfig, TaskConfig, finetune_checks, task_checks
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 STAGES = ("pretrain", "finetune")
+# checkpoint.monitor: the validation loss, a validation error (labelled runs), or the latest validation
+CHECKPOINT_MONITORS = ("loss", *METRIC_NAMES, "last")
 
 
 @dataclass
 class CheckpointConfig:
     every_n_steps: int | None = 500  # also write checkpoints/last.ckpt every N optimizer steps; null: off
+    monitor: str = "loss"  # the validation value that picks the kept weights (CHECKPOINT_MONITORS)
 
 
 @dataclass
@@ -191,6 +195,7 @@ def validate(cfg: DictConfig) -> None:
             )
     check_embedded_smiles(cfg.data)
     check_objective(cfg)
+    check_monitor(cfg)
     check_backbone_supports(cfg)
     unbounded = cfg.trainer.get("max_epochs") == -1 and cfg.trainer.get("max_steps", -1) in (None, -1)
     decaying = dens_auxiliary(cfg) and cfg.task.dens.decay == "linear"
@@ -209,6 +214,15 @@ def validate(cfg: DictConfig) -> None:
         )
     if labelled(cfg) and cfg.task.energy_weight == 0 and cfg.task.forces_weight == 0:
         raise InputError("config: task.energy_weight and task.forces_weight are both 0; nothing to train")
+
+
+def check_monitor(cfg: DictConfig) -> None:
+    """``checkpoint.monitor``: one of :data:`CHECKPOINT_MONITORS`; energy and force errors only where
+    the run has labels (denoising pretraining validates its noise loss alone)."""
+    monitor = cfg.checkpoint.monitor
+    allowed = CHECKPOINT_MONITORS if labelled(cfg) else ("loss", "last")
+    if monitor not in allowed:
+        raise InputError(f"config: checkpoint.monitor: {monitor!r}; expected one of {', '.join(allowed)}")
 
 
 def labelled(cfg: DictConfig) -> bool:

@@ -33,13 +33,24 @@ def training_provenance(cfg: DictConfig, datamodule: AtomsDataModule) -> dict:
     return provenance
 
 
+def selected_validation_loss(cfg: DictConfig, trainer) -> float | None:
+    """The validation loss of the kept weights: the best one when checkpoints are chosen by the loss,
+    the latest validation's for ``checkpoint.monitor=last``, else not recorded (None)."""
+    monitor = cfg.checkpoint.monitor
+    if monitor == "loss":
+        value = trainer.checkpoint_callback.best_model_score
+    else:
+        value = trainer.callback_metrics.get("val/loss") if monitor == "last" else None
+    return float(value) if value is not None else None
+
+
 def save_pretrained(
     cfg: DictConfig, task, datamodule: AtomsDataModule, trainer, run_dir: RunDirectory
 ) -> None:
     """Write a pretraining run's model file and card: the objective, the pretraining data and the
     best validation loss (and a labelled objective's validation errors)."""
     path = run_dir.model
-    best = trainer.checkpoint_callback.best_model_score
+    best = selected_validation_loss(cfg, trainer)
     provenance = training_provenance(cfg, datamodule)
     elements = datamodule.splits["train"].elements
     if cfg.task.objective == "denoise":
@@ -50,7 +61,7 @@ def save_pretrained(
             elements=elements,
             noise=OmegaConf.to_container(cfg.task.noise, resolve=True)
             | {"force_encoding": model.force_encoder is not None},
-            validation={"noise_loss": float(best) if best is not None else None},
+            validation={"noise_loss": best},
             steps=trainer.global_step,
         )
         parts = {"backbone": model.backbone, "noise_head": model.noise_head}
@@ -67,7 +78,7 @@ def save_pretrained(
         provenance=provenance,
         elements=elements,
         objective=cfg.task.objective,
-        validation={"loss": float(best) if best is not None else None, **errors},
+        validation={"loss": best, **errors},
         steps=trainer.global_step,
     )
     encoder = task.force_encoder

@@ -36,6 +36,14 @@ def _loggers(run_dir: RunDirectory, resume_from: Path | None = None) -> list:
     return loggers
 
 
+def monitor_arguments(monitor: str) -> dict:
+    """``ModelCheckpoint``'s monitor and mode for ``checkpoint.monitor``: the lowest validation value,
+    or for ``last`` the latest validation (Lightning offers the global step to every checkpoint callback)."""
+    if monitor == "last":
+        return {"monitor": "step", "mode": "max"}
+    return {"monitor": f"val/{monitor}", "mode": "min"}
+
+
 def _callbacks(cfg: DictConfig, run_dir: RunDirectory, progress: bool) -> list:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
@@ -48,8 +56,7 @@ def _callbacks(cfg: DictConfig, run_dir: RunDirectory, progress: bool) -> list:
         ModelCheckpoint(
             dirpath=run_dir.checkpoints,
             filename=Path(BEST_CHECKPOINT).stem,
-            monitor="val/loss",
-            mode="min",
+            **monitor_arguments(cfg.checkpoint.monitor),
             save_top_k=1,
             auto_insert_metric_name=False,
             enable_version_counter=False,
