@@ -21,14 +21,15 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .data.config import DataConfig, check_embedded_smiles, data_checks, uses_default_data
-from .errors import InputError, first_line
+from .errors import InputError, first_line, one_of
 from .metrics import METRIC_NAMES
 from .tasks.config import OBJECTIVES, FinetuneConfig, TaskConfig, finetune_checks, task_checks
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 STAGES = ("pretrain", "finetune")
-# checkpoint.monitor: the validation loss, a validation error (labelled runs), or the latest validation
-CHECKPOINT_MONITORS = ("loss", *METRIC_NAMES, "last")
+# checkpoint.monitor: the validation loss or the latest validation, and in labelled runs a validation error
+UNLABELLED_MONITORS = ("loss", "last")
+CHECKPOINT_MONITORS = (*UNLABELLED_MONITORS, *METRIC_NAMES)
 
 
 @dataclass
@@ -178,6 +179,7 @@ def validate(cfg: DictConfig) -> None:
     for key in cfg.trainer:
         if key not in accepted:
             raise InputError(f"config: trainer.{key}: not an argument of lightning.Trainer")
+    monitors = CHECKPOINT_MONITORS if labelled(cfg) else UNLABELLED_MONITORS  # denoising: no errors
     checks = [
         *data_checks(cfg.data),
         *task_checks(cfg.task),
@@ -187,6 +189,7 @@ def validate(cfg: DictConfig) -> None:
             cfg.checkpoint.every_n_steps is None or cfg.checkpoint.every_n_steps >= 1,
             "null or an integer >= 1",
         ),
+        ("checkpoint.monitor", cfg.checkpoint.monitor in monitors, one_of(monitors)),
     ]
     for key, ok, expected in checks:
         if not ok:
@@ -195,7 +198,6 @@ def validate(cfg: DictConfig) -> None:
             )
     check_embedded_smiles(cfg.data)
     check_objective(cfg)
-    check_monitor(cfg)
     check_backbone_supports(cfg)
     unbounded = cfg.trainer.get("max_epochs") == -1 and cfg.trainer.get("max_steps", -1) in (None, -1)
     decaying = dens_auxiliary(cfg) and cfg.task.dens.decay == "linear"
@@ -214,15 +216,6 @@ def validate(cfg: DictConfig) -> None:
         )
     if labelled(cfg) and cfg.task.energy_weight == 0 and cfg.task.forces_weight == 0:
         raise InputError("config: task.energy_weight and task.forces_weight are both 0; nothing to train")
-
-
-def check_monitor(cfg: DictConfig) -> None:
-    """``checkpoint.monitor``: one of :data:`CHECKPOINT_MONITORS`; energy and force errors only where
-    the run has labels (denoising pretraining validates its noise loss alone)."""
-    monitor = cfg.checkpoint.monitor
-    allowed = CHECKPOINT_MONITORS if labelled(cfg) else ("loss", "last")
-    if monitor not in allowed:
-        raise InputError(f"config: checkpoint.monitor: {monitor!r}; expected one of {', '.join(allowed)}")
 
 
 def labelled(cfg: DictConfig) -> bool:

@@ -36,11 +36,12 @@ def training_provenance(cfg: DictConfig, datamodule: AtomsDataModule) -> dict:
 def selected_validation_loss(cfg: DictConfig, trainer) -> float | None:
     """The validation loss of the kept weights: the best one when checkpoints are chosen by the loss,
     the latest validation's for ``checkpoint.monitor=last``, else not recorded (None)."""
-    monitor = cfg.checkpoint.monitor
-    if monitor == "loss":
+    if cfg.checkpoint.monitor == "loss":
         value = trainer.checkpoint_callback.best_model_score
+    elif cfg.checkpoint.monitor == "last":
+        value = trainer.callback_metrics.get("val/loss")
     else:
-        value = trainer.callback_metrics.get("val/loss") if monitor == "last" else None
+        return None
     return float(value) if value is not None else None
 
 
