@@ -19,7 +19,7 @@ of ``test.xyz``) and 3BPA (450 / 50 of ``train_300K.xyz``; test ``train_mixedT.x
 
 Codes: this package's backbones at their default sizes with the finetune defaults except the
 learning-rate schedule (``plateau``: a budget fixes no step count for the cosine), and PaiNN from
-``zoo:painn-xtb-small``; nequip and schnetpack (:mod:`bench.accuracy_peers`) and MACE
+``zoo:painn-xtb``; nequip and schnetpack (:mod:`bench.accuracy_peers`) and MACE
 (:mod:`bench.accuracy_mace`, in ``.venv-mace``) at their own documented settings.
 """
 
@@ -60,7 +60,7 @@ OURS = {
     "ours-schnet": (["model.name=schnet"], None),
     "ours-painn": (["model.name=painn"], None),
     "ours-equiformer": (["model.name=equiformer"], None),
-    "ours-painn-zoo": ([], "zoo:painn-xtb-small"),
+    "ours-painn-zoo": ([], "zoo:painn-xtb"),
 }
 PEERS = {"nequip": nequip_trial, "schnetpack-painn": schnetpack_trial}
 CODES = [*OURS, *PEERS, "mace"]
