@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from bench.accuracy_peers import Files, nequip_trial, schnetpack_trial
@@ -62,7 +64,11 @@ OURS = {
     "ours-equiformer": (["model.name=equiformer"], None),
     "ours-painn-zoo": ([], "zoo:painn-xtb"),
 }
-PEERS = {"nequip": nequip_trial, "schnetpack-painn": schnetpack_trial}
+PEERS = {
+    "nequip": nequip_trial,
+    "schnetpack-painn": schnetpack_trial,
+    "schnetpack-schnet": partial(schnetpack_trial, representation="schnet"),
+}
 CODES = [*OURS, *PEERS, "mace"]
 BUDGETED = [
     "task.scheduler=plateau",
@@ -144,6 +150,7 @@ def trial(code: str, data: str, budget: float) -> dict:
     torch.set_num_threads(2)
     files, marks = prepare(data), [fraction * budget for fraction in FRACTIONS]
     run_dir = WORK / data / code
+    shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run starts over
     runner = PEERS.get(code) or (lambda *args: ours_trial(code, *args))
     points = runner(files, marks, run_dir)
     return {"code": code, "data": data, "budget": budget, "points": points}
@@ -215,16 +222,41 @@ def main() -> int:
         print(json.dumps(trial(code, data, float(budget))))
         return 0
     for data in args.data:
-        results = []
         for code in args.codes:
-            if code == "mace":
-                results.append(mace_trial(data, args.budget))
-            else:
-                results.append(json.loads(run_trial("bench.accuracy", code, data, str(args.budget))))
-            print(json.dumps(results[-1]), flush=True)
+            if finished(code, data, args.budget) is None:
+                result = (
+                    mace_trial(data, args.budget) if code == "mace" else run_code(code, data, args.budget)
+                )
+                write_atomically(result_path(code, data), json.dumps(result, indent=1) + "\n")
+                print(json.dumps(result), flush=True)
+        results = [r for r in (finished(code, data, args.budget) for code in CODES) if r]
         (WORK / data / "results.json").write_text(json.dumps(results, indent=1) + "\n")
         write_section(f"accuracy-{data}", section(results, data, args.budget))
     return 0
+
+
+def run_code(code: str, data: str, budget: float) -> dict:
+    return json.loads(run_trial("bench.accuracy", code, data, str(budget)))
+
+
+def result_path(code: str, data: str) -> Path:
+    return WORK / data / f"{code}.json"
+
+
+def finished(code: str, data: str, budget: float) -> dict | None:
+    """The result of a trial run earlier at the same budget, or None: the benchmark resumes after an
+    interruption, each finished trial kept."""
+    path = result_path(code, data)
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    return result if result["budget"] == budget else None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 def section(results: list[dict], data: str, budget: float) -> list[str]:
@@ -243,9 +275,15 @@ def section(results: list[dict], data: str, budget: float) -> list[str]:
         "Cells: test force MAE (meV/Å) / energy MAE (meV) (optimizer steps by then).",
         "",
         *table(results, data),
+        *missing(results),
         "",
         f"![time to accuracy, {data}]({figure.relative_to(ROOT)})",
     ]
+
+
+def missing(results: list[dict]) -> list[str]:
+    absent = [code for code in CODES if code not in {r["code"] for r in results}]
+    return ["", "Not run yet at this budget: " + ", ".join(absent) + "."] if absent else []
 
 
 if __name__ == "__main__":

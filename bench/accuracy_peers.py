@@ -7,11 +7,12 @@ training-time mark, then each snapshot tested through the code's own ASE calcula
   per-atom energy and force losses 1 : 1, Adam lr 0.01, ReduceLROnPlateau 0.6 / 5 epochs, batch 5),
   run by ``nequip-train``; departures: CPU, no ``torch.compile``, no ZBL pair term (a prior for
   close contacts, absent from the other codes), no early stopping or logger.
-- schnetpack: ``configs/experiment/rmd17.yaml`` of schnetpack 2.1.1 (PaiNN 128 × 3, 20 Gaussians,
-  cosine cutoff 5 Å, mean energy removed, MSE losses 0.01 : 0.99, AdamW lr 1e-3, its
-  ReduceLROnPlateau 0.5 / 75 epochs, EMA 0.995, batch 10), built in Python as ``spktrain`` builds it;
-  departures: no early stopping or logger; torch's ReduceLROnPlateau in place of schnetpack's wrapper
-  (which passes an argument torch 2.13 removed; with its default smoothing 0 it is the same).
+- schnetpack: ``configs/experiment/rmd17.yaml`` of schnetpack 2.1.1 (PaiNN 128 × 3, or SchNet
+  128 × 6 from its SchNet representation config; 20 Gaussians, cosine cutoff 5 Å, mean energy
+  removed, MSE losses 0.01 : 0.99, AdamW lr 1e-3, its ReduceLROnPlateau 0.5 / 75 epochs, EMA 0.995,
+  batch 10), built in Python as ``spktrain`` builds it; departures: no early stopping or logger;
+  torch's ReduceLROnPlateau in place of schnetpack's wrapper (which passes an argument torch 2.13
+  removed; with its default smoothing 0 it is the same).
 """
 
 from __future__ import annotations
@@ -203,7 +204,23 @@ def schnetpack_database(files: Files, run_dir: Path) -> tuple[Path, Path, int, i
     return database, split, len(train), len(val)
 
 
-def schnetpack_trial(files: Files, marks: list[float], run_dir: Path) -> list[dict]:
+def schnetpack_representation(name: str):
+    """schnetpack's representation configs (``configs/model/representation/{painn,schnet}.yaml``;
+    128 features, 20 Gaussians, cosine cutoff): PaiNN with 3 interactions, SchNet with 6."""
+    import schnetpack as spk
+
+    radial = {
+        "radial_basis": spk.nn.GaussianRBF(n_rbf=20, cutoff=CUTOFF),
+        "cutoff_fn": spk.nn.CosineCutoff(CUTOFF),
+    }
+    if name == "painn":
+        return spk.representation.PaiNN(n_atom_basis=128, n_interactions=3, **radial)
+    return spk.representation.SchNet(n_atom_basis=128, n_interactions=6, **radial)
+
+
+def schnetpack_trial(
+    files: Files, marks: list[float], run_dir: Path, representation: str = "painn"
+) -> list[dict]:
     import pytorch_lightning as pl
     import schnetpack as spk
     import schnetpack.transform as trn
@@ -229,14 +246,8 @@ def schnetpack_trial(files: Files, marks: list[float], run_dir: Path) -> list[di
         property_units={"energy": "eV", "forces": "eV/Ang"},
         distance_unit="Ang",
     )
-    representation = spk.representation.PaiNN(
-        n_atom_basis=128,
-        n_interactions=3,
-        radial_basis=spk.nn.GaussianRBF(n_rbf=20, cutoff=CUTOFF),
-        cutoff_fn=spk.nn.CosineCutoff(CUTOFF),
-    )
     model = spk.model.NeuralNetworkPotential(
-        representation=representation,
+        representation=schnetpack_representation(representation),
         input_modules=[spk.atomistic.PairwiseDistances()],
         output_modules=[
             spk.atomistic.Atomwise(n_in=128, output_key="energy"),
