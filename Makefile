@@ -70,9 +70,11 @@ $(MACE_STAMP): Makefile
 	$(MACE_PY) -m pip install --quiet mace-torch==0.3.16
 	touch $(MACE_STAMP)
 
-# time to accuracy: 20-minute training runs per code and data set (hours; not part of bench)
+# time to accuracy: 20-minute training runs per code and data set, then MD stability of each model
+# (hours; not part of bench; a rerun resumes, keeping finished runs)
 bench-accuracy: bench-install bench-install-mace
 	$(BENCH_PY) -m bench.accuracy
+	$(BENCH_PY) -m bench.stability
 
 # the GPU tables (peers, stages, matrix-throughput share) on cuda:0, where torch has CUDA
 bench-gpu: bench-install

@@ -101,10 +101,9 @@ def prepare(data: str) -> Files:
     return files
 
 
-def evaluate_checkpoint(path: Path, frames: list) -> dict:
-    """Test errors of the potential in one of our finetune checkpoints (its EMA weights), through
-    :class:`~dens_lightning.calculator.DensCalculator`."""
-    from bench.timed_training import calculator_errors
+def our_calculator(path: Path):
+    """:class:`~dens_lightning.calculator.DensCalculator` of the potential in one of our finetune
+    checkpoints (its EMA weights)."""
     from dens_lightning.artifacts import load_checkpoint
     from dens_lightning.calculator import DensCalculator
     from dens_lightning.tasks.finetune import EnergyForceTask
@@ -112,7 +111,14 @@ def evaluate_checkpoint(path: Path, frames: list) -> dict:
     checkpoint = load_checkpoint(path)
     task = EnergyForceTask(**checkpoint["hyper_parameters"])
     task.load_state_dict(task.current_state(checkpoint["state_dict"]))
-    return calculator_errors(DensCalculator(task.potential.eval()), frames)
+    return DensCalculator(task.potential.eval())
+
+
+def evaluate_checkpoint(path: Path, frames: list) -> dict:
+    """Test errors of the potential in one of our finetune checkpoints (:func:`our_calculator`)."""
+    from bench.timed_training import calculator_errors
+
+    return calculator_errors(our_calculator(path), frames)
 
 
 def ours_trial(code: str, files: Files, marks: list[float], run_dir: Path) -> list[dict]:
@@ -223,12 +229,17 @@ def main() -> int:
         return 0
     for data in args.data:
         for code in args.codes:
-            if finished(code, data, args.budget) is None:
+            if finished(code, data, args.budget) is not None:
+                continue
+            try:
                 result = (
                     mace_trial(data, args.budget) if code == "mace" else run_code(code, data, args.budget)
                 )
-                write_atomically(result_path(code, data), json.dumps(result, indent=1) + "\n")
-                print(json.dumps(result), flush=True)
+            except RuntimeError as error:  # one code failing leaves the others to run
+                print(f"{code} on {data} failed: {error}", flush=True)
+                continue
+            write_atomically(result_path(code, data), json.dumps(result, indent=1) + "\n")
+            print(json.dumps(result), flush=True)
         results = [r for r in (finished(code, data, args.budget) for code in CODES) if r]
         (WORK / data / "results.json").write_text(json.dumps(results, indent=1) + "\n")
         write_section(f"accuracy-{data}", section(results, data, args.budget))

@@ -135,6 +135,13 @@ def snapshot_errors(model: Path, test: str, frames: list) -> dict:
     return prediction_errors(frames, energies, [atoms.arrays["MACE_forces"] for atoms in predicted])
 
 
+def mace_calculator(model: Path):
+    """MACE's ASE calculator of a saved model (float32, as trained)."""
+    from mace.calculators import MACECalculator
+
+    return MACECalculator(model_paths=str(model), device="cpu", default_dtype="float32")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(

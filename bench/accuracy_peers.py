@@ -166,16 +166,20 @@ def nequip_trial(files: Files, marks: list[float], run_dir: Path) -> list[dict]:
     written = run_dir / "timed" / WRITTEN
     if not written.exists():
         raise RuntimeError(f"nequip-train wrote no snapshot:\n{done.stderr[-3000:]}")
-    from nequip.integrations.ase import NequIPCalculator
-
     frames, points = read(files.test), []
     for point in json.loads(written.read_text()):
         snapshot = run_dir / "timed" / f"{snapshot_name(point['seconds'])}.ckpt"
-        calculator = NequIPCalculator._from_saved_model(
-            str(snapshot), device="cpu", chemical_species_to_atom_type_map=True
-        )
-        points.append({**point, **calculator_errors(calculator, frames)})
+        points.append({**point, **calculator_errors(nequip_calculator(snapshot), frames)})
     return points
+
+
+def nequip_calculator(snapshot: Path):
+    """nequip's ASE calculator of a training checkpoint (its EMA weights)."""
+    from nequip.integrations.ase import NequIPCalculator
+
+    return NequIPCalculator._from_saved_model(
+        str(snapshot), device="cpu", chemical_species_to_atom_type_map=True
+    )
 
 
 # ---------------------------------------------------------------- schnetpack
@@ -225,7 +229,6 @@ def schnetpack_trial(
     import schnetpack as spk
     import schnetpack.transform as trn
     import torch
-    from schnetpack.interfaces import SpkCalculator
 
     torch.manual_seed(0)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -286,14 +289,23 @@ def schnetpack_trial(
         callbacks=[ema, pl.callbacks.ModelCheckpoint(dirpath=run_dir, save_last=True), clock],
     )
     trainer.fit(task, datamodule=datamodule)
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # SpkCalculator unpickles the files written above
     frames, points = read(files.test), []
     for point in clock.written:
-        calculator = SpkCalculator(
-            model_file=str(run_dir / "timed" / f"{snapshot_name(point['seconds'])}.pt"),
-            neighbor_list=trn.MatScipyNeighborList(cutoff=CUTOFF),
-            energy_unit="eV",
-            position_unit="Ang",
-        )
-        points.append({**point, **calculator_errors(calculator, frames)})
+        snapshot = run_dir / "timed" / f"{snapshot_name(point['seconds'])}.pt"
+        points.append({**point, **calculator_errors(schnetpack_calculator(snapshot), frames)})
     return points
+
+
+def schnetpack_calculator(snapshot: Path):
+    """schnetpack's ASE calculator of a model saved by :func:`schnetpack_trial` (EMA weights)."""
+    import schnetpack.transform as trn
+    from schnetpack.interfaces import SpkCalculator
+
+    # SpkCalculator unpickles the model files, which the trial itself wrote
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+    return SpkCalculator(
+        model_file=str(snapshot),
+        neighbor_list=trn.MatScipyNeighborList(cutoff=CUTOFF),
+        energy_unit="eV",
+        position_unit="Ang",
+    )

@@ -41,8 +41,9 @@ def test_make_bench_runs_every_script_that_writes_a_section():
     from bench.run import SCRIPTS
 
     bench = ROOT / "bench"
-    # before_after compares two commits named on its command line; accuracy takes hours (its own target)
-    run_by_hand = {"before_after.py", "accuracy.py"}
+    # before_after compares two commits named on its command line; accuracy takes hours and stability
+    # runs the models it trained (their own target)
+    run_by_hand = {"before_after.py", "accuracy.py", "stability.py"}
     writers = {
         f"bench.{path.stem}"
         for path in bench.glob("*.py")
@@ -103,6 +104,7 @@ def test_wall_clock_checkpoints_are_written_at_each_training_time_and_stop_the_r
     import lightning
 
     from bench.accuracy import evaluate_checkpoint
+    from bench.md_stability import calculator, langevin_run
     from bench.timed_training import WRITTEN, calculator_errors, wall_clock_callback
     from dens_lightning.artifacts import load_potential
     from dens_lightning.calculator import DensCalculator
@@ -132,3 +134,8 @@ def test_wall_clock_checkpoints_are_written_at_each_training_time_and_stop_the_r
     package, _ = evaluate_structures(load_potential(model), read_structures(path, ReadOptions()))
     for key in ("energy_mae_meV", "forces_mae_meV_per_A", "forces_rmse_meV_per_A"):
         assert mine[key] == pytest.approx(package[key], rel=1e-4), key
+    # the stability benchmark runs dynamics with the same snapshot
+    stability = langevin_run(
+        frames[0], calculator("ours-painn", tmp_path / "timed" / "0.6s.ckpt"), 0.005, 500.0, 0
+    )
+    assert stability["stable_ps"] <= 0.005 and set(stability) == {"stable_ps", "failure", "mean_temperature"}
