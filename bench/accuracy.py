@@ -121,7 +121,7 @@ def evaluate_checkpoint(path: Path, frames: list) -> dict:
     return calculator_errors(our_calculator(path), frames)
 
 
-def ours_trial(code: str, files: Files, marks: list[float], run_dir: Path) -> list[dict]:
+def ours_trial(code: str, files: Files, marks: list[float], run_dir: Path, extra: list[str]) -> list[dict]:
     import lightning
     from ase.io import read
 
@@ -137,7 +137,8 @@ def ours_trial(code: str, files: Files, marks: list[float], run_dir: Path) -> li
         "data.split=[1.0,0,0]",
         "data.batch_size=16",
     ]
-    config = finetune_config(source, overrides=[*data, *BUDGETED, *([] if source else model)])
+    overrides = [*data, *BUDGETED, *([] if source else model), *extra]
+    config = finetune_config(source, overrides=overrides)
     run_finetune(config, run_dir, from_path=source, progress=False, callbacks=[clock])
     frames = read(files.test, ":")
     return [
@@ -149,17 +150,23 @@ def ours_trial(code: str, files: Files, marks: list[float], run_dir: Path) -> li
     ]
 
 
-def trial(code: str, data: str, budget: float) -> dict:
-    """One budgeted training run of ``code`` on ``data``, then its snapshots on the test set."""
+def trial(code: str, data: str, budget: float, variant: str = "", extra: list[str] | None = None) -> dict:
+    """One budgeted training run of ``code`` on ``data``, then its snapshots on the test set; a
+    ``variant`` of one of ours runs with the config overrides ``extra``."""
     import torch
 
     torch.set_num_threads(2)
     files, marks = prepare(data), [fraction * budget for fraction in FRACTIONS]
-    run_dir = WORK / data / code
+    run_dir = WORK / data / label(code, variant)
     shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run starts over
-    runner = PEERS.get(code) or (lambda *args: ours_trial(code, *args))
+    runner = PEERS.get(code) or (lambda *args: ours_trial(code, *args, extra or []))
     points = runner(files, marks, run_dir)
-    return {"code": code, "data": data, "budget": budget, "points": points}
+    result = {"code": label(code, variant), "data": data, "budget": budget, "points": points}
+    return {**result, "overrides": extra} if variant else result
+
+
+def label(code: str, variant: str) -> str:
+    return f"{code}-{variant}" if variant else code
 
 
 def mace_trial(data: str, budget: float) -> dict:
@@ -221,24 +228,33 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=1200.0, help="seconds of training per run")
     parser.add_argument("--data", nargs="+", choices=list(DATA), default=list(DATA))
     parser.add_argument("--codes", nargs="+", choices=CODES, default=CODES)
-    parser.add_argument("--trial", nargs=3, metavar=("CODE", "DATA", "BUDGET"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--variant", default="", help="name of a recipe study of our codes (not in the table)"
+    )
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="the variant's overrides")
+    parser.add_argument(
+        "--trial", nargs="+", help=argparse.SUPPRESS
+    )  # CODE DATA BUDGET [VARIANT KEY=VALUE ...]
     args = parser.parse_args()
+    if bool(args.variant) != bool(args.set) or (args.variant and set(args.codes) - set(OURS)):
+        parser.error("--variant NAME goes with --set KEY=VALUE ..., for this package's codes only")
     if args.trial:
-        code, data, budget = args.trial
-        print(json.dumps(trial(code, data, float(budget))))
+        code, data, budget, *variant = args.trial
+        print(json.dumps(trial(code, data, float(budget), *(variant[:1] or [""]), variant[1:])))
         return 0
     for data in args.data:
         for code in args.codes:
-            if finished(code, data, args.budget) is not None:
+            if finished(label(code, args.variant), data, args.budget) is not None:
                 continue
             try:
-                result = (
-                    mace_trial(data, args.budget) if code == "mace" else run_code(code, data, args.budget)
-                )
+                if code == "mace":
+                    result = mace_trial(data, args.budget)
+                else:
+                    result = run_code(code, data, args.budget, args.variant, args.set)
             except RuntimeError as error:  # one code failing leaves the others to run
                 print(f"{code} on {data} failed: {error}", flush=True)
                 continue
-            write_atomically(result_path(code, data), json.dumps(result, indent=1) + "\n")
+            write_atomically(result_path(result["code"], data), json.dumps(result, indent=1) + "\n")
             print(json.dumps(result), flush=True)
         results = [r for r in (finished(code, data, args.budget) for code in CODES) if r]
         (WORK / data / "results.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -246,8 +262,9 @@ def main() -> int:
     return 0
 
 
-def run_code(code: str, data: str, budget: float) -> dict:
-    return json.loads(run_trial("bench.accuracy", code, data, str(budget)))
+def run_code(code: str, data: str, budget: float, variant: str = "", extra: list[str] | None = None) -> dict:
+    variation = [variant, *extra] if variant else []
+    return json.loads(run_trial("bench.accuracy", code, data, str(budget), *variation))
 
 
 def result_path(code: str, data: str) -> Path:
