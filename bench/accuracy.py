@@ -204,6 +204,7 @@ def table(results: list[dict], data: str) -> list[str]:
 def plot(results: list[dict], path: Path, data: str) -> None:
     """Test force MAE against training time, log-log, one line per code."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -216,6 +217,13 @@ def plot(results: list[dict], path: Path, data: str) -> None:
     axis.set(
         xscale="log", yscale="log", xlabel="training time (min)", ylabel="test force MAE (meV/Å)", title=data
     )
+    if results:  # ticks at the snapshot times, plain numbers on both axes
+        axis.set_xticks([fraction * results[0]["budget"] / 60 for fraction in FRACTIONS])
+    plain = matplotlib.ticker.FormatStrFormatter("%g")
+    axis.xaxis.set_major_formatter(plain)
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axis.yaxis.set_major_formatter(plain)
+    axis.yaxis.set_minor_formatter(plain)
     axis.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,9 +240,8 @@ def main() -> int:
         "--variant", default="", help="name of a recipe study of our codes (not in the table)"
     )
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="the variant's overrides")
-    parser.add_argument(
-        "--trial", nargs="+", help=argparse.SUPPRESS
-    )  # CODE DATA BUDGET [VARIANT KEY=VALUE ...]
+    # CODE DATA BUDGET [VARIANT KEY=VALUE ...]: one trial, in its own process
+    parser.add_argument("--trial", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if bool(args.variant) != bool(args.set) or (args.variant and set(args.codes) - set(OURS)):
         parser.error("--variant NAME goes with --set KEY=VALUE ..., for this package's codes only")
@@ -296,7 +303,7 @@ def section(results: list[dict], data: str, budget: float) -> list[str]:
         "",
         f"`.venv-bench/bin/python -m bench.accuracy --data {data} --budget {budget:g}`",
         "(`make bench-accuracy` runs both data sets);",
-        f"{machine()}; 2 threads; float32. One run per code; snapshots at the training times shown",
+        f"{machine()}; float32. One run per code; snapshots at the training times shown",
         "(validation and snapshot writing not counted), each tested afterwards with the code's own",
         f"predictions. {dataset.train_size} training and {dataset.validation} validation structures of "
         f"`{dataset.train}`; test `{dataset.test}`. Settings and departures: `bench/accuracy*.py`.",

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.peers import schnetpack_outputs
+from bench.peers import saved_schnetpack_calculator, schnetpack_outputs
 from bench.timed_training import WRITTEN, calculator_errors, snapshot_name, wall_clock_callback
 
 CUTOFF = 5.0
@@ -292,20 +292,5 @@ def schnetpack_trial(
     frames, points = read(files.test), []
     for point in clock.written:
         snapshot = run_dir / "timed" / f"{snapshot_name(point['seconds'])}.pt"
-        points.append({**point, **calculator_errors(schnetpack_calculator(snapshot), frames)})
+        points.append({**point, **calculator_errors(saved_schnetpack_calculator(snapshot), frames)})
     return points
-
-
-def schnetpack_calculator(snapshot: Path):
-    """schnetpack's ASE calculator of a model saved by :func:`schnetpack_trial` (EMA weights)."""
-    import schnetpack.transform as trn
-    from schnetpack.interfaces import SpkCalculator
-
-    # SpkCalculator unpickles the model files, which the trial itself wrote
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-    return SpkCalculator(
-        model_file=str(snapshot),
-        neighbor_list=trn.MatScipyNeighborList(cutoff=CUTOFF),
-        energy_unit="eV",
-        position_unit="Ang",
-    )

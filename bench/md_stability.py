@@ -94,9 +94,9 @@ def calculator(code: str, snapshot: Path):
 
         return nequip_calculator(snapshot)
     if code.startswith("schnetpack"):
-        from bench.accuracy_peers import schnetpack_calculator
+        from bench.peers import saved_schnetpack_calculator
 
-        return schnetpack_calculator(snapshot)
+        return saved_schnetpack_calculator(snapshot)
     from bench.accuracy import our_calculator
 
     return our_calculator(snapshot)

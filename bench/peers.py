@@ -182,13 +182,19 @@ def schnetpack_outputs() -> list:
 
 def schnetpack_calculator(model, model_file: Path, device: str = "cpu"):
     """schnetpack's ``SpkCalculator`` (``MatScipyNeighborList``) on ``model``, saved to ``model_file``."""
-    import schnetpack.transform as trn
     import torch
-    from schnetpack.interfaces import SpkCalculator
 
     torch.save(model.eval(), model_file)
-    # SpkCalculator unpickles a whole model, which torch >= 2.6 refuses by default; this is the file
-    # just written, so allow it (torch's documented escape hatch)
+    return saved_schnetpack_calculator(model_file, device)
+
+
+def saved_schnetpack_calculator(model_file: Path, device: str = "cpu"):
+    """schnetpack's ``SpkCalculator`` (``MatScipyNeighborList``) on a model file the benchmark wrote."""
+    import schnetpack.transform as trn
+    from schnetpack.interfaces import SpkCalculator
+
+    # SpkCalculator unpickles a whole model, which torch >= 2.6 refuses by default; these are files
+    # the benchmark itself wrote, so allow it (torch's documented escape hatch)
     os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     return SpkCalculator(
         model_file=str(model_file),
