@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.accuracy import CODES, DATA, MACE_PY, SHARED, WORK, write_atomically
+from bench.accuracy import CODES, DATA, MACE_PY, SHARED, WORK, missing, write_atomically
 from bench.common import machine, run_trial, write_section
 from bench.md_stability import BOND_CHANGE, FRICTION_PER_FS, RUNAWAY, TIMESTEP_FS
 from bench.timed_training import snapshot_name
@@ -54,7 +54,6 @@ def row(result: dict) -> str:
 
 
 def section(results: list[dict], data: str, budget: float) -> list[str]:
-    absent = [code for code in CODES if code not in {r["code"] for r in results}]
     return [
         f"## MD stability: {data}",
         "",
@@ -69,7 +68,7 @@ def section(results: list[dict], data: str, budget: float) -> list[str]:
         "| code | intact | mean (ps) | each run (ps) |",
         "|---|---|---|---|",
         *(row(result) for result in results),
-        *(["", "Not run yet: " + ", ".join(absent) + "."] if absent else []),
+        *missing(results),
     ]
 
 
