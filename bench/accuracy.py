@@ -18,8 +18,9 @@ of ``test.xyz``) and 3BPA (450 / 50 of ``train_300K.xyz``; test ``train_mixedT.x
 ``../shared/data``, split once with a fixed seed and written as files every code reads.
 
 Codes: this package's backbones at their default sizes with the finetune defaults except the
-learning-rate schedule (``plateau``: a budget fixes no step count for the cosine), and PaiNN from
-``zoo:painn-xtb``; nequip and schnetpack (:mod:`bench.accuracy_peers`) and MACE
+learning-rate schedule (``plateau``: a budget fixes no step count for the cosine), PaiNN from
+``zoo:painn-xtb``, and PaiNN with DeNS (its defaults with a constant noise weight, for the same
+reason); nequip and schnetpack (:mod:`bench.accuracy_peers`) and MACE
 (:mod:`bench.accuracy_mace`, in ``.venv-mace``) at their own documented settings.
 """
 
@@ -63,6 +64,8 @@ OURS = {
     "ours-painn": (["model.name=painn"], None),
     "ours-equiformer": (["model.name=equiformer"], None),
     "ours-painn-zoo": ([], "zoo:painn-xtb"),
+    # DeNS at its defaults, but a constant noise weight: a budget fixes no step count for the decay
+    "ours-painn-dens": (["model.name=painn", "task.dens.enabled=true", "task.dens.decay=none"], None),
 }
 PEERS = {
     "nequip": nequip_trial,

@@ -1,7 +1,7 @@
 """Langevin dynamics from test structures with a trained model, run until the molecule falls apart
 ("forces are not enough", Fu et al. 2023: a low force error does not make a stable simulation).
 
-    python -m bench.md_stability --trial CODE SNAPSHOT TEST_FILE PICOSECONDS KELVIN FRAMES
+    python -m bench.md_stability --trial CODE SNAPSHOT TEST_FILE PICOSECONDS KELVIN FRAMES [INDEX ...]
 
 Each run starts from one test structure with Maxwell-Boltzmann velocities at the temperature and
 integrates with ASE's Langevin (0.5 fs steps, friction 0.01 fs⁻¹, a fixed seed per structure). It
@@ -110,22 +110,41 @@ def starting_frames(test: Path, count: int) -> list:
     return [frames[i] for i in np.linspace(0, len(frames) - 1, count).astype(int)]
 
 
-def trial(code: str, snapshot: Path, test: Path, picoseconds: float, temperature: float, count: int) -> list:
-    import torch
-
-    torch.set_num_threads(2)
+def trial(
+    code: str,
+    snapshot: Path,
+    test: Path,
+    picoseconds: float,
+    temperature: float,
+    count: int,
+    indices: list[int] | None = None,
+) -> list:
+    """The runs from the ``count`` starting structures, or from those of them at ``indices``
+    (each run's seed is its structure's index, so a run does not depend on which others share its
+    process)."""
     model = calculator(code, snapshot)
+    frames = starting_frames(test, count)
     return [
-        langevin_run(atoms, model, picoseconds, temperature, seed)
-        for seed, atoms in enumerate(starting_frames(test, count))
+        langevin_run(frames[index], model, picoseconds, temperature, seed=index)
+        for index in (range(count) if indices is None else indices)
     ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trial", nargs=6, metavar=("CODE", "SNAPSHOT", "TEST", "PS", "K", "FRAMES"))
-    code, snapshot, test, picoseconds, temperature, count = parser.parse_args().trial
-    runs = trial(code, Path(snapshot), Path(test), float(picoseconds), float(temperature), int(count))
+    parser.add_argument(
+        "--trial", nargs="+", metavar="ARG", help="CODE SNAPSHOT TEST PS K FRAMES [INDEX ...]"
+    )
+    code, snapshot, test, picoseconds, temperature, count, *indices = parser.parse_args().trial
+    runs = trial(
+        code,
+        Path(snapshot),
+        Path(test),
+        float(picoseconds),
+        float(temperature),
+        int(count),
+        [int(index) for index in indices] or None,
+    )
     print(json.dumps(runs))
     return 0
 

@@ -58,3 +58,23 @@ def test_each_failure_is_named(change, reason):
     assert failure(ethanol, bonds, lengths, 500.0) is None
     change(ethanol)
     assert failure(ethanol, bonds, lengths, 500.0) == reason
+
+
+def test_a_run_is_the_same_alone_as_beside_the_others(tmp_path, monkeypatch):
+    """bench.stability runs each structure in its own process: its seed is the structure's index."""
+    import ase.io
+
+    from bench import md_stability
+
+    ethanol = molecule("CH3CH2OH")
+    frames = []
+    for seed in range(4):
+        frame = ethanol.copy()
+        frame.positions += np.random.default_rng(seed).normal(0.0, 0.02, frame.positions.shape)
+        frames.append(frame)
+    ase.io.write(tmp_path / "test.xyz", frames)
+    monkeypatch.setattr(md_stability, "calculator", lambda code, path: Tethered(ethanol.positions, 0.0))
+    arguments = ("toy", tmp_path / "model", tmp_path / "test.xyz", 0.5, 500.0, 3)
+    together = md_stability.trial(*arguments)
+    assert len(together) == 3 and len({run["stable_ps"] for run in together}) > 1
+    assert md_stability.trial(*arguments, indices=[2, 0]) == [together[2], together[0]]
