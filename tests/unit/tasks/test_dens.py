@@ -340,3 +340,22 @@ def test_energy_on_corrupted_fits_every_structure_energy_to_its_original_label()
     torch.testing.assert_close(parts["energy_loss"], (per_atom / task.loss_scale).pow(2).mean())
     forces = ((out["forces"] - batch.forces)[~corruption.mask] / task.loss_scale).pow(2).mean()
     torch.testing.assert_close(parts["forces_loss"], forces)
+
+
+def test_a_constant_noise_weight_needs_no_length_of_training(tmp_path):
+    """With ``decay=none`` DeNS trains with unbounded epochs, ended by a callback (as the wall-clock
+    benchmark ends its runs): nothing asks the trainer for its total step count."""
+    import lightning
+
+    from dens_lightning.config import load_config
+    from dens_lightning.runner import run_finetune
+
+    class StopAfterFourSteps(lightning.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            trainer.should_stop = trainer.global_step >= 4
+
+    overrides = [*TINY_EMBEDDED, *SCHNET_TINY, "data.batch_size=4", "trainer.max_epochs=-1"]
+    dens = ["task.scheduler=plateau", "task.dens.enabled=true", "task.dens.decay=none"]
+    cfg = load_config("finetune", overrides=[*overrides, *dens, "task.dens.probability=1"])
+    run_finetune(cfg, tmp_path / "run", progress=False, callbacks=[StopAfterFourSteps()])
+    assert (tmp_path / "run" / "model.safetensors").exists()
