@@ -214,9 +214,7 @@ class EnergyForceTask(
         """``(loss, logged)`` of one DeNS training step."""
         cfg = self.task_cfg.dens
         terms = self.dens_terms(batch, self.dens_corruption(batch, self.global_step))
-        # only a decaying weight needs the length of training (unbounded when a callback ends it)
-        total = optim.total_steps(self) if cfg.decay == "linear" else 0
-        weight = dens_weight(cfg.weight, cfg.decay, self.global_step, total)
+        weight = dens_weight(cfg.weight, cfg.decay, self.global_step, optim.total_steps(self))
         terms, weights = self.with_replay(terms, {**self.loss_weights, "noise_loss": weight})
         parts: dict[str, Tensor] = {}
         loss, logged = combine(self, terms, weights, parts=parts)

@@ -30,8 +30,12 @@ def param_groups(module: nn.Module, backbone: nn.Module, lr: float, backbone_lr_
 
 
 def total_steps(module) -> int:
-    """The optimizer steps the module's trainer will take (1 outside a trainer)."""
-    return int(module.trainer.estimated_stepping_batches) if module._trainer is not None else 1
+    """The optimizer steps the module's trainer will take: 1 outside a trainer, 0 when training is
+    unbounded (``trainer.max_epochs=-1``, ended by a callback such as a wall-clock budget)."""
+    if module._trainer is None:
+        return 1
+    steps = module.trainer.estimated_stepping_batches
+    return int(steps) if math.isfinite(steps) else 0
 
 
 FUSED_DEVICES = ("cpu", "cuda")
