@@ -26,7 +26,7 @@ class Graph:
     ptr: Tensor  # int64 [B + 1]
     cell: Tensor  # [B, 3, 3], rows are lattice vectors; zeros when not periodic
     pbc: Tensor  # bool [B, 3]
-    energy: Tensor | None = None  # [B]
+    energy: Tensor | None = None  # float64 [B]: totals need it (float32 resolves 2 meV at 17,000 eV)
     forces: Tensor | None = None  # [N, 3]
     fixed: Tensor | None = None  # bool [N]
     idx: Tensor | None = None  # int64 [B], index of each structure in its data set
@@ -55,12 +55,13 @@ class Graph:
         return self.replace(pos=pos, edge_index=None, edge_shift=None, paired=False)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Graph:
-        """Move to ``device``; floating-point fields take ``dtype`` when given."""
+        """Move to ``device``; floating-point fields but the energies take ``dtype`` when given."""
         changes = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Tensor):
-                cast = dtype if (dtype is not None and value.is_floating_point()) else None
+                recast = dtype is not None and value.is_floating_point() and f.name != "energy"
+                cast = dtype if recast else None
                 changes[f.name] = value.to(device=device, dtype=cast)
         return self.replace(**changes)
 

@@ -115,7 +115,7 @@ class Structures:
             ptr=torch.tensor([0, n], dtype=torch.long),
             cell=torch.tensor(np.array(self.cell[i : i + 1]), dtype=dtype),
             pbc=torch.from_numpy(np.array(self.pbc[i : i + 1], dtype=bool)),
-            energy=torch.tensor([self.energy[i]], dtype=dtype) if self.energy is not None else None,
+            energy=torch.tensor([self.energy[i]], dtype=torch.float64) if self.energy is not None else None,
             forces=torch.tensor(np.asarray(self.forces[start:stop]), dtype=dtype)
             if self.forces is not None
             else None,

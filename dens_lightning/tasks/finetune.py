@@ -156,7 +156,8 @@ class EnergyForceTask(
         scale = self.loss_scale
         terms: dict[str, Mean] = {}
         if self.task_cfg.energy_weight > 0:
-            per_atom = (out["energy"] - batch.energy) / batch.num_atoms.to(out["energy"].dtype)
+            error = (out["energy"] - batch.energy).to(batch.pos.dtype)  # float64 totals, then the model's
+            per_atom = error / batch.num_atoms.to(error.dtype)
             errors = scalar_errors(per_atom / scale, loss_form(self.task_cfg, "energy"))
             terms["energy_loss"] = masked_sum(errors, structures)
         if self.uses_forces:
@@ -237,7 +238,8 @@ class EnergyForceTask(
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         batch = self.replay.batch(self.global_step, rank, world).to(self.device, dtype=self.dtype)
         out = self.potential(batch, compute_forces=self.uses_forces, create_graph=True)
-        offsets = torch.zeros_like(out["energy"]).index_add_(0, batch.batch, self.replay_offsets[batch.z])
+        per_atom = self.replay_offsets[batch.z].to(out["energy"].dtype)
+        offsets = torch.zeros_like(out["energy"]).index_add_(0, batch.batch, per_atom)
         replay = self.losses({**out, "energy": out["energy"] + offsets}, batch)
         weight = self.finetune_cfg.replay.weight
         return (

@@ -36,7 +36,7 @@ def molecule_graph(z, pos, dtype=torch.float64, energy=None, forces=None) -> Gra
         ptr=torch.tensor([0, n]),
         cell=torch.zeros(1, 3, 3, dtype=dtype),
         pbc=torch.zeros(1, 3, dtype=torch.bool),
-        energy=None if energy is None else torch.tensor([energy], dtype=dtype),
+        energy=None if energy is None else torch.tensor([energy], dtype=torch.float64),
         forces=None if forces is None else torch.as_tensor(forces, dtype=dtype),
     )
 

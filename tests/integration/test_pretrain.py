@@ -288,7 +288,7 @@ class _PredictionsAtTrainStart(lightning.Callback):
         potential = pl_module.potential
         graph = next(iter(structure_loader(potential, trainer.datamodule.splits["val"], 4)))
         out = potential(graph, create_graph=False)
-        shift = potential.energy_head.shift.index_select(0, graph.z)
+        shift = potential.energy_head.shift.index_select(0, graph.z).double()  # summed in float64
         references = torch.zeros_like(out["energy"]).index_add(0, graph.batch, shift)
         self.energy, self.references, self.forces = out["energy"].detach(), references, out["forces"]
 
