@@ -64,6 +64,8 @@ OURS = {
     "ours-painn": (["model.name=painn"], None),
     # batches of 8, as the rMD17 references train (Equiformer 8; nequip and MACE 5)
     "ours-painn-batch8": (["model.name=painn", "data.batch_size=8"], None),
+    # the same with the ZBL repulsion inside the covalent radii, for MD stability
+    "ours-painn-batch8-zbl": (["model.name=painn", "data.batch_size=8", "model.zbl=true"], None),
     "ours-equiformer": (["model.name=equiformer"], None),
     "ours-painn-zoo": ([], "zoo:painn-xtb"),
     # DeNS at its defaults, but a constant noise weight: a budget fixes no step count for the decay

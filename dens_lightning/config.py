@@ -151,6 +151,10 @@ def model_hyperparameters(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     return name, hyperparameters
 
 
+# model keys that add a term to the energy without touching the backbone's tensors: a finetune may set them
+ENERGY_TERMS = ("zbl",)
+
+
 def check_architecture(cfg: DictConfig, architecture: dict[str, Any], source: Any) -> None:
     """Refuse a config whose backbone differs from a pretrained one (``architecture``: its name and
     hyperparameters; ``source``: where it was read), naming the first difference. The name is
@@ -163,7 +167,7 @@ def check_architecture(cfg: DictConfig, architecture: dict[str, Any], source: An
         )
     _, hparams = model_hyperparameters(cfg)
     for key, value in architecture.items():
-        if key != "name" and hparams.get(key) != value:
+        if key != "name" and key not in ENERGY_TERMS and hparams.get(key) != value:
             raise InputError(
                 f"model.{key}={hparams.get(key)!r} but the backbone in {source} has "
                 f"{key}={value!r}; a pretrained backbone keeps its architecture (drop the override)"

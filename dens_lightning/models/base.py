@@ -35,6 +35,7 @@ class BackboneConfig:
 
     cutoff: float = 5.0  # Å
     max_z: int = 100  # embeddings are indexed by atomic number up to this
+    zbl: bool = False  # add the ZBL short-range repulsion to the energy (models/repulsion.py)
 
 
 class Backbone(nn.Module):

@@ -15,6 +15,7 @@ from ..data.graph import Graph
 from ..data.neighbors import with_neighbors
 from .base import Backbone, build_backbone
 from .heads import EnergyHead
+from .repulsion import ZBLRepulsion
 
 
 def strained(graph: Graph, displacement: Tensor) -> Graph:
@@ -37,6 +38,9 @@ class Potential(nn.Module):
     Every backbone sees geometry only through :func:`~dens_lightning.models.base.edge_vectors`
     (position differences plus periodic shifts), which is what makes the strain derivative right.
 
+    With ``model.zbl`` the ZBL nuclear repulsion inside the covalent radii is added to the energy
+    (:mod:`.repulsion`).
+
     ``metadata`` describes the model for sharing (see :mod:`dens_lightning.artifacts`).
     """
 
@@ -46,6 +50,7 @@ class Potential(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.energy_head = EnergyHead(backbone.num_features, backbone.config.max_z)
+        self.repulsion = ZBLRepulsion(backbone.config.max_z) if backbone.config.zbl else None
         self.neighbor_backend = neighbor_backend
         self.metadata: dict[str, Any] = dict(metadata or {})
 
@@ -111,6 +116,8 @@ class Potential(nn.Module):
                 inputs.append(displacement)
             features = self.backbone(graph, node_inputs)
             energy = self.energy_head(features, graph.z, graph.batch, graph.num_graphs)
+            if self.repulsion is not None:
+                energy = energy + self.repulsion(graph).to(energy.dtype)
             out = {"energy": energy, "features": features}
             if differentiate:
                 keep = self.training if create_graph is None else create_graph

@@ -353,6 +353,12 @@ def test_finetune_refuses_a_different_architecture(pretrained, tmp_path, capsys,
 
 
 @pytest.mark.slow
+def test_a_finetune_may_add_the_zbl_repulsion_to_a_pretrained_backbone(pretrained):
+    cfg = finetune_config(pretrained, overrides=[*FINETUNE_FAST[1:], "model.zbl=true"])
+    assert cfg.model.zbl is True
+
+
+@pytest.mark.slow
 def test_run_finetune_refuses_another_architecture_before_making_the_run(pretrained, tmp_path):
     """A config changed after it was made (as a Python caller may) is checked by the runner too."""
     cfg = finetune_config(pretrained, overrides=FINETUNE_FAST[1:])

@@ -1,0 +1,99 @@
+"""The ZBL short-range repulsion (``model.zbl``): the Coulomb limit, the switch at the covalent
+radii, conservative forces, batching, both neighbour-list orders, and the model file."""
+
+import numpy as np
+import pytest
+import torch
+from ase.data import covalent_radii
+
+from dens_lightning.artifacts import load_model, model_metadata, save_model
+from dens_lightning.data.graph import collate
+from dens_lightning.data.neighbors import with_neighbors
+from dens_lightning.models.potential import Potential
+from dens_lightning.models.repulsion import COULOMB, ZBLRepulsion
+from dens_lightning.testing.molecules import molecule_graph, random_molecule
+
+PAINN = {"hidden_channels": 16, "num_interactions": 2, "num_rbf": 10, "cutoff": 4.0}
+
+
+def dimer(z1: int, z2: int, distance: float):
+    pos = np.array([[0.0, 0.0, 0.0], [distance, 0.0, 0.0]])
+    return with_neighbors(molecule_graph(np.array([z1, z2]), pos, dtype=torch.float64), 4.0)
+
+
+def zbl_energy(graph) -> torch.Tensor:
+    return ZBLRepulsion(max_z=100).double()(graph)
+
+
+def test_two_nuclei_close_together_repel_like_bare_charges():
+    for z1, z2 in ((1, 1), (6, 8)):
+        r = 1e-3  # Å: screening and switch both ~1
+        coulomb = COULOMB * z1 * z2 / r
+        assert float(zbl_energy(dimer(z1, z2, r))[0]) == pytest.approx(coulomb, rel=0.03)
+        assert float(zbl_energy(dimer(z1, z2, r))[0]) < coulomb  # screened
+
+
+def test_the_repulsion_rises_as_atoms_approach_and_vanishes_from_the_covalent_radii_on():
+    reach = 2 * covalent_radii[6]
+    distances = np.linspace(0.2, reach - 1e-3, 40)
+    energies = np.array([float(zbl_energy(dimer(6, 6, r))[0]) for r in distances])
+    assert (energies > 0).all() and (np.diff(energies) < 0).all()
+    for r in (reach, reach + 0.01, 2.0, 3.9):
+        assert float(zbl_energy(dimer(6, 6, r))[0]) == 0.0
+    # smooth at the switch: the energy vanishes there like (reach - r)^3 (its force and curvature too)
+    h = 1e-3
+    near, nearer = (float(zbl_energy(dimer(6, 6, reach - d))[0]) for d in (2 * h, h))
+    assert near / nearer == pytest.approx(8.0, rel=0.05)
+
+
+def test_forces_are_minus_the_energy_gradient_with_the_repulsion_on():
+    torch.manual_seed(0)
+    potential = Potential.build("painn", {**PAINN, "zbl": True}).double().eval()
+    z, pos = random_molecule(6, np.random.default_rng(1))
+    pos = pos * 0.55  # squeezed: several pairs inside their covalent radii
+    graph = molecule_graph(z, pos, dtype=torch.float64)
+    assert float(potential.repulsion(potential.prepare(graph))[0]) > 0
+    forces = potential(graph)["forces"]
+    step = 1e-5
+    for atom, axis in ((0, 0), (2, 1), (5, 2)):
+        shifted = []
+        for sign in (1, -1):
+            moved = pos.copy()
+            moved[atom, axis] += sign * step
+            shifted.append(float(potential(molecule_graph(z, moved, dtype=torch.float64))["energy"][0]))
+        numeric = -(shifted[0] - shifted[1]) / (2 * step)
+        assert float(forces[atom, axis]) == pytest.approx(numeric, rel=1e-5, abs=1e-6)
+
+
+def test_a_batch_gives_each_structure_its_own_repulsion():
+    rng = np.random.default_rng(2)
+    molecules = [random_molecule(n, rng) for n in (3, 7, 5)]
+    graphs = [molecule_graph(z, 0.6 * p, dtype=torch.float64) for z, p in molecules]
+    alone = torch.cat([zbl_energy(with_neighbors(g, 4.0)) for g in graphs])
+    together = zbl_energy(with_neighbors(collate(graphs), 4.0))
+    assert (alone > 0).all()
+    torch.testing.assert_close(together, alone)
+
+
+def test_a_list_with_each_pair_in_both_directions_counts_each_pair_once():
+    z, pos = random_molecule(6, np.random.default_rng(4))
+    graph = with_neighbors(molecule_graph(z, 0.6 * pos, dtype=torch.float64), 4.0)
+    half = graph.edge_index.shape[1] // 2
+    reversed_halves = graph.replace(
+        edge_index=torch.cat([graph.edge_index[:, half:], graph.edge_index[:, :half]], dim=1),
+        edge_shift=torch.cat([graph.edge_shift[half:], graph.edge_shift[:half]]),
+        paired=False,
+    )
+    torch.testing.assert_close(zbl_energy(reversed_halves), zbl_energy(graph))
+
+
+def test_the_setting_travels_with_the_model_file(tmp_path):
+    torch.manual_seed(0)
+    potential = Potential.build("painn", {**PAINN, "zbl": True})
+    path = save_model(potential, tmp_path / "model.safetensors", model_metadata(potential, "finetune"))
+    loaded = load_model(path)
+    assert loaded.repulsion is not None
+    z, pos = random_molecule(5, np.random.default_rng(5))
+    graph = molecule_graph(z, 0.6 * pos, dtype=torch.float32)
+    torch.testing.assert_close(loaded(graph)["energy"], potential.eval()(graph)["energy"])
+    assert Potential.build("painn", dict(PAINN)).repulsion is None  # off unless asked for
