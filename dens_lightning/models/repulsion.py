@@ -33,37 +33,48 @@ ENVELOPE_POWER = 6
 
 
 def polynomial_envelope(x: Tensor, p: int = ENVELOPE_POWER) -> Tensor:
-    """1 at x = 0, falling to 0 at x = 1 with its first and second derivatives; 0 beyond."""
-    value = 1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
-    return torch.where(x < 1, value, torch.zeros_like(x))
+    """1 at x = 0, falling to 0 at x = 1 with its first and second derivatives; 0 beyond (x is
+    clamped to 1 there, where the polynomial and its derivative vanish)."""
+    x = x.clamp(max=1.0)
+    a, b, c = -(p + 1) * (p + 2) / 2, p * (p + 2), -p * (p + 1) / 2
+    return 1 + x**p * (a + x * (b + c * x))
 
 
 def zbl_screening(x: Tensor) -> Tensor:
-    """The ZBL universal screening function φ(x), x = r / a (φ(0) = 1)."""
-    return sum(c * torch.exp(-e * x) for c, e in zip(COEFFICIENTS, EXPONENTS, strict=True))
+    """The ZBL universal screening function φ(x), x = r / a (φ(0) = 1), of [P] values."""
+    exponents = x.new_tensor(EXPONENTS)
+    return torch.exp(x[:, None] * -exponents) @ x.new_tensor(COEFFICIENTS)
 
 
 class ZBLRepulsion(nn.Module):
     """Per-structure ZBL energy (eV) of the pairs in a batch's neighbour list, in the dtype of the
-    positions. Has no parameters; its tables are buffers indexed by atomic number up to ``max_z``."""
+    positions. Has no parameters: what depends on the two elements alone (Z_i Z_j e²/4πε₀, a and
+    R_i + R_j) is a table per element pair, a buffer indexed by atomic numbers up to ``max_z``."""
 
     def __init__(self, max_z: int):
         super().__init__()
+        self.max_z = max_z
         known = min(max_z + 1, len(covalent_radii))
-        radii = torch.zeros(max_z + 1)
-        radii[:known] = torch.as_tensor(covalent_radii[:known], dtype=radii.dtype)
-        self.register_buffer("radii", radii, persistent=False)
+        radii = torch.zeros(max_z + 1, dtype=torch.float64)
+        radii[:known] = torch.as_tensor(covalent_radii[:known])
+        z = torch.arange(max_z + 1, dtype=torch.float64)
+        zi, zj = z[:, None], z[None, :]
+        pairs = torch.stack(
+            [
+                COULOMB * zi * zj,
+                SCREENING_LENGTH / (zi**0.23 + zj**0.23),
+                radii[:, None] + radii[None, :],
+            ],
+            dim=-1,
+        )
+        self.register_buffer("pairs", pairs.reshape(-1, 3), persistent=False)
 
     def forward(self, graph: Graph) -> Tensor:
         _, distance = pair_vectors(graph)
-        count = distance.shape[0]
-        j, i = graph.edge_index[:, :count]
-        zi, zj = graph.z.index_select(0, i), graph.z.index_select(0, j)
-        screening = SCREENING_LENGTH / (zi.to(distance.dtype) ** 0.23 + zj.to(distance.dtype) ** 0.23)
-        switch = self.radii.to(distance.dtype)
-        reach = switch.index_select(0, zi) + switch.index_select(0, zj)
-        charges = (zi * zj).to(distance.dtype)
-        pair = COULOMB * charges / distance * zbl_screening(distance / screening)
+        j, i = graph.edge_index[:, : distance.shape[0]]
+        species = graph.z.index_select(0, i) * (self.max_z + 1) + graph.z.index_select(0, j)
+        charges, screening, reach = self.pairs.index_select(0, species).to(distance.dtype).unbind(-1)
+        pair = charges / distance * zbl_screening(distance / screening)
         pair = pair * polynomial_envelope(distance / reach)
         if not graph.paired:  # every pair listed in both directions
             pair = 0.5 * pair

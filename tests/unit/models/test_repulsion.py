@@ -97,3 +97,22 @@ def test_the_setting_travels_with_the_model_file(tmp_path):
     graph = molecule_graph(z, 0.6 * pos, dtype=torch.float32)
     torch.testing.assert_close(loaded(graph)["energy"], potential.eval()(graph)["energy"])
     assert Potential.build("painn", dict(PAINN)).repulsion is None  # off unless asked for
+
+
+def test_an_exported_model_keeps_the_repulsion(tmp_path):
+    from ase import Atoms
+
+    from dens_lightning.export import ExportedModel, export_and_check
+
+    torch.manual_seed(0)
+    potential = Potential.build("painn", {**PAINN, "zbl": True}).eval()
+    potential.metadata = model_metadata(potential, "finetune")
+    export_and_check(potential, tmp_path / "model.pt2")
+    rng = np.random.default_rng(6)
+    images = [Atoms(numbers=z, positions=0.6 * p) for z, p in (random_molecule(n, rng) for n in (4, 9))]
+    got, want = ExportedModel(tmp_path / "model.pt2").predict(images), potential(images)
+    repulsion, potential.repulsion = potential.repulsion, None
+    assert (want["energy"] - potential(images)["energy"] > 1.0).all()  # eV: squeezed, the term counts
+    potential.repulsion = repulsion
+    for key in ("energy", "forces"):
+        torch.testing.assert_close(got[key], want[key].detach(), atol=1e-5, rtol=1e-5)
