@@ -67,7 +67,7 @@ class ZBLRepulsion(nn.Module):
             ],
             dim=-1,
         )
-        self.register_buffer("pairs", pairs.reshape(-1, 3), persistent=False)
+        self.register_buffer("pairs", pairs.reshape(-1, 3).float(), persistent=False)
 
     def forward(self, graph: Graph) -> Tensor:
         _, distance = pair_vectors(graph)
