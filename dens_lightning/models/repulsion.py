@@ -40,10 +40,10 @@ def polynomial_envelope(x: Tensor, p: int = ENVELOPE_POWER) -> Tensor:
     return 1 + x**p * (a + x * (b + c * x))
 
 
-def zbl_screening(x: Tensor) -> Tensor:
-    """The ZBL universal screening function φ(x), x = r / a (φ(0) = 1), of [P] values."""
-    exponents = x.new_tensor(EXPONENTS)
-    return torch.exp(x[:, None] * -exponents) @ x.new_tensor(COEFFICIENTS)
+def zbl_screening(x: Tensor, exponents: Tensor, coefficients: Tensor) -> Tensor:
+    """The ZBL universal screening function φ(x), x = r / a (φ(0) = 1), of [P] values, from the
+    :data:`EXPONENTS` and :data:`COEFFICIENTS` as [4] tensors."""
+    return torch.exp(x[:, None] * -exponents) @ coefficients
 
 
 class ZBLRepulsion(nn.Module):
@@ -68,13 +68,18 @@ class ZBLRepulsion(nn.Module):
             dim=-1,
         )
         self.register_buffer("pairs", pairs.reshape(-1, 3).float(), persistent=False)
+        self.register_buffer("exponents", torch.tensor(EXPONENTS), persistent=False)
+        self.register_buffer("coefficients", torch.tensor(COEFFICIENTS), persistent=False)
 
     def forward(self, graph: Graph) -> Tensor:
         _, distance = pair_vectors(graph)
         j, i = graph.edge_index[:, : distance.shape[0]]
         species = graph.z.index_select(0, i) * (self.max_z + 1) + graph.z.index_select(0, j)
         charges, screening, reach = self.pairs.index_select(0, species).to(distance.dtype).unbind(-1)
-        pair = charges / distance * zbl_screening(distance / screening)
+        screened = zbl_screening(
+            distance / screening, self.exponents.to(distance.dtype), self.coefficients.to(distance.dtype)
+        )
+        pair = charges / distance * screened
         pair = pair * polynomial_envelope(distance / reach)
         if not graph.paired:  # every pair listed in both directions
             pair = 0.5 * pair
