@@ -66,6 +66,11 @@ OURS = {
     "ours-painn-batch8": (["model.name=painn", "data.batch_size=8"], None),
     # the same with the ZBL repulsion inside the covalent radii, for MD stability
     "ours-painn-batch8-zbl": (["model.name=painn", "data.batch_size=8", "model.zbl=true"], None),
+    # ... switched off at 0.75 of the radii sum, below every bond length in the training and test files
+    "ours-painn-batch8-zbl75": (
+        ["model.name=painn", "data.batch_size=8", "model.zbl=true", "model.zbl_switch=0.75"],
+        None,
+    ),
     "ours-equiformer": (["model.name=equiformer"], None),
     "ours-painn-zoo": ([], "zoo:painn-xtb"),
     # DeNS at its defaults, but a constant noise weight: a budget fixes no step count for the decay

@@ -152,7 +152,7 @@ def model_hyperparameters(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
 
 
 # model keys that add a term to the energy without touching the backbone's tensors: a finetune may set them
-ENERGY_TERMS = ("zbl",)
+ENERGY_TERMS = ("zbl", "zbl_switch")
 
 
 def check_architecture(cfg: DictConfig, architecture: dict[str, Any], source: Any) -> None:

@@ -36,6 +36,11 @@ class BackboneConfig:
     cutoff: float = 5.0  # Å
     max_z: int = 100  # embeddings are indexed by atomic number up to this
     zbl: bool = False  # add the ZBL short-range repulsion to the energy (models/repulsion.py)
+    zbl_switch: float = 1.0  # the ZBL term reaches zero at this fraction of the pair's covalent radii sum
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.zbl_switch <= 1.0:
+            raise ValueError(f"model.zbl_switch={self.zbl_switch}: expected a fraction in (0, 1]")
 
 
 class Backbone(nn.Module):

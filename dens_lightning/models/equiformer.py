@@ -83,6 +83,7 @@ class EquiformerConfig(BackboneConfig):
     avg_neighbors: float = 16.0  # divides the edge-degree embedding sum (a normalisation constant)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.lmax < 1:
             raise ValueError(
                 f"model.lmax must be at least 1 (the noise head needs a 1o vector), got {self.lmax}"

@@ -50,7 +50,8 @@ class Potential(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.energy_head = EnergyHead(backbone.num_features, backbone.config.max_z)
-        self.repulsion = ZBLRepulsion(backbone.config.max_z) if backbone.config.zbl else None
+        config = backbone.config
+        self.repulsion = ZBLRepulsion(config.max_z, config.zbl_switch) if config.zbl else None
         self.neighbor_backend = neighbor_backend
         self.metadata: dict[str, Any] = dict(metadata or {})
 

@@ -1,14 +1,16 @@
 """A short-range nuclear repulsion added to a potential's energy: the ZBL universal screened
 Coulomb potential (Ziegler, Biersack, Littmark, *The Stopping and Range of Ions in Solids*, 1985),
-switched off smoothly at the sum of the two atoms' covalent radii.
+switched off smoothly at the sum of the two atoms' covalent radii (or a fraction of it).
 
 Training data near equilibrium hold no close contacts, so a network's energy at short range is
 unconstrained and molecular dynamics can fall into it (atoms collapsing onto each other). The ZBL
 term makes the energy rise like ``Z_i Z_j e² / r`` as two nuclei meet; the network learns the rest.
 The switch keeps it out of bonded distances (it is zero from the covalent radii sum on), as MACE's
-and nequip's optional ZBL terms do.
+and nequip's optional ZBL terms do. Bonds to hydrogen vibrate inside that sum (C–H 1.07 Å, O–H
+0.97 Å), where the term is already felt at room temperature; ``model.zbl_switch`` < 1 moves the
+switch inwards, to that fraction ``s`` of the sum, keeping the term to true collisions.
 
-    E_rep = Σ_{pairs i<j} (e² / 4πε₀) Z_i Z_j / r · φ(r / a) · u(r / (R_i + R_j))
+    E_rep = Σ_{pairs i<j} (e² / 4πε₀) Z_i Z_j / r · φ(r / a) · u(r / (s (R_i + R_j)))
     a = 0.8854 a₀ / (Z_i^0.23 + Z_j^0.23)
     φ(x) = 0.18175 e^(-3.19980 x) + 0.50986 e^(-0.94229 x) + 0.28022 e^(-0.40290 x) + 0.02817 e^(-0.20162 x)
 
@@ -34,10 +36,13 @@ ENVELOPE_POWER = 6
 
 def polynomial_envelope(x: Tensor, p: int = ENVELOPE_POWER) -> Tensor:
     """1 at x = 0, falling to 0 at x = 1 with its first and second derivatives; 0 beyond (x is
-    clamped to 1 there, where the polynomial and its derivative vanish)."""
+    clamped to 1). DimeNet's 1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2), evaluated as
+    (1 - x)³ Σ_{k<p} C(k+2, 2) x^k, which is never negative in floating point either."""
     x = x.clamp(max=1.0)
-    a, b, c = -(p + 1) * (p + 2) / 2, p * (p + 2), -p * (p + 1) / 2
-    return 1 + x**p * (a + x * (b + c * x))
+    series = torch.full_like(x, (p + 1) * p / 2)
+    for k in range(p - 2, -1, -1):
+        series = series * x + (k + 2) * (k + 1) / 2
+    return (1 - x) ** 3 * series
 
 
 def zbl_screening(x: Tensor, exponents: Tensor, coefficients: Tensor) -> Tensor:
@@ -48,10 +53,11 @@ def zbl_screening(x: Tensor, exponents: Tensor, coefficients: Tensor) -> Tensor:
 
 class ZBLRepulsion(nn.Module):
     """Per-structure ZBL energy (eV) of the pairs in a batch's neighbour list, in the dtype of the
-    positions. Has no parameters: what depends on the two elements alone (Z_i Z_j e²/4πε₀, a and
-    R_i + R_j) is a table per element pair, a buffer indexed by atomic numbers up to ``max_z``."""
+    positions, switched off at ``switch`` times each pair's covalent radii sum. Has no parameters:
+    what depends on the two elements alone (Z_i Z_j e²/4πε₀, a and s (R_i + R_j)) is a table per
+    element pair, a buffer indexed by atomic numbers up to ``max_z``."""
 
-    def __init__(self, max_z: int):
+    def __init__(self, max_z: int, switch: float = 1.0):
         super().__init__()
         self.max_z = max_z
         known = min(max_z + 1, len(covalent_radii))
@@ -63,7 +69,7 @@ class ZBLRepulsion(nn.Module):
             [
                 COULOMB * zi * zj,
                 SCREENING_LENGTH / (zi**0.23 + zj**0.23),
-                radii[:, None] + radii[None, :],
+                switch * (radii[:, None] + radii[None, :]),
             ],
             dim=-1,
         )

@@ -354,8 +354,9 @@ def test_finetune_refuses_a_different_architecture(pretrained, tmp_path, capsys,
 
 @pytest.mark.slow
 def test_a_finetune_may_add_the_zbl_repulsion_to_a_pretrained_backbone(pretrained):
-    cfg = finetune_config(pretrained, overrides=[*FINETUNE_FAST[1:], "model.zbl=true"])
-    assert cfg.model.zbl is True
+    overrides = [*FINETUNE_FAST[1:], "model.zbl=true", "model.zbl_switch=0.75"]
+    cfg = finetune_config(pretrained, overrides=overrides)
+    assert cfg.model.zbl is True and cfg.model.zbl_switch == 0.75
 
 
 @pytest.mark.slow

@@ -1,14 +1,17 @@
-"""The ZBL short-range repulsion (``model.zbl``): the Coulomb limit, the switch at the covalent
-radii, conservative forces, batching, both neighbour-list orders, and the model file."""
+"""The ZBL short-range repulsion (``model.zbl``): the Coulomb limit, the switch at (a fraction of)
+the covalent radii, conservative forces, batching, both neighbour-list orders, and the model file."""
 
 import numpy as np
 import pytest
 import torch
 from ase.data import covalent_radii
+from omegaconf import OmegaConf
 
 from dens_lightning.artifacts import load_model, model_metadata, save_model
+from dens_lightning.config import model_hyperparameters
 from dens_lightning.data.graph import collate
 from dens_lightning.data.neighbors import with_neighbors
+from dens_lightning.errors import InputError
 from dens_lightning.models.potential import Potential
 from dens_lightning.models.repulsion import COULOMB, ZBLRepulsion
 from dens_lightning.testing.molecules import molecule_graph, random_molecule
@@ -21,8 +24,8 @@ def dimer(z1: int, z2: int, distance: float):
     return with_neighbors(molecule_graph(np.array([z1, z2]), pos, dtype=torch.float64), 4.0)
 
 
-def zbl_energy(graph) -> torch.Tensor:
-    return ZBLRepulsion(max_z=100).double()(graph)
+def zbl_energy(graph, switch: float = 1.0) -> torch.Tensor:
+    return ZBLRepulsion(max_z=100, switch=switch).double()(graph)
 
 
 def test_two_nuclei_close_together_repel_like_bare_charges():
@@ -33,17 +36,33 @@ def test_two_nuclei_close_together_repel_like_bare_charges():
         assert float(zbl_energy(dimer(z1, z2, r))[0]) < coulomb  # screened
 
 
-def test_the_repulsion_rises_as_atoms_approach_and_vanishes_from_the_covalent_radii_on():
-    reach = 2 * covalent_radii[6]
+@pytest.mark.parametrize("switch", [1.0, 0.7])
+def test_the_repulsion_rises_as_atoms_approach_and_vanishes_from_the_switch_on(switch):
+    reach = switch * 2 * covalent_radii[6]
     distances = np.linspace(0.2, reach - 1e-3, 40)
-    energies = np.array([float(zbl_energy(dimer(6, 6, r))[0]) for r in distances])
+    energies = np.array([float(zbl_energy(dimer(6, 6, r), switch)[0]) for r in distances])
     assert (energies > 0).all() and (np.diff(energies) < 0).all()
-    for r in (reach, reach + 0.01, 2.0, 3.9):
-        assert float(zbl_energy(dimer(6, 6, r))[0]) == 0.0
+    for r in (reach * (1 + 1e-6), reach + 0.01, 2.0, 3.9):  # the table holds the switch in float32
+        assert float(zbl_energy(dimer(6, 6, r), switch)[0]) == 0.0
     # smooth at the switch: the energy vanishes there like (reach - r)^3 (its force and curvature too)
     h = 1e-3
-    near, nearer = (float(zbl_energy(dimer(6, 6, reach - d))[0]) for d in (2 * h, h))
+    near, nearer = (float(zbl_energy(dimer(6, 6, reach - d), switch)[0]) for d in (2 * h, h))
     assert near / nearer == pytest.approx(8.0, rel=0.05)
+
+
+def test_a_switch_inside_the_radii_keeps_the_term_off_a_compressed_bond_to_hydrogen():
+    r = 0.9  # Å: a C-H bond compressed in a 300 K ethanol frame (covalent radii sum 1.07 Å)
+    assert float(zbl_energy(dimer(6, 1, r))[0]) > 0.1  # eV
+    assert float(zbl_energy(dimer(6, 1, r), switch=0.7)[0]) == 0.0
+    closer = dimer(6, 1, 0.5)  # a collision still repels, with over half the unswitched term
+    assert float(zbl_energy(closer, switch=0.7)[0]) > 0.5 * float(zbl_energy(closer)[0])
+
+
+@pytest.mark.parametrize("switch", [0.0, -0.5, 1.5])
+def test_a_switch_outside_zero_to_one_is_refused(switch):
+    cfg = OmegaConf.create({"model": {"name": "painn", "zbl": True, "zbl_switch": switch}})
+    with pytest.raises(InputError, match="zbl_switch"):
+        model_hyperparameters(cfg)
 
 
 def test_forces_are_minus_the_energy_gradient_with_the_repulsion_on():
@@ -89,10 +108,11 @@ def test_a_list_with_each_pair_in_both_directions_counts_each_pair_once():
 
 def test_the_setting_travels_with_the_model_file(tmp_path):
     torch.manual_seed(0)
-    potential = Potential.build("painn", {**PAINN, "zbl": True})
+    potential = Potential.build("painn", {**PAINN, "zbl": True, "zbl_switch": 0.8})
     path = save_model(potential, tmp_path / "model.safetensors", model_metadata(potential, "finetune"))
     loaded = load_model(path)
     assert loaded.repulsion is not None
+    torch.testing.assert_close(loaded.repulsion.pairs, potential.repulsion.pairs)  # the switch too
     z, pos = random_molecule(5, np.random.default_rng(5))
     graph = molecule_graph(z, 0.6 * pos, dtype=torch.float32)
     torch.testing.assert_close(loaded(graph)["energy"], potential.eval()(graph)["energy"])
