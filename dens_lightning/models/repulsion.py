@@ -6,9 +6,11 @@ Training data near equilibrium hold no close contacts, so a network's energy at 
 unconstrained and molecular dynamics can fall into it (atoms collapsing onto each other). The ZBL
 term makes the energy rise like ``Z_i Z_j e² / r`` as two nuclei meet; the network learns the rest.
 The switch keeps it out of bonded distances (it is zero from the covalent radii sum on), as MACE's
-and nequip's optional ZBL terms do. Bonds to hydrogen vibrate inside that sum (C–H 1.07 Å, O–H
-0.97 Å), where the term is already felt at room temperature; ``model.zbl_switch`` < 1 moves the
-switch inwards, to that fraction ``s`` of the sum, keeping the term to true collisions.
+and nequip's optional ZBL terms do. Bonds vibrate inside that sum (C–H 1.07 Å, O–H 0.97 Å; C–C
+1.52 Å), where the term is already felt at room temperature; ``model.zbl_switch`` < 1 moves the
+switch inwards, to that fraction ``s`` of the sum, off bonded geometries, but it then also starts
+later for pairs that never bond (two hydrogens: s × 0.62 Å). See the dynamics guide for what each
+costs.
 
     E_rep = Σ_{pairs i<j} (e² / 4πε₀) Z_i Z_j / r · φ(r / a) · u(r / (s (R_i + R_j)))
     a = 0.8854 a₀ / (Z_i^0.23 + Z_j^0.23)

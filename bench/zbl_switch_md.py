@@ -1,0 +1,81 @@
+"""Where a ZBL repulsion must switch off to keep a model's MD intact, with the network weights fixed:
+
+    python -m bench.zbl_switch_md SNAPSHOT TEST INDEX {off,as-trained,shortest} [--train FILE] [--factor 0.9]
+
+Runs :func:`bench.md_stability.langevin_run` (10 ps at 500 K, the same seed and criteria as
+``bench.stability``) from one of the 5 test structures with one of our checkpoints trained with
+``model.zbl=true``, its term either removed (``off``), kept (``as-trained``), or switched off for each
+element pair seen in ``--train`` at the smaller of its covalent radii sum and ``--factor`` times the
+pair's shortest distance in that file (``shortest``). Where the term is zero on every training frame
+(``model.zbl_switch`` below the shortest ratio there), training does not depend on it, so the three
+are the same weights with three repulsions. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bench.md_stability import langevin_run, starting_frames
+
+PICOSECONDS, TEMPERATURE, FRAMES = 10.0, 500.0, 5
+
+
+def shortest_distances(path: Path) -> dict[tuple[int, int], float]:
+    """The shortest distance (Å) of each element pair (Z_a <= Z_b) over the structures in ``path``."""
+    from ase.io import read
+
+    shortest: dict[tuple[int, int], float] = {}
+    for atoms in read(path, ":"):
+        distances, z = atoms.get_all_distances(), atoms.numbers
+        i, j = np.triu_indices(len(z), k=1)
+        for a, b, d in zip(np.minimum(z[i], z[j]), np.maximum(z[i], z[j]), distances[i, j]):
+            pair = (int(a), int(b))
+            shortest[pair] = min(shortest.get(pair, np.inf), float(d))
+    return shortest
+
+
+def switch_at_shortest(repulsion, shortest: dict[tuple[int, int], float], factor: float) -> None:
+    """Move each listed pair's switch in the repulsion's element-pair table to
+    min(radii sum, ``factor`` x shortest distance)."""
+    import torch
+    from ase.data import covalent_radii
+
+    size = repulsion.max_z + 1
+    with torch.no_grad():
+        for (a, b), distance in shortest.items():
+            reach = min(covalent_radii[a] + covalent_radii[b], factor * distance)
+            repulsion.pairs[[a * size + b, b * size + a], 2] = reach
+
+
+def main() -> int:
+    from bench.accuracy import our_calculator
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("snapshot", type=Path)
+    parser.add_argument("test", type=Path)
+    parser.add_argument("index", type=int)
+    parser.add_argument("mode", choices=["off", "as-trained", "shortest"])
+    parser.add_argument("--train", type=Path, help="training file (mode shortest)")
+    parser.add_argument("--factor", type=float, default=0.9)
+    args = parser.parse_args()
+    calculator = our_calculator(args.snapshot)
+    if calculator.potential.repulsion is None:
+        parser.error(f"{args.snapshot}: trained without model.zbl; nothing to vary")
+    if args.mode == "off":
+        calculator.potential.repulsion = None
+    elif args.mode == "shortest":
+        if args.train is None:
+            parser.error("mode shortest needs --train FILE")
+        switch_at_shortest(calculator.potential.repulsion, shortest_distances(args.train), args.factor)
+    frame = starting_frames(args.test, FRAMES)[args.index]
+    run = langevin_run(frame, calculator, PICOSECONDS, TEMPERATURE, seed=args.index)
+    print(json.dumps({"mode": args.mode, "index": args.index, **run}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""bench.zbl_switch_md's per-pair switch: each element pair's ZBL term ends below the shortest
+distance of that pair in a training file, and at the radii sum where that is shorter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.data import covalent_radii
+from ase.io import write
+
+from bench.zbl_switch_md import shortest_distances, switch_at_shortest
+from dens_lightning.data.neighbors import with_neighbors
+from dens_lightning.models.repulsion import ZBLRepulsion
+from dens_lightning.testing.molecules import molecule_graph
+
+
+def dimer_energy(repulsion: ZBLRepulsion, z1: int, z2: int, distance: float) -> float:
+    pos = np.array([[0.0, 0.0, 0.0], [distance, 0.0, 0.0]])
+    graph = with_neighbors(molecule_graph(np.array([z1, z2]), pos, dtype=torch.float64), 4.0)
+    return float(repulsion(graph)[0])
+
+
+def test_the_switch_moves_below_the_shortest_training_distance_of_each_pair(tmp_path):
+    frames = [  # C-H at 1.00 and 0.95 Å, H-H 2.04 Å apart at the closest
+        Atoms("CHH", positions=[[0, 0, 0], [1.0, 0, 0], [-1.0, 0.5, 0]]),
+        Atoms("CHH", positions=[[0, 0, 0], [0.95, 0, 0], [-1.0, 0.6, 0]]),
+    ]
+    path = tmp_path / "train.extxyz"
+    write(path, frames)
+    shortest = shortest_distances(path)
+    assert shortest[(1, 6)] == pytest.approx(0.95)
+    assert shortest[(1, 1)] == pytest.approx(np.hypot(1.95, 0.6))
+    repulsion = ZBLRepulsion(max_z=10).double()
+    switch_at_shortest(repulsion, shortest, factor=0.9)
+    ch = 0.9 * 0.95  # below the C-H radii sum (1.07 Å): the switch moves in
+    assert dimer_energy(repulsion, 6, 1, ch + 1e-3) == 0.0 < dimer_energy(repulsion, 1, 6, ch - 0.05)
+    hh = 2 * covalent_radii[1]  # 0.62 Å, below 0.9 x H-H's shortest: the radii sum stays
+    assert dimer_energy(repulsion, 1, 1, hh - 0.02) > 0.0
+    untouched = ZBLRepulsion(max_z=10).double()  # a pair absent from the file keeps its sum
+    assert dimer_energy(repulsion, 6, 6, 1.4) == dimer_energy(untouched, 6, 6, 1.4) > 0.0
