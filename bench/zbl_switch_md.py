@@ -6,7 +6,8 @@ Runs :func:`bench.md_stability.langevin_run` (10 ps at 500 K, the same seed and 
 ``bench.stability``) from one of the 5 test structures with one of our checkpoints trained with
 ``model.zbl=true``, its term either removed (``off``), kept (``as-trained``), or switched off for each
 element pair seen in ``--train`` at the smaller of its covalent radii sum and ``--factor`` times the
-pair's shortest distance in that file (``shortest``). Where the term is zero on every training frame
+pair's shortest distance in that file (``shortest``; with ``--uncapped`` at that fraction of the
+shortest distance even where it exceeds the radii sum). Where the term is zero on every training frame
 (``model.zbl_switch`` below the shortest ratio there), training does not depend on it, so the three
 are the same weights with three repulsions. Prints one JSON line.
 """
@@ -38,16 +39,19 @@ def shortest_distances(path: Path) -> dict[tuple[int, int], float]:
     return shortest
 
 
-def switch_at_shortest(repulsion, shortest: dict[tuple[int, int], float], factor: float) -> None:
+def switch_at_shortest(
+    repulsion, shortest: dict[tuple[int, int], float], factor: float, capped: bool = True
+) -> None:
     """Move each listed pair's switch in the repulsion's element-pair table to
-    min(radii sum, ``factor`` x shortest distance)."""
+    min(radii sum, ``factor`` x shortest distance), or to the latter alone if not ``capped``."""
     import torch
     from ase.data import covalent_radii
 
     size = repulsion.max_z + 1
     with torch.no_grad():
         for (a, b), distance in shortest.items():
-            reach = min(covalent_radii[a] + covalent_radii[b], factor * distance)
+            radii = covalent_radii[a] + covalent_radii[b]
+            reach = min(radii, factor * distance) if capped else factor * distance
             repulsion.pairs[[a * size + b, b * size + a], 2] = reach
 
 
@@ -61,6 +65,7 @@ def main() -> int:
     parser.add_argument("mode", choices=["off", "as-trained", "shortest"])
     parser.add_argument("--train", type=Path, help="training file (mode shortest)")
     parser.add_argument("--factor", type=float, default=0.9)
+    parser.add_argument("--uncapped", action="store_true", help="let a switch exceed the radii sum")
     args = parser.parse_args()
     calculator = our_calculator(args.snapshot)
     if calculator.potential.repulsion is None:
@@ -70,10 +75,11 @@ def main() -> int:
     elif args.mode == "shortest":
         if args.train is None:
             parser.error("mode shortest needs --train FILE")
-        switch_at_shortest(calculator.potential.repulsion, shortest_distances(args.train), args.factor)
+        shortest = shortest_distances(args.train)
+        switch_at_shortest(calculator.potential.repulsion, shortest, args.factor, not args.uncapped)
     frame = starting_frames(args.test, FRAMES)[args.index]
     run = langevin_run(frame, calculator, PICOSECONDS, TEMPERATURE, seed=args.index)
-    print(json.dumps({"mode": args.mode, "index": args.index, **run}))
+    print(json.dumps({"mode": args.mode, "uncapped": args.uncapped, "index": args.index, **run}))
     return 0
 
 

@@ -40,3 +40,14 @@ def test_the_switch_moves_below_the_shortest_training_distance_of_each_pair(tmp_
     assert dimer_energy(repulsion, 1, 1, hh - 0.02) > 0.0
     untouched = ZBLRepulsion(max_z=10).double()  # a pair absent from the file keeps its sum
     assert dimer_energy(repulsion, 6, 6, 1.4) == dimer_energy(untouched, 6, 6, 1.4) > 0.0
+
+
+def test_an_uncapped_switch_may_reach_beyond_the_radii_sum(tmp_path):
+    path = tmp_path / "train.extxyz"
+    write(path, [Atoms("HH", positions=[[0, 0, 0], [1.5, 0, 0]])])
+    capped, uncapped = ZBLRepulsion(max_z=10).double(), ZBLRepulsion(max_z=10).double()
+    switch_at_shortest(capped, shortest_distances(path), factor=0.9)
+    switch_at_shortest(uncapped, shortest_distances(path), factor=0.9, capped=False)
+    assert dimer_energy(capped, 1, 1, 1.0) == 0.0  # beyond the H-H radii sum, 0.62 Å
+    assert dimer_energy(uncapped, 1, 1, 1.0) > 0.0  # inside 0.9 x 1.5 Å
+    assert dimer_energy(uncapped, 1, 1, 1.36) == 0.0
