@@ -41,6 +41,14 @@ def molecule_graph(z, pos, dtype=torch.float64, energy=None, forces=None) -> Gra
     )
 
 
+def dimer_graph(z1: int, z2: int, distance: float, cutoff: float = 4.0) -> Graph:
+    """Two atoms ``distance`` Å apart on the x axis, float64, with their neighbour list."""
+    from ..data.neighbors import with_neighbors
+
+    pos = np.array([[0.0, 0.0, 0.0], [distance, 0.0, 0.0]])
+    return with_neighbors(molecule_graph(np.array([z1, z2]), pos, dtype=torch.float64), cutoff)
+
+
 def periodic_graph(atoms, dtype=torch.float64) -> Graph:
     """The graph of an ASE ``Atoms`` with its cell and periodic boundaries, without a neighbour list."""
     n = len(atoms)

@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from ase import Atoms
 from ase.data import covalent_radii
 from ase.io import write
 
 from bench.zbl_switch_md import shortest_distances, switch_at_shortest
-from dens_lightning.data.neighbors import with_neighbors
 from dens_lightning.models.repulsion import ZBLRepulsion
-from dens_lightning.testing.molecules import molecule_graph
+from dens_lightning.testing.molecules import dimer_graph
 
 
 def dimer_energy(repulsion: ZBLRepulsion, z1: int, z2: int, distance: float) -> float:
-    pos = np.array([[0.0, 0.0, 0.0], [distance, 0.0, 0.0]])
-    graph = with_neighbors(molecule_graph(np.array([z1, z2]), pos, dtype=torch.float64), 4.0)
-    return float(repulsion(graph)[0])
+    return float(repulsion(dimer_graph(z1, z2, distance))[0])
 
 
 def test_the_switch_moves_below_the_shortest_training_distance_of_each_pair(tmp_path):

@@ -14,14 +14,10 @@ from dens_lightning.data.neighbors import with_neighbors
 from dens_lightning.errors import InputError
 from dens_lightning.models.potential import Potential
 from dens_lightning.models.repulsion import COULOMB, ZBLRepulsion
+from dens_lightning.testing.molecules import dimer_graph as dimer
 from dens_lightning.testing.molecules import molecule_graph, random_molecule
 
 PAINN = {"hidden_channels": 16, "num_interactions": 2, "num_rbf": 10, "cutoff": 4.0}
-
-
-def dimer(z1: int, z2: int, distance: float):
-    pos = np.array([[0.0, 0.0, 0.0], [distance, 0.0, 0.0]])
-    return with_neighbors(molecule_graph(np.array([z1, z2]), pos, dtype=torch.float64), 4.0)
 
 
 def zbl_energy(graph, switch: float = 1.0) -> torch.Tensor:
