@@ -71,6 +71,11 @@ OURS = {
         ["model.name=painn", "data.batch_size=8", "model.zbl=true", "model.zbl_switch=0.75"],
         None,
     ),
+    # ... switched off per element pair at 0.9 of its shortest distance in the training split
+    "ours-painn-batch8-zbldata": (
+        ["model.name=painn", "data.batch_size=8", "model.zbl=true", "model.zbl_data_switch=0.9"],
+        None,
+    ),
     "ours-equiformer": (["model.name=equiformer"], None),
     "ours-painn-zoo": ([], "zoo:painn-xtb"),
     # DeNS at its defaults, but a constant noise weight: a budget fixes no step count for the decay

@@ -143,6 +143,8 @@ def model_hyperparameters(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
         raise InputError(f"config: model.{key}: {first_line(err)}") from err
+    except TypeError as err:  # a list where the config holds a mapping, or the reverse
+        raise InputError(f"config: model: {first_line(err)} (a list where a mapping is expected?)") from err
     hyperparameters = OmegaConf.to_container(checked)
     try:
         BACKBONES[name].Config(**hyperparameters)  # the backbone's own range checks
@@ -152,7 +154,7 @@ def model_hyperparameters(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
 
 
 # model keys that add a term to the energy without touching the backbone's tensors: a finetune may set them
-ENERGY_TERMS = ("zbl", "zbl_switch")
+ENERGY_TERMS = ("zbl", "zbl_switch", "zbl_reach", "zbl_data_switch")
 
 
 def check_architecture(cfg: DictConfig, architecture: dict[str, Any], source: Any) -> None:

@@ -18,6 +18,7 @@ from .artifacts import load_checkpoint
 from .config import check_architecture, labelled, load_config, load_yaml, model_hyperparameters, to_yaml
 from .data.datamodule import AtomsDataModule
 from .errors import InputError, Interrupted
+from .models.repulsion import reach_from_data
 from .replay import attach_replay
 from .run_directory import RunDirectory
 from .run_outputs import save_finetuned, save_pretrained
@@ -187,6 +188,7 @@ def run_pretrain(
         )
         task.set_force_scale(datamodule.scale)
     else:
+        _zbl_reach_from_data(run.hparams, datamodule)
         task = EnergyForceTask(run.name, run.hparams, task_cfg, neighbor_backend=cfg.data.neighbor_backend)
         task.set_statistics(datamodule.references, datamodule.scale)
     _fit(task, datamodule, cfg, run)
@@ -219,6 +221,7 @@ def run_finetune(
             check_architecture(cfg, pretrained.architecture, pretrained.name_given)
     cfg, run = _open(cfg, "finetune", run_dir, resume, progress, callbacks)
     datamodule = _datamodule(cfg, run, "finetune")
+    _zbl_reach_from_data(run.hparams, datamodule)
     trainer, run_dir = run.trainer, run.run_dir
 
     task = EnergyForceTask(
@@ -250,6 +253,20 @@ def run_finetune(
         pretrained_energy_head=bool(loaded_now.get("energy_head_loaded")),
         is_global_zero=trainer.is_global_zero,
     )
+
+
+def _zbl_reach_from_data(hparams: dict, datamodule: AtomsDataModule) -> None:
+    """With ``model.zbl`` and ``model.zbl_data_switch``, set ``model.zbl_reach`` of every element pair
+    in the training data to that fraction of the pair's shortest distance there (pairs given in
+    ``zbl_reach`` and absent from the data keep their value), before the model is built, so that the
+    model file holds the result. Every rank derives the same from the same split."""
+    fraction = hparams.get("zbl_data_switch")
+    if not hparams.get("zbl") or fraction is None:
+        return
+    reach = reach_from_data(datamodule.shortest_pair_distances(), fraction, hparams["cutoff"])
+    hparams["zbl_reach"] = {**hparams.get("zbl_reach", {}), **reach}
+    listed = ", ".join(f"{pair} {distance:.3f}" for pair, distance in reach.items())
+    log.info("ZBL switch per element pair (Å, %s of its shortest training distance): %s", fraction, listed)
 
 
 def _check_elements(datamodule: AtomsDataModule, hparams: dict) -> None:

@@ -8,6 +8,7 @@ molecules, through ASE's neighbour list (minimum image, any cell) for periodic s
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,9 +32,12 @@ class Geometry:
     frame_of_atom: np.ndarray
 
 
-def nearest_neighbors(structures: Structures, radius: float) -> Geometry:
-    """The nearest-neighbour distance of every atom of ``structures``, up to ``radius`` (Å)."""
-    nearest = np.full(len(structures.z), np.inf)
+def pair_distances(
+    structures: Structures, radius: float
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Blocks ``(first, second, distance)`` of same-shaped arrays: the indices of two atoms of one
+    structure and their distance (Å); every ordered pair of a molecule (``inf`` for an atom with
+    itself), the minimum-image pairs within ``radius`` of a periodic structure."""
     ptr, counts = structures.ptr, np.diff(structures.ptr)
     periodic = structures.pbc.any(axis=1)
     for size in np.unique(counts[~periodic]):
@@ -47,7 +51,7 @@ def nearest_neighbors(structures: Structures, radius: float) -> Geometry:
             pos = structures.pos[atoms]  # [F, n, 3]
             d = np.linalg.norm(pos[:, :, None, :] - pos[:, None, :, :], axis=-1)
             d[:, np.arange(size), np.arange(size)] = np.inf
-            nearest[atoms] = d.min(axis=2)
+            yield np.broadcast_to(atoms[:, :, None], d.shape), np.broadcast_to(atoms[:, None, :], d.shape), d
     for frame in np.flatnonzero(periodic):
         a, b = ptr[frame], ptr[frame + 1]
         atoms = Atoms(
@@ -56,11 +60,33 @@ def nearest_neighbors(structures: Structures, radius: float) -> Geometry:
             cell=structures.cell[frame],
             pbc=structures.pbc[frame],
         )
-        i, d = neighbor_list("id", atoms, radius, self_interaction=False)
-        np.minimum.at(nearest, a + i, d)
+        i, j, d = neighbor_list("ijd", atoms, radius, self_interaction=False)
+        yield a + i, a + j, d
+
+
+def nearest_neighbors(structures: Structures, radius: float) -> Geometry:
+    """The nearest-neighbour distance of every atom of ``structures``, up to ``radius`` (Å)."""
+    nearest = np.full(len(structures.z), np.inf)
+    for first, _, distance in pair_distances(structures, radius):
+        if distance.ndim == 3:  # a block of molecules: each row holds all of an atom's partners
+            nearest[first[:, :, 0]] = distance.min(axis=2)
+        else:
+            np.minimum.at(nearest, first, distance)
     nearest[nearest > radius] = np.inf
-    frame_of_atom = np.repeat(np.arange(len(structures)), counts)
+    frame_of_atom = np.repeat(np.arange(len(structures)), np.diff(structures.ptr))
     return Geometry(nearest, frame_of_atom)
+
+
+def shortest_pair_distances(structures: Structures, radius: float) -> dict[tuple[int, int], float]:
+    """The shortest distance (Å) of each element pair ``(Z_a, Z_b)``, ``Z_a <= Z_b``, over all
+    structures, among the pairs closer than ``radius`` (Å)."""
+    size = int(structures.z.max()) + 1 if len(structures.z) else 1
+    shortest = np.full(size * size, np.inf)
+    for first, second, distance in pair_distances(structures, radius):
+        za, zb = structures.z[first], structures.z[second]
+        pair = np.minimum(za, zb) * size + np.maximum(za, zb)
+        np.minimum.at(shortest, pair.ravel(), distance.ravel())
+    return {(int(p // size), int(p % size)): float(shortest[p]) for p in np.flatnonzero(shortest <= radius)}
 
 
 def check_geometry(structures: Structures, cutoff: float, min_distance: float) -> int:

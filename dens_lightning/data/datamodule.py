@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from ..errors import InputError
 from ..files import file_sha256
 from ..run_directory import RunDirectory
-from .checks import check_geometry
+from .checks import check_geometry, shortest_pair_distances
 from .graph import collate
 from .loading import ResumableSampler, ShardSampler, StructureDataset
 from .readers import ReadOptions, read_structures
@@ -206,6 +206,11 @@ class AtomsDataModule(lightning.LightningDataModule):
         """The training structures the statistics are fitted on: all of them, or for a memory-mapped
         set a seeded sample (every rank draws the same; :func:`.statistics.statistics_sample`)."""
         return statistics_sample(self.splits["train"], self.seed)
+
+    def shortest_pair_distances(self) -> dict[tuple[int, int], float]:
+        """Each element pair's shortest distance (Å, within the cutoff) in :meth:`statistics_set`,
+        by atomic numbers ``(Z_a, Z_b)``, ``Z_a <= Z_b``."""
+        return shortest_pair_distances(self.statistics_set(), self.cutoff)
 
     def fingerprint(self) -> str:
         """A digest of the split (the indices into the data, and the sizes of every split) and of the

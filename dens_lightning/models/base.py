@@ -37,10 +37,22 @@ class BackboneConfig:
     max_z: int = 100  # embeddings are indexed by atomic number up to this
     zbl: bool = False  # add the ZBL short-range repulsion to the energy (models/repulsion.py)
     zbl_switch: float = 1.0  # the ZBL term reaches zero at this fraction of the pair's covalent radii sum
+    # per element pair ("C-H": Å), where the ZBL term reaches zero instead; filled in by zbl_data_switch
+    zbl_reach: dict[str, float] = dataclasses.field(default_factory=dict)
+    # at training start, set zbl_reach of every element pair in the training split to this fraction of
+    # the pair's shortest distance there (null: keep the radii sum)
+    zbl_data_switch: float | None = None
 
     def __post_init__(self) -> None:
+        from .repulsion import parse_reach
+
         if not 0.0 < self.zbl_switch <= 1.0:
             raise ValueError(f"model.zbl_switch={self.zbl_switch}: expected a fraction in (0, 1]")
+        if self.zbl_data_switch is not None and not 0.0 < self.zbl_data_switch <= 1.0:
+            raise ValueError(
+                f"model.zbl_data_switch={self.zbl_data_switch}: expected null or a fraction in (0, 1]"
+            )
+        parse_reach(self.zbl_reach, self.cutoff)
 
 
 class Backbone(nn.Module):

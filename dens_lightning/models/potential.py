@@ -15,7 +15,7 @@ from ..data.graph import Graph
 from ..data.neighbors import with_neighbors
 from .base import Backbone, build_backbone
 from .heads import EnergyHead
-from .repulsion import ZBLRepulsion
+from .repulsion import ZBLRepulsion, parse_reach
 
 
 def strained(graph: Graph, displacement: Tensor) -> Graph:
@@ -51,7 +51,10 @@ class Potential(nn.Module):
         self.backbone = backbone
         self.energy_head = EnergyHead(backbone.num_features, backbone.config.max_z)
         config = backbone.config
-        self.repulsion = ZBLRepulsion(config.max_z, config.zbl_switch) if config.zbl else None
+        self.repulsion = None
+        if config.zbl:
+            reach = parse_reach(config.zbl_reach, config.cutoff)
+            self.repulsion = ZBLRepulsion(config.max_z, config.zbl_switch, reach)
         self.neighbor_backend = neighbor_backend
         self.metadata: dict[str, Any] = dict(metadata or {})
 

@@ -1,6 +1,7 @@
 """A short-range nuclear repulsion added to a potential's energy: the ZBL universal screened
 Coulomb potential (Ziegler, Biersack, Littmark, *The Stopping and Range of Ions in Solids*, 1985),
-switched off smoothly at the sum of the two atoms' covalent radii (or a fraction of it).
+switched off smoothly at the sum of the two atoms' covalent radii (or a fraction of it), or at a
+distance set per element pair.
 
 Training data near equilibrium hold no close contacts, so a network's energy at short range is
 unconstrained and molecular dynamics can fall into it (atoms collapsing onto each other). The ZBL
@@ -9,21 +10,28 @@ The switch keeps it out of bonded distances (it is zero from the covalent radii 
 and nequip's optional ZBL terms do. Bonds vibrate inside that sum (C–H 1.07 Å, O–H 0.97 Å; C–C
 1.52 Å), where the term is already felt at room temperature; ``model.zbl_switch`` < 1 moves the
 switch inwards, to that fraction ``s`` of the sum, off bonded geometries, but it then also starts
-later for pairs that never bond (two hydrogens: s × 0.62 Å). See the dynamics guide for what each
-costs.
+later for pairs that never bond (two hydrogens: s × 0.62 Å). ``model.zbl_reach`` sets the switch
+distance per element pair instead, and ``model.zbl_data_switch`` fills it in from the training data:
+each pair switches at a fraction of its shortest distance there, so the term is zero on every
+training structure and reaches as far out as the data allow (H–H beyond 1 Å where hydrogens never
+come closer). See the dynamics guide for what each costs.
 
     E_rep = Σ_{pairs i<j} (e² / 4πε₀) Z_i Z_j / r · φ(r / a) · u(r / (s (R_i + R_j)))
     a = 0.8854 a₀ / (Z_i^0.23 + Z_j^0.23)
     φ(x) = 0.18175 e^(-3.19980 x) + 0.50986 e^(-0.94229 x) + 0.28022 e^(-0.40290 x) + 0.02817 e^(-0.20162 x)
 
-``R``: ASE's covalent radii (Å); ``u``: the polynomial envelope of Klicpera et al. (DimeNet, 2020) with
-p = 6, which goes to zero with its first two derivatives at 1.
+``R``: ASE's covalent radii (Å), ``s (R_i + R_j)`` replaced by the pair's ``zbl_reach`` where set;
+``u``: the polynomial envelope of Klicpera et al. (DimeNet, 2020) with p = 6, which goes to zero with
+its first two derivatives at 1.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import torch
-from ase.data import covalent_radii
+from ase.data import atomic_numbers, chemical_symbols, covalent_radii
 from torch import Tensor, nn
 
 from ..data.graph import Graph
@@ -53,13 +61,53 @@ def zbl_screening(x: Tensor, exponents: Tensor, coefficients: Tensor) -> Tensor:
     return torch.exp(x[:, None] * -exponents) @ coefficients
 
 
+def pair_name(z_a: int, z_b: int) -> str:
+    """``"C-H"``: the two element symbols, the heavier first."""
+    heavy, light = max(z_a, z_b), min(z_a, z_b)
+    return f"{chemical_symbols[heavy]}-{chemical_symbols[light]}"
+
+
+def parse_reach(reach: Mapping[str, float], cutoff: float) -> dict[tuple[int, int], float]:
+    """``{"C-H": 0.85, ...}`` (``model.zbl_reach``, Å) as ``{(1, 6): 0.85, ...}`` (atomic numbers,
+    smaller first). Refuses a key that is not two element symbols joined by ``-`` and a distance
+    outside (0, ``cutoff``] (beyond the cutoff the pair is not in the neighbour list, and the term would
+    jump to zero there)."""
+    parsed = {}
+    for key, distance in reach.items():
+        symbols = str(key).split("-")
+        if len(symbols) != 2 or not all(atomic_numbers.get(s, 0) > 0 for s in symbols):
+            raise ValueError(
+                f"model.zbl_reach: {key!r}: expected two element symbols joined by '-', e.g. 'C-H'"
+            )
+        if not 0.0 < float(distance) <= cutoff:
+            raise ValueError(
+                f"model.zbl_reach.{key}={distance}: expected a distance in (0, cutoff={cutoff}] Å"
+            )
+        a, b = sorted(atomic_numbers[s] for s in symbols)
+        parsed[(a, b)] = float(distance)
+    return parsed
+
+
+def reach_from_data(
+    shortest: Mapping[tuple[int, int], float], fraction: float, cutoff: float
+) -> dict[str, float]:
+    """``model.zbl_reach`` from each element pair's shortest distance in the training data (Å):
+    ``fraction`` of it, at most the ``cutoff``, rounded down to 0.1 mÅ (the value is written to the
+    config and model file; rounding down keeps it inside the data)."""
+    return {
+        pair_name(a, b): min(math.floor(fraction * distance * 1e4) / 1e4, cutoff)
+        for (a, b), distance in sorted(shortest.items())
+    }
+
+
 class ZBLRepulsion(nn.Module):
     """Per-structure ZBL energy (eV) of the pairs in a batch's neighbour list, in the dtype of the
-    positions, switched off at ``switch`` times each pair's covalent radii sum. Has no parameters:
-    what depends on the two elements alone (Z_i Z_j e²/4πε₀, a and s (R_i + R_j)) is a table per
-    element pair, a buffer indexed by atomic numbers up to ``max_z``."""
+    positions, switched off at ``switch`` times each pair's covalent radii sum, or at ``reach[(Z_a,
+    Z_b)]`` (Å, Z_a <= Z_b) for the pairs listed there. Has no parameters: what depends on the two
+    elements alone (Z_i Z_j e²/4πε₀, a and the switch distance) is a table per element pair, a
+    buffer indexed by atomic numbers up to ``max_z``."""
 
-    def __init__(self, max_z: int, switch: float = 1.0):
+    def __init__(self, max_z: int, switch: float = 1.0, reach: Mapping[tuple[int, int], float] | None = None):
         super().__init__()
         self.max_z = max_z
         known = min(max_z + 1, len(covalent_radii))
@@ -67,14 +115,11 @@ class ZBLRepulsion(nn.Module):
         radii[:known] = torch.as_tensor(covalent_radii[:known])
         z = torch.arange(max_z + 1, dtype=torch.float64)
         zi, zj = z[:, None], z[None, :]
-        pairs = torch.stack(
-            [
-                COULOMB * zi * zj,
-                SCREENING_LENGTH / (zi**0.23 + zj**0.23),
-                switch * (radii[:, None] + radii[None, :]),
-            ],
-            dim=-1,
-        )
+        switch_at = switch * (radii[:, None] + radii[None, :])
+        for (a, b), distance in (reach or {}).items():
+            if max(a, b) <= max_z:
+                switch_at[a, b] = switch_at[b, a] = distance
+        pairs = torch.stack([COULOMB * zi * zj, SCREENING_LENGTH / (zi**0.23 + zj**0.23), switch_at], dim=-1)
         self.register_buffer("pairs", pairs.reshape(-1, 3).float(), persistent=False)
         self.register_buffer("exponents", torch.tensor(EXPONENTS), persistent=False)
         self.register_buffer("coefficients", torch.tensor(COEFFICIENTS), persistent=False)
