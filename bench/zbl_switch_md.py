@@ -7,7 +7,8 @@ Runs :func:`bench.md_stability.langevin_run` (10 ps at 500 K, the same seed and 
 ``model.zbl=true``, its term either removed (``off``), kept (``as-trained``), or switched off for each
 element pair seen in ``--train`` at the smaller of its covalent radii sum and ``--factor`` times the
 pair's shortest distance in that file (``shortest``; with ``--uncapped`` at that fraction of the
-shortest distance even where it exceeds the radii sum). Where the term is zero on every training frame
+shortest distance even where it exceeds the radii sum, as ``model.zbl_data_switch`` does in
+training). Where the term is zero on every training frame
 (``model.zbl_switch`` below the shortest ratio there), training does not depend on it, so the three
 are the same weights with three repulsions. Prints one JSON line.
 """
@@ -18,41 +19,31 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from bench.md_stability import langevin_run, starting_frames
 
 PICOSECONDS, TEMPERATURE, FRAMES = 10.0, 500.0, 5
 
 
-def shortest_distances(path: Path) -> dict[tuple[int, int], float]:
+def shortest_distances(path: Path, cutoff: float = 5.0) -> dict[tuple[int, int], float]:
     """The shortest distance (Å) of each element pair (Z_a <= Z_b) over the structures in ``path``."""
-    from ase.io import read
+    from dens_lightning.data.checks import shortest_pair_distances
+    from dens_lightning.data.readers import read_structures
 
-    shortest: dict[tuple[int, int], float] = {}
-    for atoms in read(path, ":"):
-        distances, z = atoms.get_all_distances(), atoms.numbers
-        i, j = np.triu_indices(len(z), k=1)
-        for a, b, d in zip(np.minimum(z[i], z[j]), np.maximum(z[i], z[j]), distances[i, j]):
-            pair = (int(a), int(b))
-            shortest[pair] = min(shortest.get(pair, np.inf), float(d))
-    return shortest
+    return shortest_pair_distances(read_structures(path), cutoff)
 
 
-def switch_at_shortest(
-    repulsion, shortest: dict[tuple[int, int], float], factor: float, capped: bool = True
-) -> None:
-    """Move each listed pair's switch in the repulsion's element-pair table to
-    min(radii sum, ``factor`` x shortest distance), or to the latter alone if not ``capped``."""
-    import torch
+def switch_at_shortest(repulsion, shortest: dict[tuple[int, int], float], factor: float, capped: bool = True):
+    """A copy of ``repulsion`` whose listed pairs switch off at min(radii sum, ``factor`` x shortest
+    distance), or at the latter alone if not ``capped`` (what ``model.zbl_data_switch`` does)."""
     from ase.data import covalent_radii
 
-    size = repulsion.max_z + 1
-    with torch.no_grad():
-        for (a, b), distance in shortest.items():
-            radii = covalent_radii[a] + covalent_radii[b]
-            reach = min(radii, factor * distance) if capped else factor * distance
-            repulsion.pairs[[a * size + b, b * size + a], 2] = reach
+    from dens_lightning.models.repulsion import ZBLRepulsion
+
+    reach = {
+        (a, b): min(covalent_radii[a] + covalent_radii[b], factor * d) if capped else factor * d
+        for (a, b), d in shortest.items()
+    }
+    return ZBLRepulsion(repulsion.max_z, repulsion.switch, reach).to(repulsion.pairs.device)
 
 
 def main() -> int:
@@ -76,7 +67,9 @@ def main() -> int:
         if args.train is None:
             parser.error("mode shortest needs --train FILE")
         shortest = shortest_distances(args.train)
-        switch_at_shortest(calculator.potential.repulsion, shortest, args.factor, not args.uncapped)
+        calculator.potential.repulsion = switch_at_shortest(
+            calculator.potential.repulsion, shortest, args.factor, not args.uncapped
+        )
     frame = starting_frames(args.test, FRAMES)[args.index]
     run = langevin_run(frame, calculator, PICOSECONDS, TEMPERATURE, seed=args.index)
     print(json.dumps({"mode": args.mode, "uncapped": args.uncapped, "index": args.index, **run}))

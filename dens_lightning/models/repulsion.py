@@ -109,7 +109,7 @@ class ZBLRepulsion(nn.Module):
 
     def __init__(self, max_z: int, switch: float = 1.0, reach: Mapping[tuple[int, int], float] | None = None):
         super().__init__()
-        self.max_z = max_z
+        self.max_z, self.switch = max_z, switch
         known = min(max_z + 1, len(covalent_radii))
         radii = torch.zeros(max_z + 1, dtype=torch.float64)
         radii[:known] = torch.as_tensor(covalent_radii[:known])

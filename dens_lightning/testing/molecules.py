@@ -4,10 +4,13 @@ pytest fixtures (import them into a ``conftest.py`` to use them outside
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
 from ase.build import bulk
+from torch import Tensor
 
 from ..data.graph import Graph, collate
 
@@ -47,6 +50,11 @@ def dimer_graph(z1: int, z2: int, distance: float, cutoff: float = 4.0) -> Graph
 
     pos = np.array([[0.0, 0.0, 0.0], [distance, 0.0, 0.0]])
     return with_neighbors(molecule_graph(np.array([z1, z2]), pos, dtype=torch.float64), cutoff)
+
+
+def dimer_energy(energy: Callable[[Graph], Tensor], z1: int, z2: int, distance: float) -> float:
+    """``energy`` (a module mapping a batch to per-structure energies, eV) of one :func:`dimer_graph`."""
+    return float(energy(dimer_graph(z1, z2, distance))[0])
 
 
 def periodic_graph(atoms, dtype=torch.float64) -> Graph:

@@ -11,11 +11,7 @@ from ase.io import write
 
 from bench.zbl_switch_md import shortest_distances, switch_at_shortest
 from dens_lightning.models.repulsion import ZBLRepulsion
-from dens_lightning.testing.molecules import dimer_graph
-
-
-def dimer_energy(repulsion: ZBLRepulsion, z1: int, z2: int, distance: float) -> float:
-    return float(repulsion(dimer_graph(z1, z2, distance))[0])
+from dens_lightning.testing.molecules import dimer_energy
 
 
 def test_the_switch_moves_below_the_shortest_training_distance_of_each_pair(tmp_path):
@@ -28,8 +24,7 @@ def test_the_switch_moves_below_the_shortest_training_distance_of_each_pair(tmp_
     shortest = shortest_distances(path)
     assert shortest[(1, 6)] == pytest.approx(0.95)
     assert shortest[(1, 1)] == pytest.approx(np.hypot(1.95, 0.6))
-    repulsion = ZBLRepulsion(max_z=10).double()
-    switch_at_shortest(repulsion, shortest, factor=0.9)
+    repulsion = switch_at_shortest(ZBLRepulsion(max_z=10), shortest, factor=0.9).double()
     ch = 0.9 * 0.95  # below the C-H radii sum (1.07 Å): the switch moves in
     assert dimer_energy(repulsion, 6, 1, ch + 1e-3) == 0.0 < dimer_energy(repulsion, 1, 6, ch - 0.05)
     hh = 2 * covalent_radii[1]  # 0.62 Å, below 0.9 x H-H's shortest: the radii sum stays
@@ -41,9 +36,9 @@ def test_the_switch_moves_below_the_shortest_training_distance_of_each_pair(tmp_
 def test_an_uncapped_switch_may_reach_beyond_the_radii_sum(tmp_path):
     path = tmp_path / "train.extxyz"
     write(path, [Atoms("HH", positions=[[0, 0, 0], [1.5, 0, 0]])])
-    capped, uncapped = ZBLRepulsion(max_z=10).double(), ZBLRepulsion(max_z=10).double()
-    switch_at_shortest(capped, shortest_distances(path), factor=0.9)
-    switch_at_shortest(uncapped, shortest_distances(path), factor=0.9, capped=False)
+    shortest = shortest_distances(path)
+    capped = switch_at_shortest(ZBLRepulsion(max_z=10), shortest, factor=0.9).double()
+    uncapped = switch_at_shortest(ZBLRepulsion(max_z=10), shortest, factor=0.9, capped=False).double()
     assert dimer_energy(capped, 1, 1, 1.0) == 0.0  # beyond the H-H radii sum, 0.62 Å
     assert dimer_energy(uncapped, 1, 1, 1.0) > 0.0  # inside 0.9 x 1.5 Å
     assert dimer_energy(uncapped, 1, 1, 1.36) == 0.0
