@@ -65,10 +65,19 @@ OURS = {
     # batches of 8, as the rMD17 references train (Equiformer 8; nequip and MACE 5)
     "ours-painn-batch8": (["model.name=painn", "data.batch_size=8"], None),
     # the same with the ZBL repulsion inside the covalent radii, for MD stability
-    "ours-painn-batch8-zbl": (["model.name=painn", "data.batch_size=8", "model.zbl=true"], None),
+    "ours-painn-batch8-zbl": (
+        ["model.name=painn", "data.batch_size=8", "model.zbl=true", "model.zbl_data_switch=null"],
+        None,
+    ),
     # ... switched off at 0.75 of the radii sum, below every bond length in the training and test files
     "ours-painn-batch8-zbl75": (
-        ["model.name=painn", "data.batch_size=8", "model.zbl=true", "model.zbl_switch=0.75"],
+        [
+            "model.name=painn",
+            "data.batch_size=8",
+            "model.zbl=true",
+            "model.zbl_switch=0.75",
+            "model.zbl_data_switch=null",
+        ],
         None,
     ),
     # ... switched off per element pair at 0.9 of its shortest distance in the training split

@@ -40,8 +40,8 @@ class BackboneConfig:
     # per element pair ("C-H": Å), where the ZBL term reaches zero instead; filled in by zbl_data_switch
     zbl_reach: dict[str, float] = dataclasses.field(default_factory=dict)
     # at training start, set zbl_reach of every element pair in the training split to this fraction of
-    # the pair's shortest distance there (null: keep the radii sum)
-    zbl_data_switch: float | None = None
+    # the pair's shortest distance there (null: the pairs not in zbl_reach keep zbl_switch x radii sum)
+    zbl_data_switch: float | None = 0.9
 
     def __post_init__(self) -> None:
         from .repulsion import parse_reach

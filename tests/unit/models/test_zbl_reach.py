@@ -91,7 +91,7 @@ def test_a_finetune_sets_the_reach_from_its_training_split_and_the_model_file_ke
 
     run_dir = tmp_path / "finetune"
     argv = ["finetune", "--run-dir", str(run_dir), *FAST, "trainer.max_steps=2"]
-    assert main([*argv, "model.zbl=true", "model.zbl_data_switch=0.9", "model.zbl_reach={Si-H: 1.3}"]) == 0
+    assert main([*argv, "model.zbl=true", "model.zbl_reach={Si-H: 1.3}"]) == 0  # the default: 0.9
     splits = json.loads((run_dir / "splits.json").read_text())
     frames = read(splits["source"], ":")
     train = [frames[i] for i in splits["indices"]["train"]]
@@ -110,3 +110,19 @@ def test_a_finetune_sets_the_reach_from_its_training_split_and_the_model_file_ke
     assert energies == [0.0] * len(train)  # zero on every training structure, by construction
     hh = reach["H-H"]
     assert hh > 2 * covalent_radii[1] and dimer_energy(repulsion, 1, 1, hh - 0.2) > 0.0
+
+
+def test_without_the_data_switch_or_the_repulsion_the_reach_stays_as_given():
+    from dens_lightning.runner import _zbl_reach_from_data
+
+    class Data:
+        def shortest_pair_distances(self):
+            return {(1, 1): 1.5, (1, 6): 1.0}
+
+    for zbl, fraction in ((True, None), (False, 0.9)):
+        hparams = {"zbl": zbl, "zbl_data_switch": fraction, "zbl_reach": {"C-H": 0.7}, "cutoff": 5.0}
+        _zbl_reach_from_data(hparams, Data())
+        assert hparams["zbl_reach"] == {"C-H": 0.7}
+    hparams = {"zbl": True, "zbl_data_switch": 0.8, "zbl_reach": {"C-H": 0.7, "O-H": 0.6}, "cutoff": 5.0}
+    _zbl_reach_from_data(hparams, Data())
+    assert hparams["zbl_reach"] == {"C-H": 0.8, "O-H": 0.6, "H-H": 1.2}  # the data's pairs replaced
