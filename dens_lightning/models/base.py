@@ -36,7 +36,7 @@ class BackboneConfig:
     cutoff: float = 5.0  # Å
     max_z: int = 100  # embeddings are indexed by atomic number up to this
     zbl: bool = False  # add the ZBL short-range repulsion to the energy (models/repulsion.py)
-    zbl_switch: float = 1.0  # the ZBL term reaches zero at this fraction of the pair's covalent radii sum
+    zbl_switch: float = 1.0  # pairs without a zbl_reach: the ZBL term is zero from this fraction of R_i + R_j
     # per element pair ("C-H": Å), where the ZBL term reaches zero instead; filled in by zbl_data_switch
     zbl_reach: dict[str, float] = dataclasses.field(default_factory=dict)
     # at training start, set zbl_reach of every element pair in the training split to this fraction of

@@ -38,7 +38,7 @@ class Potential(nn.Module):
     Every backbone sees geometry only through :func:`~dens_lightning.models.base.edge_vectors`
     (position differences plus periodic shifts), which is what makes the strain derivative right.
 
-    With ``model.zbl`` the ZBL nuclear repulsion inside the covalent radii is added to the energy
+    With ``model.zbl`` the ZBL nuclear repulsion at short range is added to the energy
     (:mod:`.repulsion`).
 
     ``metadata`` describes the model for sharing (see :mod:`dens_lightning.artifacts`).

@@ -1,20 +1,19 @@
 """A short-range nuclear repulsion added to a potential's energy: the ZBL universal screened
 Coulomb potential (Ziegler, Biersack, Littmark, *The Stopping and Range of Ions in Solids*, 1985),
-switched off smoothly at the sum of the two atoms' covalent radii (or a fraction of it), or at a
-distance set per element pair.
+switched off smoothly below a distance per element pair: a fraction of its shortest distance in the
+training data, or of the sum of the two covalent radii.
 
 Training data near equilibrium hold no close contacts, so a network's energy at short range is
 unconstrained and molecular dynamics can fall into it (atoms collapsing onto each other). The ZBL
 term makes the energy rise like ``Z_i Z_j e² / r`` as two nuclei meet; the network learns the rest.
-The switch keeps it out of bonded distances (it is zero from the covalent radii sum on), as MACE's
-and nequip's optional ZBL terms do. Bonds vibrate inside that sum (C–H 1.07 Å, O–H 0.97 Å; C–C
-1.52 Å), where the term is already felt at room temperature; ``model.zbl_switch`` < 1 moves the
-switch inwards, to that fraction ``s`` of the sum, off bonded geometries, but it then also starts
-later for pairs that never bond (two hydrogens: s × 0.62 Å). ``model.zbl_reach`` sets the switch
-distance per element pair instead, and ``model.zbl_data_switch`` fills it in from the training data:
-each pair switches at a fraction of its shortest distance there, so the term is zero on every
-training structure and reaches as far out as the data allow (H–H beyond 1 Å where hydrogens never
-come closer). See the dynamics guide for what each costs.
+Where it switches off matters. By default (``model.zbl_data_switch``) each element pair switches
+at a fraction (0.9) of its shortest distance in the training data, written to ``model.zbl_reach``
+(Å per element pair) when training starts: the term is then zero on every training structure and
+reaches as far out as the data allow (H–H beyond 1 Å where hydrogens never come closer). Pairs
+without a reach switch at ``model.zbl_switch`` (``s``) times their covalent radii sum, the rule
+MACE's and nequip's optional ZBL terms apply to every pair; that sum lies inside bond vibrations
+(C–H 1.07 Å, O–H 0.97 Å), where the term is felt at room temperature, and a fraction of it starts
+late for pairs that never bond (two hydrogens: s × 0.62 Å). See the dynamics guide for what each costs.
 
     E_rep = Σ_{pairs i<j} (e² / 4πε₀) Z_i Z_j / r · φ(r / a) · u(r / (s (R_i + R_j)))
     a = 0.8854 a₀ / (Z_i^0.23 + Z_j^0.23)
