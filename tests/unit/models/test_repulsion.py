@@ -14,44 +14,47 @@ from dens_lightning.data.neighbors import with_neighbors
 from dens_lightning.errors import InputError
 from dens_lightning.models.potential import Potential
 from dens_lightning.models.repulsion import COULOMB, ZBLRepulsion
-from dens_lightning.testing.molecules import dimer_graph as dimer
-from dens_lightning.testing.molecules import molecule_graph, random_molecule
+from dens_lightning.testing.molecules import dimer_energy, molecule_graph, random_molecule
 
 PAINN = {"hidden_channels": 16, "num_interactions": 2, "num_rbf": 10, "cutoff": 4.0}
 
 
+def zbl(switch: float = 1.0) -> ZBLRepulsion:
+    return ZBLRepulsion(max_z=100, switch=switch).double()
+
+
 def zbl_energy(graph, switch: float = 1.0) -> torch.Tensor:
-    return ZBLRepulsion(max_z=100, switch=switch).double()(graph)
+    return zbl(switch)(graph)
 
 
 def test_two_nuclei_close_together_repel_like_bare_charges():
     for z1, z2 in ((1, 1), (6, 8)):
         r = 1e-3  # Å: screening and switch both ~1
         coulomb = COULOMB * z1 * z2 / r
-        assert float(zbl_energy(dimer(z1, z2, r))[0]) == pytest.approx(coulomb, rel=0.03)
-        assert float(zbl_energy(dimer(z1, z2, r))[0]) < coulomb  # screened
+        assert dimer_energy(zbl(), z1, z2, r) == pytest.approx(coulomb, rel=0.03)
+        assert dimer_energy(zbl(), z1, z2, r) < coulomb  # screened
 
 
 @pytest.mark.parametrize("switch", [1.0, 0.7])
 def test_the_repulsion_rises_as_atoms_approach_and_vanishes_from_the_switch_on(switch):
     reach = switch * 2 * covalent_radii[6]
     distances = np.linspace(0.2, reach - 1e-3, 40)
-    energies = np.array([float(zbl_energy(dimer(6, 6, r), switch)[0]) for r in distances])
+    energies = np.array([dimer_energy(zbl(switch), 6, 6, r) for r in distances])
     assert (energies > 0).all() and (np.diff(energies) < 0).all()
     for r in (reach * (1 + 1e-6), reach + 0.01, 2.0, 3.9):  # the table holds the switch in float32
-        assert float(zbl_energy(dimer(6, 6, r), switch)[0]) == 0.0
+        assert dimer_energy(zbl(switch), 6, 6, r) == 0.0
     # smooth at the switch: the energy vanishes there like (reach - r)^3 (its force and curvature too)
     h = 1e-3
-    near, nearer = (float(zbl_energy(dimer(6, 6, reach - d), switch)[0]) for d in (2 * h, h))
+    near, nearer = (dimer_energy(zbl(switch), 6, 6, reach - d) for d in (2 * h, h))
     assert near / nearer == pytest.approx(8.0, rel=0.05)
 
 
 def test_a_switch_inside_the_radii_keeps_the_term_off_a_compressed_bond_to_hydrogen():
     r = 0.9  # Å: a C-H bond compressed in a 300 K ethanol frame (covalent radii sum 1.07 Å)
-    assert float(zbl_energy(dimer(6, 1, r))[0]) > 0.1  # eV
-    assert float(zbl_energy(dimer(6, 1, r), switch=0.7)[0]) == 0.0
-    closer = dimer(6, 1, 0.5)  # a collision still repels, with over half the unswitched term
-    assert float(zbl_energy(closer, switch=0.7)[0]) > 0.5 * float(zbl_energy(closer)[0])
+    assert dimer_energy(zbl(), 6, 1, r) > 0.1  # eV
+    assert dimer_energy(zbl(0.7), 6, 1, r) == 0.0
+    # a collision still repels, with over half the unswitched term
+    assert dimer_energy(zbl(0.7), 6, 1, 0.5) > 0.5 * dimer_energy(zbl(), 6, 1, 0.5)
 
 
 @pytest.mark.parametrize("switch", [0.0, -0.5, 1.5])
